@@ -1,0 +1,531 @@
+"""Stateful layers built on :mod:`bnlib.functional`, with PyTorch's names and semantics.
+
+Every module has ``params`` and ``grads`` dicts with the same keys, ``forward(x)``
+(also ``module(x)``), ``backward(dout) -> dx`` which fills ``grads``, and
+``train()`` / ``eval()`` which return the module.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = [
+    "Module", "Linear", "Conv1d", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten",
+    "Sequential", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm",
+    "InstanceNorm1d", "RMSNorm",
+]
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+class Module:
+    """Base class: parameter/gradient dicts, train/eval mode, forward cache checks."""
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.training = True
+        self._cache = None
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def children(self) -> list["Module"]:
+        return []
+
+    def modules(self):
+        """This module and every module inside it, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def parameters(self) -> list[tuple["Module", str]]:
+        """Every parameter as a ``(module, name)`` pair: ``module.params[name]``."""
+        return [(m, k) for m in self.modules() for k in m.params]
+
+    def num_parameters(self) -> int:
+        return sum(m.params[k].size for m, k in self.parameters())
+
+    def zero_grad(self):
+        for m, k in self.parameters():
+            m.grads[k] = np.zeros_like(m.params[k])
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def _need_cache(self):
+        if self._cache is None:
+            raise ValueError(f"{type(self).__name__}.backward called before any forward "
+                             "(expected a forward pass in this mode first)")
+        return self._cache
+
+    def _check_dout(self, dout, shape):
+        if np.shape(dout) != tuple(shape):
+            raise ValueError(f"{type(self).__name__}.backward: expected dout of shape "
+                             f"{tuple(shape)} (the last forward's output), got {np.shape(dout)}")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _check_rank(module, x, ranks, what):
+    if x.ndim not in ranks:
+        raise ValueError(f"{type(module).__name__}: expected {what}, got a "
+                         f"{x.ndim}-D input of shape {x.shape}")
+
+
+def _check_size(module, x, axis, expected, what):
+    if x.shape[axis] != expected:
+        raise ValueError(f"{type(module).__name__}: expected {expected} {what} "
+                         f"(axis {axis}), got input of shape {x.shape}")
+
+
+class Linear(Module):
+    """``y = x W^T + b`` on (..., in_features); weight (out, in), bias (out,).
+
+    Initialized as in PyTorch: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / np.sqrt(in_features)
+        rng = _rng(rng)
+        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features))
+        if bias:
+            self.params["bias"] = rng.uniform(-bound, bound, out_features)
+        self.zero_grad()
+
+    def forward(self, x):
+        _check_rank(self, x, range(1, 64), "an input (..., in_features)")
+        _check_size(self, x, -1, self.in_features, "input features")
+        w = self.params["weight"].astype(x.dtype, copy=False)
+        out = x @ w.T
+        if "bias" in self.params:
+            out += self.params["bias"].astype(x.dtype, copy=False)
+        self._cache = x
+        return out
+
+    def backward(self, dout):
+        x = self._need_cache()
+        self._check_dout(dout, x.shape[:-1] + (self.out_features,))
+        x2, d2 = x.reshape(-1, self.in_features), dout.reshape(-1, self.out_features)
+        self.grads["weight"] = (d2.T @ x2).astype(self.params["weight"].dtype)
+        if "bias" in self.params:
+            self.grads["bias"] = d2.sum(axis=0).astype(self.params["bias"].dtype)
+        return dout @ self.params["weight"].astype(dout.dtype, copy=False)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"
+
+
+class Conv1d(Module):
+    """1-D convolution (cross-correlation, as PyTorch) on (N, C_in, L) -> (N, C_out, L_out).
+
+    weight (C_out, C_in, K), bias (C_out,); ``L_out = (L + 2*padding - K) // stride + 1``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True, rng=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        bound = 1.0 / np.sqrt(in_channels * kernel_size)
+        rng = _rng(rng)
+        self.params["weight"] = rng.uniform(-bound, bound, (out_channels, in_channels, kernel_size))
+        if bias:
+            self.params["bias"] = rng.uniform(-bound, bound, out_channels)
+        self.zero_grad()
+
+    def _columns(self, x):
+        """(N, C, L) -> windows (N, L_out, C, K), a strided view of the padded input."""
+        p, k, s = self.padding, self.kernel_size, self.stride
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p))) if p else x
+        win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=2)  # (N, C, L', K)
+        return xp, win[:, :, ::s].transpose(0, 2, 1, 3)
+
+    def forward(self, x):
+        _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
+        _check_size(self, x, 1, self.in_channels, "input channels")
+        xp, cols = self._columns(x)
+        if cols.shape[1] < 1:
+            raise ValueError(f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
+                             f"({self.kernel_size}) after padding {self.padding}")
+        w = self.params["weight"].astype(x.dtype, copy=False)
+        out = np.tensordot(cols, w, axes=([2, 3], [1, 2]))  # (N, L_out, C_out)
+        if "bias" in self.params:
+            out += self.params["bias"].astype(x.dtype, copy=False)
+        self._cache = (x.shape, xp.shape, cols)
+        return np.ascontiguousarray(out.transpose(0, 2, 1))
+
+    def backward(self, dout):
+        x_shape, xp_shape, cols = self._need_cache()
+        n, l_out = x_shape[0], cols.shape[1]
+        self._check_dout(dout, (n, self.out_channels, l_out))
+        d = dout.transpose(0, 2, 1)  # (N, L_out, C_out)
+        self.grads["weight"] = np.tensordot(d, cols, axes=([0, 1], [0, 1])).astype(
+            self.params["weight"].dtype)
+        if "bias" in self.params:
+            self.grads["bias"] = d.sum(axis=(0, 1)).astype(self.params["bias"].dtype)
+        w = self.params["weight"].astype(dout.dtype, copy=False)
+        dcols = np.tensordot(d, w, axes=([2], [0]))  # (N, L_out, C_in, K)
+        dxp = np.zeros(xp_shape, dtype=dout.dtype)
+        s, k = self.stride, self.kernel_size
+        for j in range(k):  # scatter each kernel tap back to its input positions
+            dxp[:, :, j: j + s * (l_out - 1) + 1: s] += dcols[:, :, :, j].transpose(0, 2, 1)
+        p = self.padding
+        return dxp[:, :, p: xp_shape[2] - p] if p else dxp
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class ReLU(Module):
+    """max(x, 0), elementwise."""
+
+    def forward(self, x):
+        self._cache = x > 0
+        return x * self._cache
+
+    def backward(self, dout):
+        mask = self._need_cache()
+        self._check_dout(dout, mask.shape)
+        return dout * mask
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)), elementwise (computed without overflow)."""
+
+    def forward(self, x):
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+        self._cache = out
+        return out
+
+    def backward(self, dout):
+        out = self._need_cache()
+        self._check_dout(dout, out.shape)
+        return dout * out * (1.0 - out)
+
+
+class Tanh(Module):
+    """tanh(x), elementwise."""
+
+    def forward(self, x):
+        self._cache = np.tanh(x)
+        return self._cache
+
+    def backward(self, dout):
+        out = self._need_cache()
+        self._check_dout(dout, out.shape)
+        return dout * (1.0 - out**2)
+
+
+class Dropout(Module):
+    """Inverted dropout: in training zero each value with probability p and scale the rest
+    by 1/(1-p); identity in evaluation.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: expected 0 <= p < 1, got p={p}")
+        self.p, self.rng = p, _rng(rng)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._cache = None if not self.training else np.ones_like(x)
+            return x
+        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        self._cache = mask
+        return x * mask
+
+    def backward(self, dout):
+        if not self.training:
+            return dout
+        mask = self._need_cache()
+        self._check_dout(dout, mask.shape)
+        return dout * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x):
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        shape = self._need_cache()
+        return dout.reshape(shape)
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse. Index it like a list."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = list(layers)
+
+    def children(self):
+        return self.layers
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+
+class _NormBase(Module):
+    """Shared bookkeeping for layers with an affine (weight, bias) pair."""
+
+    def _init_affine(self, shape, affine):
+        if affine:
+            self.params["weight"] = np.ones(shape)
+            self.params["bias"] = np.zeros(shape)
+        self.zero_grad()
+
+    def _affine(self):
+        return self.params.get("weight"), self.params.get("bias")
+
+    def _store_grads(self, dgamma, dbeta):
+        if "weight" in self.params:
+            self.grads["weight"] = dgamma.reshape(self.params["weight"].shape).astype(
+                self.params["weight"].dtype)
+            self.grads["bias"] = dbeta.reshape(self.params["bias"].shape).astype(
+                self.params["bias"].dtype)
+
+
+class _BatchNorm(_NormBase):
+    """BatchNorm with PyTorch semantics.
+
+    Training: normalize with the batch mean and *biased* variance; update
+    ``running = (1 - momentum) * running + momentum * batch`` where the variance
+    stored is the *unbiased* one (m / (m - 1)); ``momentum=None`` gives the
+    cumulative average over all batches seen. Evaluation: normalize with the
+    running statistics. Running mean starts at 0, running variance at 1.
+    """
+
+    _ranks: tuple = ()
+    _shape_doc = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.track_running_stats = track_running_stats
+        self._init_affine((num_features,), affine)
+        self.reset_running_stats()
+
+    def reset_running_stats(self):
+        self.running_mean = np.zeros(self.num_features)
+        self.running_var = np.ones(self.num_features)
+        self.num_batches_tracked = 0
+
+    def _check_input(self, x):
+        _check_rank(self, x, self._ranks, self._shape_doc)
+        _check_size(self, x, 1, self.num_features, "channels")
+
+    def forward(self, x):
+        self._check_input(x)
+        use_batch = self.training or not self.track_running_stats
+        stats = None
+        if use_batch:
+            m = x.size // x.shape[1]
+            if m <= 1:
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
+                                 f"when training, got input of shape {x.shape} (m = {m}); "
+                                 "use a larger batch, or call eval() to use running statistics")
+        else:
+            stats = (self.running_mean, self.running_var)
+        gamma, beta = self._affine()
+        out, cache = F.batchnorm_forward(x, gamma, beta, self.eps, stats=stats)
+        if self.training and self.track_running_stats:
+            self._update_running(cache)
+        self._cache = cache
+        return out
+
+    def _update_running(self, cache):
+        m = cache["m"]
+        mean = cache["mu"].reshape(-1).astype(np.float64)
+        var_unbiased = cache["var"].reshape(-1).astype(np.float64) * (m / (m - 1))
+        self.num_batches_tracked += 1
+        w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        self.running_mean = (1 - w) * self.running_mean + w * mean
+        self.running_var = (1 - w) * self.running_var + w * var_unbiased
+
+    def backward(self, dout):
+        cache = self._need_cache()
+        self._check_dout(dout, cache["x"].shape)
+        dx, dgamma, dbeta = F.batchnorm_backward(dout, cache)
+        self._store_grads(dgamma, dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """BatchNorm over (N, C) or (N, C, L): per-channel statistics over N (and L)."""
+
+    _ranks = (2, 3)
+    _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
+
+
+class BatchNorm2d(_BatchNorm):
+    """BatchNorm over (N, C, H, W): per-channel statistics over N, H and W (m = N*H*W)."""
+
+    _ranks = (4,)
+    _shape_doc = "a 4-D (N, C, H, W) input"
+
+
+class LayerNorm(_NormBase):
+    """Normalize each example over its last ``len(normalized_shape)`` axes.
+
+    weight and bias have shape ``normalized_shape``. No running statistics: the same
+    computation in training and evaluation.
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True):
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape, self.eps = tuple(normalized_shape), eps
+        self._init_affine(self.normalized_shape, elementwise_affine)
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
+            raise ValueError(f"LayerNorm: expected input ending in {self.normalized_shape}, "
+                             f"got shape {x.shape}")
+        gamma, beta = self._affine()
+        out, self._cache = F.layernorm_forward(x, gamma, beta, k, self.eps)
+        return out
+
+    def backward(self, dout):
+        cache = self._need_cache()
+        self._check_dout(dout, cache["x"].shape)
+        dx, dgamma, dbeta = F.layernorm_backward(dout, cache)
+        self._store_grads(dgamma, dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class RMSNorm(_NormBase):
+    """``x / sqrt(mean(x**2) + eps) * weight`` over the last axes: LayerNorm without
+    centering and without bias (Zhang & Sennrich 2019). ``eps=None`` uses the machine
+    epsilon of the input dtype, as PyTorch does.
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True):
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape, self.eps = tuple(normalized_shape), eps
+        if elementwise_affine:
+            self.params["weight"] = np.ones(self.normalized_shape)
+        self.zero_grad()
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
+            raise ValueError(f"RMSNorm: expected input ending in {self.normalized_shape}, "
+                             f"got shape {x.shape}")
+        eps = np.finfo(x.dtype).eps if self.eps is None else self.eps
+        out, self._cache = F.rmsnorm_forward(x, self.params.get("weight"), k, eps)
+        return out
+
+    def backward(self, dout):
+        cache = self._need_cache()
+        self._check_dout(dout, cache["x"].shape)
+        dx, dgamma, _ = F.norm_backward(dout, cache)
+        if "weight" in self.params:
+            self.grads["weight"] = dgamma.astype(self.params["weight"].dtype)
+        return dx
+
+
+class GroupNorm(_NormBase):
+    """Normalize each example over groups of ``num_channels / num_groups`` channels
+    (and all spatial positions) of an (N, C, *spatial) input; per-channel weight, bias.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible "
+                             f"by num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self._init_affine((num_channels,), affine)
+
+    def forward(self, x):
+        _check_rank(self, x, range(2, 64), "an input (N, C, *spatial)")
+        _check_size(self, x, 1, self.num_channels, "channels")
+        gamma, beta = self._affine()
+        out, self._cache = F.groupnorm_forward(x, gamma, beta, self.num_groups, self.eps)
+        return out
+
+    def backward(self, dout):
+        cache = self._need_cache()
+        self._check_dout(dout, cache["input_shape"])
+        dx, dgamma, dbeta = F.groupnorm_backward(dout, cache)
+        self._store_grads(dgamma, dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+
+
+class InstanceNorm1d(GroupNorm):
+    """Normalize each example and channel over its length axis: (N, C, L).
+
+    GroupNorm with one channel per group. As in PyTorch, ``affine`` defaults to False
+    and no running statistics are kept.
+    """
+
+    def __init__(self, num_features, eps=1e-5, affine=False):
+        super().__init__(num_features, num_features, eps, affine)
+
+    def forward(self, x):
+        _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
+        return super().forward(x)
+
+    def extra_repr(self):
+        return f"{self.num_channels}, eps={self.eps}"

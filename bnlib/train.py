@@ -1,0 +1,133 @@
+"""A small training loop that records what the chapters plot."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data import minibatches
+from .losses import accuracy, softmax_cross_entropy
+
+__all__ = ["History", "NonFiniteLossError", "train_step", "evaluate", "fit"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by :func:`fit` when the loss becomes NaN or infinite."""
+
+
+@dataclass
+class History:
+    """What :func:`fit` records.
+
+    Per training step: ``step``, ``loss``, ``acc`` and each probe's value in ``probes``.
+    Per evaluation: ``eval_step``, ``test_loss``, ``test_acc``.
+    ``stopped`` holds the message if training stopped on a non-finite loss.
+    """
+
+    step: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    acc: list = field(default_factory=list)
+    eval_step: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    probes: dict = field(default_factory=dict)
+    stopped: str | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopped is not None
+
+
+def train_step(model, optimizer, xb, yb, loss_fn=softmax_cross_entropy):
+    """One forward, backward and update. Returns ``(loss, output)``."""
+    out = model(xb)
+    loss, dout = loss_fn(out, yb)
+    if np.isfinite(loss):
+        optimizer.zero_grad()
+        model.backward(dout)
+        optimizer.step()
+    return loss, out
+
+
+def evaluate(model, x, y, loss_fn=softmax_cross_entropy, batch_size=1000):
+    """Mean loss and accuracy of ``model`` in eval mode on (x, y), in batches.
+
+    The model's train/eval mode is restored afterwards. Accuracy is NaN when
+    ``y`` is not integer labels.
+    """
+    was_training = model.training
+    model.eval()
+    losses, accs, sizes = [], [], []
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        losses.append(loss_fn(out, yb)[0])
+        accs.append(accuracy(out, yb) if np.issubdtype(np.asarray(yb).dtype, np.integer)
+                    else np.nan)
+        sizes.append(len(yb))
+    model.train(was_training)
+    return float(np.average(losses, weights=sizes)), float(np.average(accs, weights=sizes))
+
+
+def _divergence_message(step, epoch, loss, optimizer):
+    return (f"loss became {loss} at step {step} (epoch {epoch}); training stopped before "
+            f"applying that update. Try a smaller learning rate (lr={optimizer.lr}), a "
+            "normalization layer, or check the inputs for NaN/inf.")
+
+
+def fit(model, optimizer, x, y, *, epochs=1, batch_size=64, loss_fn=softmax_cross_entropy,
+        test=None, eval_every=None, probes=None, rng=None, progress=True,
+        on_nonfinite="raise", max_steps=None):
+    """Train ``model`` with mini-batches of (x, y) and record a :class:`History`.
+
+    Args:
+        x, y: training inputs (N, ...) and targets (N, ...).
+        epochs: passes over the data; each uses a fresh shuffle from ``rng``.
+        batch_size: mini-batch size m; a last incomplete batch is dropped.
+        test: optional ``(x_test, y_test)``, evaluated every ``eval_every`` steps
+            (default: once per epoch) and after the last step.
+        probes: optional ``{name: fn(model) -> value}``, called after every step.
+        rng: seed or Generator for the shuffles.
+        progress: show a tqdm progress bar.
+        on_nonfinite: ``"raise"`` raises :class:`NonFiniteLossError` naming the step and
+            what to try; ``"stop"`` records that message in ``history.stopped`` and returns.
+        max_steps: optional cap on the number of steps.
+    """
+    if on_nonfinite not in ("raise", "stop"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}")
+    rng = np.random.default_rng(rng)
+    probes = probes or {}
+    hist = History(probes={name: [] for name in probes})
+    steps_per_epoch = len(x) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the data set ({len(x)})")
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    eval_every = eval_every or steps_per_epoch
+    model.train()
+    step = 0
+    with tqdm(total=total, disable=not progress, leave=False) as bar:
+        for epoch in range(epochs):
+            for xb, yb in minibatches(x, y, batch_size, rng, drop_last=True):
+                if step >= total:
+                    break
+                loss, out = train_step(model, optimizer, xb, yb, loss_fn)
+                if not np.isfinite(loss):
+                    hist.stopped = _divergence_message(step, epoch, loss, optimizer)
+                    if on_nonfinite == "raise":
+                        raise NonFiniteLossError(hist.stopped)
+                    return hist
+                step += 1
+                hist.step.append(step)
+                hist.loss.append(loss)
+                hist.acc.append(accuracy(out, yb) if out.ndim == 2 and
+                                np.issubdtype(np.asarray(yb).dtype, np.integer) else np.nan)
+                for name, fn in probes.items():
+                    hist.probes[name].append(fn(model))
+                if test is not None and (step % eval_every == 0 or step == total):
+                    tl, ta = evaluate(model, *test, loss_fn=loss_fn)
+                    hist.eval_step.append(step)
+                    hist.test_loss.append(tl)
+                    hist.test_acc.append(ta)
+                bar.update(1)
+    return hist
