@@ -15,6 +15,13 @@ from .modules import (BatchNorm1d, BatchNorm2d, Conv1d, Dropout, Flatten, GroupN
 from .optim import SGD, Adam
 from .train import History, NonFiniteLossError, evaluate, fit, train_step
 
+# Chapter-specific tools; each module lists its public names in __all__.
+from .diagrams import *  # noqa: F401,F403
+from .inference import *  # noqa: F401,F403
+from .intuition import *  # noqa: F401,F403
+from .probes import *  # noqa: F401,F403
+from .sequence import *  # noqa: F401,F403
+
 __version__ = "0.1.0"
 
 __all__ = [
