@@ -148,7 +148,10 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: not an IDX file (expected magic 0x00 0x00 <type> <ndim>, "
                          f"got {raw[:4].hex()})")
     dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
-    shape = tuple(np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int))
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: header promises {ndim} dimensions, file ends after "
+                         f"{len(raw)} bytes")
+    shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header promises shape {shape} ({int(np.prod(shape))} values), "

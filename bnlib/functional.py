@@ -20,6 +20,8 @@ Notation follows Ioffe & Szegedy (2015): over a group of m values,
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -77,6 +79,10 @@ def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
     """
     axes = tuple(a % x.ndim for a in axes)
     dtype = x.dtype
+    if stats is None and center:
+        fast = _fast_forward(x, gamma, beta, axes, eps)
+        if fast is not None:
+            return fast
     if stats is None:
         mu = x.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * x.ndim, dtype)
         xc = x - mu if center else x
@@ -123,6 +129,9 @@ def norm_backward(dout, cache):
         dx (shape of x), dgamma (shape of gamma or None), dbeta (shape of beta or None).
     """
     _check_dout(dout, cache)
+    if cache.get("_layout") is not None and getattr(dout, "dtype", None) in (np.float32,
+                                                                              np.float64):
+        return _fast_backward(dout, cache)
     dgamma, dbeta = _param_grads(dout, cache)
     g = dout if cache["gamma"] is None else dout * cache["gamma"]
     inv_std, x_hat, axes, m = cache["inv_std"], cache["x_hat"], cache["axes"], cache["m"]
@@ -134,6 +143,146 @@ def norm_backward(dout, cache):
         inner -= np.sum(g, axis=axes, keepdims=True)
     dx = inner * (inv_std / m)
     return dx.astype(dout.dtype, copy=False), dgamma, dbeta
+
+
+# ---------------------------------------------------------------- fast path
+# The same computation as above with fewer passes over memory, used when the axes that
+# are kept (not reduced) form one contiguous block, so x can be viewed as (A, K, B) and
+# reduced over A and B (BatchNorm: (N, C, H*W); LayerNorm over trailing axes: (1, N, D)),
+# and gamma and beta are constant over the reduced axes (one value per group, as in BN).
+# Then sum(dout * gamma) = gamma * sum(dout) = gamma * dbeta and
+# sum(dout * gamma * x_hat) = gamma * dgamma: the parameter gradients are the only two
+# reductions the backward needs. Sums use np.einsum (no temporary arrays), every
+# full-size operation writes into an array that is returned or cached, and consecutive
+# operations run chunk by chunk (see _chunks) so that each chunk is still in cache.
+# Results equal the general path's up to rounding (tests/test_functional.py checks).
+
+
+def _layout(shape, axes):
+    """(A, K, B) if the axes of ``shape`` not in ``axes`` form one contiguous block, else None."""
+    kept = [a for a in range(len(shape)) if a not in axes]
+    if not kept or kept != list(range(kept[0], kept[-1] + 1)):
+        return None
+    return (math.prod(shape[:kept[0]]), math.prod(shape[kept[0]:kept[-1] + 1]),
+            math.prod(shape[kept[-1] + 1:]))
+
+
+def _per_group(p, x_shape, axes, layout, dtype):
+    """A parameter broadcastable to x as a vector over the K groups, or None if it varies
+    over the reduced axes. Returns (vector of shape (K,), ok)."""
+    if p is None:
+        return None, True
+    pshape = (1,) * (len(x_shape) - np.ndim(p)) + np.shape(p)
+    if len(pshape) != len(x_shape) or any(pshape[a] != 1 for a in axes):
+        return None, False
+    kept_shape = tuple(1 if a in axes else n for a, n in enumerate(x_shape))
+    p = np.asarray(p, dtype=dtype)
+    if pshape != kept_shape:  # constant along some kept axes too: spread it over them
+        p = np.broadcast_to(p.reshape(pshape), kept_shape)
+    return p.reshape(layout[1]), True
+
+
+def _views(layout):
+    """Shapes for the full arrays and for per-group vectors, and the einsum subscripts."""
+    a, k, b = layout
+    if b == 1:
+        return (a, k), (k,), "ak"
+    if a == 1:
+        return (k, b), (k, 1), "kb"
+    return (a, k, b), (k, 1), "akb"
+
+
+_CHUNK_BYTES = 1 << 20
+
+
+def _chunks(full, itemsize, sub):
+    """Slices along axis 0 of about _CHUNK_BYTES each (one slice when axis 0 is the groups),
+    so that consecutive operations on a chunk find it in the CPU cache."""
+    if sub == "kb":
+        return [slice(None)]
+    row = itemsize * math.prod(full[1:])
+    step = max(1, _CHUNK_BYTES // max(row, 1))
+    return [slice(i, i + step) for i in range(0, full[0], step)]
+
+
+def _group_sum(a, sub):
+    """Sum of ``a`` over everything but the group axis k."""
+    if sub == "ak":  # over the rows: a matrix-vector product is the quickest reduction
+        return np.ones(a.shape[0], a.dtype) @ a
+    return np.einsum(f"{sub}->k", a)
+
+
+def _fast_forward(x, gamma, beta, axes, eps):
+    layout = _layout(x.shape, axes)
+    if layout is None or x.size == 0 or x.dtype not in (np.float32, np.float64):
+        return None
+    dtype = x.dtype
+    g, ok_g = _per_group(gamma, x.shape, axes, layout, dtype)
+    b, ok_b = _per_group(beta, x.shape, axes, layout, dtype)
+    if not (ok_g and ok_b):
+        return None
+    full, vec, sub = _views(layout)
+    m = x.size // layout[1]
+    x3 = x.reshape(full)
+    mu = _group_sum(x3, sub) / dtype.type(m)
+    mu_v = mu.reshape(vec)
+    x_hat = np.empty(full, dtype)
+    out = np.empty(full, dtype) if g is not None or b is not None else x_hat
+    chunks = _chunks(full, dtype.itemsize, sub)
+    var = np.zeros(layout[1], dtype)
+    for c in chunks:  # centre, and sum the squares while the chunk is in cache
+        xc = np.subtract(x3[c], mu_v, out=x_hat[c])
+        var += np.einsum(f"{sub},{sub}->k", xc, xc)
+    var /= dtype.type(m)
+    inv_std = dtype.type(1.0) / np.sqrt(var + dtype.type(eps))
+    inv_v = inv_std.reshape(vec)
+    for c in chunks:  # x_hat = xc * inv_std, out = gamma * x_hat + beta
+        xh = np.multiply(x_hat[c], inv_v, out=x_hat[c])
+        if g is not None:
+            o = np.multiply(xh, g.reshape(vec), out=out[c])
+            if b is not None:
+                o += b.reshape(vec)
+        elif b is not None:
+            np.add(xh, b.reshape(vec), out=out[c])
+    kd = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    cache = dict(x=x, mu=mu.reshape(kd), var=var.reshape(kd), inv_std=inv_std.reshape(kd),
+                 x_hat=x_hat.reshape(x.shape),
+                 gamma=None if gamma is None else np.asarray(gamma, dtype=dtype),
+                 beta_shape=None if beta is None else np.shape(beta),
+                 axes=axes, m=m, eps=eps, fixed_stats=False, center=True,
+                 _layout=layout, _gamma_k=g)
+    return out.reshape(x.shape), cache
+
+
+def _fast_backward(dout, cache):
+    """dx = gamma * inv_std * (dout - (sum(dout) + x_hat * sum(dout * x_hat)) / m)."""
+    layout, m, dtype = cache["_layout"], cache["m"], dout.dtype
+    full, vec, sub = _views(layout)
+    d3 = dout.reshape(full)
+    xh3 = cache["x_hat"].reshape(full)
+    chunks = _chunks(full, dtype.itemsize, sub)
+    sum_d = np.zeros(layout[1], dtype)  # dbeta per group
+    sum_dx = np.zeros(layout[1], dtype)  # dgamma per group
+    for c in chunks:
+        sum_d += _group_sum(d3[c], sub)
+        sum_dx += np.einsum(f"{sub},{sub}->k", d3[c], xh3[c])
+    scale = cache["inv_std"].reshape(vec).astype(dtype, copy=False)
+    if cache["_gamma_k"] is not None:
+        scale = scale * cache["_gamma_k"].reshape(vec).astype(dtype, copy=False)
+    inv_m = dtype.type(1.0 / m)
+    k_x = (sum_dx * inv_m).astype(dtype, copy=False).reshape(vec)
+    k_1 = (sum_d * inv_m).astype(dtype, copy=False).reshape(vec)
+    dx = np.empty(full, dtype)
+    for c in chunks:
+        t = np.multiply(xh3[c], k_x, out=dx[c])
+        t += k_1
+        np.subtract(d3[c], t, out=t)
+        t *= scale
+    kd = cache["mu"].shape
+    gamma, beta_shape = cache["gamma"], cache["beta_shape"]
+    dgamma = None if gamma is None else sum_to_shape(sum_dx.reshape(kd), gamma.shape)
+    dbeta = None if beta_shape is None else sum_to_shape(sum_d.reshape(kd), beta_shape)
+    return dx.reshape(dout.shape), dgamma, dbeta
 
 
 #: The forward graph the staged backward walks, in forward order: (node, formula).

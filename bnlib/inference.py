@@ -1,4 +1,507 @@
-"""Test-time batch norm: population statistics, EMA, precise BN, folding, Batch Renormalization (chapter 3)."""
+"""Test-time batch norm: population statistics, EMA, precise BN, folding, Batch Renormalization (chapter 3).
+
+* ``ema_weights``, ``ema``, ``effective_window``, ``keras_to_torch_momentum``,
+  ``torch_to_keras_momentum``: the exponential moving average that BatchNorm keeps.
+* ``simulate_drift``, ``ema_tracking_error``: an EMA following a drifting statistic.
+* ``precise_bn``: recompute every BatchNorm layer's running statistics over given batches
+  (Wu & Johnson 2021; with unlabeled target data it is AdaBN, Li et al. 2016).
+* ``fold_batchnorm``: merge an eval-mode BatchNorm into the Linear/Conv1d before it.
+* ``BatchRenorm1d``: Batch Renormalization (Ioffe 2017).
+* ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment experiments.
+* ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two widgets
+  (each drawn both by the widget and by its static counterpart).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import copy
+
+import numpy as np
+
+from . import functional as F
+from .modules import Conv1d, Linear, _BatchNorm
+
+__all__ = [
+    "ema_weights", "ema", "effective_window", "keras_to_torch_momentum",
+    "torch_to_keras_momentum", "simulate_drift", "ema_tracking_error", "precise_bn",
+    "batchnorm_layers", "fold_batchnorm", "BatchRenorm1d", "covariate_shift",
+    "draw_batch_dependence", "draw_drift", "bn_mlp",
+]
+
+
+# --------------------------------------------------------------------------- EMA
+
+def _check_momentum(momentum, name="momentum"):
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"expected {name} in [0, 1] (or None), got {momentum}")
+
+
+def ema_weights(momentum, T):
+    """Weight of each of T batch statistics in the running value after T updates.
+
+    With ``running_t = (1 - momentum) * running_{t-1} + momentum * batch_t`` (PyTorch's
+    convention) the running value after T updates is
+    ``(1 - momentum)**T * running_0 + sum_t w_t * batch_t`` with
+    ``w_t = momentum * (1 - momentum)**(T - t)``: the most recent batch (t = T) weighs most.
+    The weights sum to ``1 - (1 - momentum)**T``; the rest stays on the start value.
+    ``momentum=None`` is the cumulative average: every batch weighs 1/T.
+
+    Returns:
+        w: shape (T,), ``w[t - 1]`` is the weight of batch t (oldest first).
+    """
+    _check_momentum(momentum)
+    if T < 1:
+        raise ValueError(f"expected T >= 1 batches, got T={T}")
+    if momentum is None:
+        return np.full(T, 1.0 / T)
+    age = np.arange(T - 1, -1, -1)  # batch t is T - t updates old
+    return momentum * (1.0 - momentum) ** age
+
+
+def ema(values, momentum, init=0.0):
+    """The running value after each update, exactly as BatchNorm keeps it.
+
+    Args:
+        values: (T, ...) the batch statistics in the order they arrive.
+        momentum: weight of the new value (PyTorch convention), or None for the
+            cumulative average (then ``init`` is ignored after the first update).
+        init: start value, broadcastable to ``values[0]`` (BatchNorm: 0 for the mean,
+            1 for the variance).
+
+    Returns:
+        running: (T, ...) float64, ``running[t - 1]`` after the t-th update.
+    """
+    _check_momentum(momentum)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[0] == 0:
+        return values.copy()
+    if momentum is None:  # cumulative average: running_t = (v_1 + ... + v_t) / t
+        count = np.arange(1, len(values) + 1).reshape((-1,) + (1,) * (values.ndim - 1))
+        return np.cumsum(values, axis=0) / count
+    init = np.broadcast_to(np.asarray(init, dtype=np.float64), values.shape[1:])
+    keep, out = 1.0 - momentum, np.empty_like(values)
+    if values.ndim == 1:  # one statistic: a plain-float loop is fastest
+        r, rows = float(init), values.tolist()
+        for t, v in enumerate(rows):
+            r = keep * r + momentum * v
+            rows[t] = r
+        return np.array(rows)
+    r = init.copy()
+    for t, v in enumerate(values):
+        r = keep * r + momentum * v
+        out[t] = r
+    return out
+
+
+def effective_window(momentum, mass=1.0 - np.exp(-1.0)):
+    """How many of the most recent batches hold ``mass`` of the EMA's weight (in steady state).
+
+    Solves ``1 - (1 - momentum)**k = mass``: ``k = log(1 - mass) / log(1 - momentum)``.
+    With the default mass ``1 - 1/e`` this is about ``1 / momentum`` for small momentum.
+    """
+    _check_momentum(momentum)
+    if momentum is None or momentum == 0.0:
+        return np.inf
+    if momentum == 1.0:
+        return 1.0
+    return float(np.log1p(-mass) / np.log1p(-momentum))
+
+
+def keras_to_torch_momentum(momentum):
+    """Keras/TensorFlow keep ``moving = momentum * moving + (1 - momentum) * batch``;
+    PyTorch's momentum is the weight of the *new* batch. Keras 0.99 -> PyTorch 0.01."""
+    _check_momentum(momentum)
+    return 1.0 - momentum
+
+
+def torch_to_keras_momentum(momentum):
+    """Inverse of ``keras_to_torch_momentum``: PyTorch 0.1 -> Keras 0.9."""
+    _check_momentum(momentum)
+    return 1.0 - momentum
+
+
+def simulate_drift(momentum, drift, steps=200, noise=1.0, batch_size=32, init=0.0, rng=None):
+    """An EMA tracking a statistic that drifts while noisy mini-batch estimates arrive.
+
+    The true mean of a unit moves linearly, ``true_t = drift * t`` (as the weights change
+    during training); batch t sees ``true_t + noise / sqrt(batch_size) * z_t`` with
+    ``z_t ~ N(0, 1)``; the running mean follows ``ema`` from ``init``.
+
+    Returns:
+        dict with ``step`` (steps,), ``true``, ``batch`` and ``ema`` (each shape (steps,)).
+    """
+    rng = np.random.default_rng(rng)
+    step = np.arange(1, steps + 1)
+    true = drift * step.astype(np.float64)
+    batch = true + noise / np.sqrt(batch_size) * rng.standard_normal(steps)
+    return dict(step=step, true=true, batch=batch, ema=ema(batch, momentum, init))
+
+
+def ema_tracking_error(momentum, drift, batch_noise):
+    """Steady-state error of an EMA following ``true_t = drift * t`` through noisy batches.
+
+    The error ``e_t = running_t - true_t`` obeys ``e_t = (1 - a)(e_{t-1} - drift) + a n_t``
+    (a = momentum, n_t the batch noise of standard deviation ``batch_noise``), so in
+    steady state:
+
+    * lag (mean error): ``-drift * (1 - a) / a``, i.e. the EMA trails by (1 - a)/a steps;
+    * jitter (standard deviation): ``batch_noise * sqrt(a / (2 - a))``.
+
+    Returns:
+        (lag, jitter) as floats.
+    """
+    a = momentum
+    if a is None or not 0.0 < a <= 1.0:
+        raise ValueError(f"expected momentum in (0, 1], got {momentum}")
+    return float(-drift * (1.0 - a) / a), float(batch_noise * np.sqrt(a / (2.0 - a)))
+
+
+# --------------------------------------------------------------------------- models
+
+def bn_mlp(in_features=40, hidden=128, out_features=10, depth=2, norm=None, rng=None):
+    """An MLP of ``depth`` blocks Linear -> norm -> ReLU, then a Linear head.
+
+    Args:
+        norm: a callable ``num_features -> Module`` (default ``BatchNorm1d``), e.g.
+            ``lambda c: BatchRenorm1d(c, momentum=0.01)``; None inside the blocks means
+            BatchNorm1d with PyTorch's defaults.
+        rng: seed or Generator for the Linear layers' initialization.
+
+    Returns:
+        a ``Sequential`` mapping (N, in_features) to (N, out_features) logits.
+    """
+    from .modules import BatchNorm1d, ReLU, Sequential
+
+    rng = np.random.default_rng(rng)
+    norm = BatchNorm1d if norm is None else norm
+    layers, width = [], in_features
+    for _ in range(depth):
+        layers += [Linear(width, hidden, rng=rng), norm(hidden), ReLU()]
+        width = hidden
+    return Sequential(*layers, Linear(width, out_features, rng=rng))
+
+
+# --------------------------------------------------------------------------- precise BN
+
+def batchnorm_layers(model):
+    """Every BatchNorm-like layer (BatchNorm1d/2d, ``BatchRenorm1d``) in ``model`` that
+    keeps running statistics, in forward order."""
+    return [m for m in model.modules()
+            if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def precise_bn(model, batches, variance="population"):
+    """Recompute every BatchNorm layer's ``running_mean``/``running_var`` over ``batches``.
+
+    The model runs forward once per batch in training mode (as during training, so each
+    layer sees the batch-normalized outputs of the layers before it); the per-channel
+    batch statistics of every BatchNorm layer are accumulated and replace the running
+    statistics at the end. Weights, biases and ``momentum`` are untouched; every
+    module's train/eval mode is restored. This is "precise BN" (Wu & Johnson 2021) on
+    training data, and AdaBN (Li et al. 2016) on unlabeled target-domain data.
+
+    Args:
+        model: a Module containing BatchNorm layers.
+        batches: an iterable of input arrays x (N, ...) or of ``(x, y)`` pairs (y ignored).
+        variance: what goes into ``running_var``:
+
+            * ``"population"`` (default): the exact variance (divide by the count) of all
+              values the layer saw over all batches, combined from per-batch means and
+              variances without loss of precision (Chan et al.'s pairwise update). With
+              batches that partition a data set, ``running_mean``/``running_var`` equal
+              ``x.mean(axis)``/``x.var(axis)`` of that layer's whole input.
+            * ``"batch_mean"``: the average of per-batch *unbiased* variances,
+              ``m/(m-1) E_B[sigma_B^2]`` (Ioffe & Szegedy's Algorithm 2; what PyTorch's
+              ``running_var`` holds with ``momentum=None``). Means are averaged per
+              batch, each batch weighted equally.
+
+            With batches of m values per channel the two differ by O(1/m) random
+            fluctuations only: both estimate the same population variance.
+
+    A ``BatchRenorm1d`` layer trains against its running statistics (an EMA of batch
+    standard deviations), so replacing them by population statistics changes what its
+    later layers were trained on; recompute them only if that is what you want.
+
+    Returns:
+        the model (changed in place).
+    """
+    if variance not in ("population", "batch_mean"):
+        raise ValueError(f"variance must be 'population' or 'batch_mean', got {variance!r}")
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ValueError("precise_bn: the model has no BatchNorm layer with running statistics")
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(bn.running_mean.copy(), bn.running_var.copy(), bn.num_batches_tracked)
+             for bn in layers]
+    acc = [dict(n=0.0, mean=0.0, m2=0.0, k=0, sum_mean=0.0, sum_var=0.0) for _ in layers]
+    model.train()
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+            for bn, a in zip(layers, acc):
+                cache = bn._cache
+                m = float(cache["m"])
+                mu = cache["mu"].reshape(-1).astype(np.float64)
+                var = cache["var"].reshape(-1).astype(np.float64)  # biased, per batch
+                # Chan et al.: merge (n, mean, M2) with this batch's (m, mu, m * var)
+                delta, n_new = mu - a["mean"], a["n"] + m
+                a["m2"] = a["m2"] + m * var + delta**2 * a["n"] * m / n_new
+                a["mean"] = a["mean"] + delta * m / n_new
+                a["n"] = n_new
+                a["k"] += 1
+                a["sum_mean"] = a["sum_mean"] + mu
+                a["sum_var"] = a["sum_var"] + var * m / (m - 1)
+    except BaseException:
+        for bn, (mean, var, nbt) in zip(layers, saved):
+            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, nbt
+        raise
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if acc[0]["k"] == 0:
+        for bn, (mean, var, nbt) in zip(layers, saved):
+            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, nbt
+        raise ValueError("precise_bn: batches was empty (expected at least one batch)")
+    for bn, a in zip(layers, acc):
+        if variance == "population":
+            bn.running_mean, bn.running_var = a["mean"].copy(), a["m2"] / a["n"]
+        else:
+            bn.running_mean, bn.running_var = a["sum_mean"] / a["k"], a["sum_var"] / a["k"]
+        bn.num_batches_tracked = a["k"]
+    return model
+
+
+# --------------------------------------------------------------------------- folding
+
+def fold_batchnorm(layer, bn):
+    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine map.
+
+    In evaluation BatchNorm is per-channel affine: ``y = s * (z - running_mean) + beta`` with
+    ``s = gamma / sqrt(running_var + eps)``. Folding it into the layer before gives
+    ``W' = s * W`` (row c of W scaled by s_c) and ``b' = s * (b - running_mean) + beta``.
+
+    Args:
+        layer: a ``Linear`` (in, out) followed by BatchNorm1d(out) on (N, out),
+            or a ``Conv1d`` (C_in -> C_out) followed by BatchNorm1d(C_out)
+            on (N, C_out, L). The layer may or may not have a bias.
+        bn: the BatchNorm layer (its running statistics and affine parameters are used,
+            whatever its train/eval mode).
+
+    Returns:
+        a new Linear/Conv1d with a bias, same shapes, float64 parameters; the inputs
+        are not modified.
+    """
+    if not isinstance(bn, _BatchNorm):
+        raise ValueError(f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}")
+    if not bn.track_running_stats:
+        raise ValueError("fold_batchnorm: the BatchNorm layer keeps no running statistics "
+                         "(track_running_stats=False); nothing to fold")
+    if isinstance(layer, Linear):
+        out_ch = layer.out_features
+    elif isinstance(layer, Conv1d):
+        out_ch = layer.out_channels
+    else:
+        raise ValueError(f"fold_batchnorm: expected a Linear or Conv1d layer, "
+                         f"got {type(layer).__name__}")
+    if bn.num_features != out_ch:
+        raise ValueError(f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
+                         f"layer expects {bn.num_features} channels")
+    gamma = bn.params.get("weight", np.ones(out_ch)).astype(np.float64)
+    beta = bn.params.get("bias", np.zeros(out_ch)).astype(np.float64)
+    scale = gamma / np.sqrt(np.asarray(bn.running_var, np.float64) + bn.eps)
+    w = layer.params["weight"].astype(np.float64)
+    b = layer.params.get("bias", np.zeros(out_ch)).astype(np.float64)
+    folded = copy.copy(layer)  # same hyper-parameters (padding, stride ...), fresh state below
+    folded.params = {"weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
+                     "bias": scale * (b - bn.running_mean) + beta}
+    folded.grads, folded._cache = {}, None
+    folded.zero_grad()
+    return folded
+
+
+# --------------------------------------------------------------------------- Batch Renorm
+
+class BatchRenorm1d(_BatchNorm):
+    """Batch Renormalization (Ioffe 2017) for (N, C) or (N, C, L) inputs.
+
+    Training, per channel, with batch mean ``mu_B``, ``sigma_B = sqrt(var_B + eps)``
+    (biased batch variance) and the running estimates ``mu``, ``sigma``::
+
+        r = clip(sigma_B / sigma, 1/r_max, r_max)        # constants in the backward
+        d = clip((mu_B - mu) / sigma, -d_max, d_max)     # (no gradient flows through them)
+        x_hat = (x - mu_B) / sigma_B * r + d
+        y = gamma * x_hat + beta
+
+    Unclipped, ``x_hat = (x - mu) / sigma``: the training output is the evaluation output.
+    With ``r_max = 1, d_max = 0`` it is BatchNorm. Evaluation: ``y = gamma (x - mu) / sigma + beta``.
+
+    Running statistics, after r and d are computed (a = momentum, None = cumulative):
+
+    * ``running="std"`` (the paper): ``sigma <- sigma + a (sigma_B - sigma)``, an EMA of the
+      batch *standard deviations* (eps included). It is stored as
+      ``running_var = sigma**2 - eps``, so that the usual ``sqrt(running_var + eps)`` is
+      sigma; ``running_std`` gives sigma directly.
+    * ``running="var"``: PyTorch's BatchNorm rule, an EMA of the unbiased batch variances,
+      ``sigma = sqrt(running_var + eps)``. Then ``r_max=1, d_max=0`` reproduces
+      ``BatchNorm1d`` exactly, running statistics included.
+
+    The paper starts with r_max = 1, d_max = 0 and relaxes them during training; ``r_max``
+    and ``d_max`` are plain attributes, so a training loop can change them. After a
+    training forward, ``last_r`` and ``last_d`` (shape (C,)) hold the values used.
+    """
+
+    _ranks = (2, 3)
+    _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, r_max=3.0, d_max=5.0,
+                 affine=True, running="std"):
+        if r_max < 1.0 or d_max < 0.0:
+            raise ValueError(f"BatchRenorm1d: expected r_max >= 1 and d_max >= 0, "
+                             f"got r_max={r_max}, d_max={d_max}")
+        if running not in ("std", "var"):
+            raise ValueError(f"BatchRenorm1d: running must be 'std' or 'var', got {running!r}")
+        _check_momentum(momentum)
+        super().__init__(num_features, eps, momentum, affine)
+        self.r_max, self.d_max, self.running = float(r_max), float(d_max), running
+        self.last_r = self.last_d = None
+
+    @property
+    def running_std(self):
+        """sigma, the running standard deviation used to normalize: ``sqrt(running_var + eps)``."""
+        return np.sqrt(self.running_var + self.eps)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x)
+        m = x.size // x.shape[1]
+        if m <= 1:
+            raise ValueError(f"BatchRenorm1d: expected more than 1 value per channel when "
+                             f"training, got input of shape {x.shape} (m = {m})")
+        axes = F.batch_axes(x.ndim)
+        mu_b = x.mean(axis=axes).astype(np.float64)
+        sigma_b = np.sqrt(x.var(axis=axes).astype(np.float64) + self.eps)
+        sigma = self.running_std
+        r = np.clip(sigma_b / sigma, 1.0 / self.r_max, self.r_max)
+        d = np.clip((mu_b - self.running_mean) / sigma, -self.d_max, self.d_max)
+        gamma, beta = self._affine()
+        g = np.ones(self.num_features) if gamma is None else gamma
+        b = np.zeros(self.num_features) if beta is None else beta
+        # gamma * (x_hat0 * r + d) + beta == (gamma r) * x_hat0 + (gamma d + beta)
+        out, cache = F.batchnorm_forward(x, g * r, g * d + b, self.eps)
+        self._cache, self.last_r, self.last_d = cache, r, d
+        if self.track_running_stats:
+            self._update_running(cache)
+        return out
+
+    def _update_running(self, cache):
+        if self.running == "var":
+            return super()._update_running(cache)
+        mean = cache["mu"].reshape(-1).astype(np.float64)
+        sigma_b = np.sqrt(cache["var"].reshape(-1).astype(np.float64) + self.eps)
+        self.num_batches_tracked += 1
+        w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        self.running_mean = (1 - w) * self.running_mean + w * mean
+        sigma = (1 - w) * self.running_std + w * sigma_b
+        self.running_var = sigma**2 - self.eps
+
+    def backward(self, dout):
+        if not self.training:
+            return super().backward(dout)
+        cache = self._need_cache()
+        self._check_dout(dout, cache["x"].shape)
+        # r and d are constants: the BatchNorm backward with effective gamma = gamma * r
+        dx, dgamma_eff, dbeta = F.batchnorm_backward(dout, cache)
+        # d/dgamma of gamma * (r x_hat0 + d) summed: r * sum(dout x_hat0) + d * sum(dout)
+        self._store_grads(self.last_r * dgamma_eff + self.last_d * dbeta, dbeta)
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"r_max={self.r_max}, d_max={self.d_max}, running={self.running!r}")
+
+
+# --------------------------------------------------------------------------- deployment shift
+
+def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
+    """Inputs as a changed sensor would deliver them: ``gain * x + offset + noise * z``.
+
+    Args:
+        x: (N, ...) inputs. gain, offset: scalars or arrays broadcastable to x (e.g. one
+            per input position). noise: standard deviation of added Gaussian noise z.
+        rng: seed or Generator for the noise.
+
+    Returns:
+        a new array of x's shape and dtype.
+    """
+    x = np.asarray(x)
+    out = gain * x + offset
+    if noise:
+        out = out + noise * np.random.default_rng(rng).standard_normal(x.shape)
+    return out.astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- figures
+
+def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
+    """Train-mode BatchNorm outputs of a one-feature batch in which one member is moved.
+
+    Sets ``batch[index] = value`` (on a copy), normalizes the batch with its own mean and
+    variance (training mode, gamma = 1, beta = 0) and, for contrast, with fixed statistics
+    (the mean and variance of the *original* batch, as evaluation mode would). Draws both
+    against the example number.
+
+    Args:
+        ax: a matplotlib Axes.
+        batch: (m,) the inputs x_1..x_m of one feature.
+        value: the new value of member ``index``.
+
+    Returns:
+        (train_out, eval_out), each shape (m,).
+    """
+    from .plotting import COLORS, caption_axes
+
+    batch = np.asarray(batch, dtype=np.float64)
+    x = batch.copy()
+    x[index] = value
+    train_out = (x - x.mean()) / np.sqrt(x.var() + eps)
+    eval_out = (x - batch.mean()) / np.sqrt(batch.var() + eps)
+    i = np.arange(1, len(x) + 1)
+    moved = np.zeros(len(x), bool)
+    moved[index] = True
+    ax.plot(i[~moved], eval_out[~moved], "o", mfc="none", color=COLORS["reference"], ms=9,
+            label="fixed statistics (evaluation)")
+    ax.plot(i[~moved], train_out[~moved], "o", color=COLORS["bn"],
+            label="batch statistics (training)")
+    ax.plot(i[moved], train_out[moved], "D", color="k",
+            label="the moved example")
+    ax.axhline(0.0, color="k", lw=0.6)
+    caption_axes(ax, "example in the batch", "normalized output")
+    ax.set_xticks(i)
+    return train_out, eval_out
+
+
+def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
+    """One panel of the EMA-tracking figure: true statistic, noisy batch values, running EMA.
+
+    Args:
+        ax: a matplotlib Axes.
+        sim: a dict from ``simulate_drift`` (``step``, ``true``, ``batch``, ``ema``).
+        momentum, drift: the values the simulation used (for the title and the lag line).
+        batch_noise: standard deviation of a batch value around the truth; if given, the
+            title also shows the theoretical jitter.
+    """
+    from .plotting import COLORS, caption_axes
+
+    ax.plot(sim["step"], sim["batch"], ".", ms=2.5, color=COLORS["reference"], alpha=0.6,
+            label="batch mean")
+    ax.plot(sim["step"], sim["true"], color="k", lw=1.2, label="true mean")
+    ax.plot(sim["step"], sim["ema"], color=COLORS["bn"], lw=1.6, label="running mean (EMA)")
+    title = f"momentum {momentum:g}, drift {drift:g}/step"
+    if batch_noise is not None:
+        lag, jitter = ema_tracking_error(momentum, drift, batch_noise)
+        steps = (1 - momentum) / momentum
+        title += f"\nlag {steps:.0f} step{'' if round(steps) == 1 else 's'}, jitter {jitter:.2f}"
+    caption_axes(ax, "training step", "mean of one unit", title)
+    if legend:
+        ax.legend(loc="upper left")

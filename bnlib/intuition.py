@@ -1,4 +1,864 @@
-"""Experiments and figures on what gamma and beta do (chapter 2)."""
+"""Experiments and figures on what gamma and beta do (chapter 2).
+
+* the histogram panel shared by the interactive widget and its static small multiples
+  (:func:`draw_bn_histograms`, :func:`gamma_beta_view`, :func:`gamma_beta_grid`,
+  :func:`gamma_beta_widget`), fed by a sampler with a chosen mean, spread and skew
+  (:func:`sample_skewed`);
+* the sigmoid's linear regime (:func:`sigmoid_linear_bound`, :func:`sigmoid_linear_regime`,
+  :func:`plot_sigmoid_regime`) and each unit's sigmoid input range in a trained network
+  (:func:`unit_input_ranges`, :func:`draw_unit_ranges`, :func:`plot_learned_affine`);
+* the learning-dynamics experiment where a layer's output mean must move
+  (:func:`mean_shift_task`, :func:`mean_shift_model`, :func:`steps_to_target`,
+  :func:`mean_shift_sweep`, :func:`plot_mean_shift`);
+* ReLU and beta: the active fraction Phi(beta / |gamma|) (:func:`relu_active_fraction`,
+  :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_grid`) and
+  dead units (:func:`active_fractions`, :func:`dead_unit_census`);
+* training only some parameters (:func:`bn_affine_parameters`,
+  :func:`random_parameter_masks`, :class:`MaskedOptimizer`, :func:`train_subset`,
+  :func:`plot_subset_accuracy`).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import numpy as np
+from scipy.special import ndtr
+
+from . import functional as F
+from .data import load_mnist1d
+from .losses import mse_loss
+from .modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid
+from .optim import SGD, Adam
+from .plotting import COLORS
+from .probes import capture_inputs, make_mlp
+from .train import fit
+
+__all__ = [
+    "sample_skewed", "bn_stages", "draw_bn_histograms", "gamma_beta_view", "gamma_beta_grid",
+    "gamma_beta_widget",
+    "sigmoid_linear_bound", "sigmoid_linear_regime", "plot_sigmoid_regime", "unit_input_ranges",
+    "draw_unit_ranges", "plot_learned_affine",
+    "mean_shift_task", "mean_shift_model", "steps_to_target", "mean_shift_sweep",
+    "plot_mean_shift",
+    "relu_active_fraction", "draw_relu_panel", "relu_view", "relu_widget", "relu_grid",
+    "active_fractions", "dead_unit_census",
+    "bn_affine_parameters", "random_parameter_masks", "MaskedOptimizer", "train_subset",
+    "plot_subset_accuracy",
+]
+
+#: Fixed histogram ranges, so panels drawn with different settings can be compared.
+_RANGE = (-12.0, 12.0)
+_ACT_RANGE = {"sigmoid": (0.0, 1.0), "relu": (0.0, 12.0)}
+_ACT_COLOR = "#333333"
+_MS_LABELS = {"plain": "Linear + bias", "bn": "Linear + BN (γ, β)"}
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
+
+
+_PHI = {"sigmoid": _sigmoid, "relu": lambda z: np.maximum(z, 0.0)}
+
+
+def _check_nonlinearity(nonlinearity):
+    if nonlinearity not in _PHI:
+        raise ValueError(f"nonlinearity must be one of {sorted(_PHI)}, got {nonlinearity!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# The two knobs: input -> BN -> nonlinearity
+
+
+def sample_skewed(n, mean=0.0, spread=1.0, skew=0.0, rng=None):
+    """``n`` draws with the given mean, standard deviation ``spread`` and skewness ``skew``.
+
+    A standardized gamma distribution with shape ``k = 4 / skew**2`` (whose skewness is
+    exactly ``skew``; mirrored for negative ``skew``), or a normal when ``skew == 0``.
+    Moments are exact in expectation, not forced on the sample.
+
+    Returns:
+        array (n,).
+    """
+    if spread <= 0:
+        raise ValueError(f"sample_skewed: spread must be positive, got {spread}")
+    rng = _rng(rng)
+    if abs(skew) < 1e-6:
+        z = rng.standard_normal(n)
+    else:
+        k = 4.0 / skew**2
+        z = np.sign(skew) * (rng.gamma(k, 1.0, n) - k) / np.sqrt(k)
+    return mean + spread * z
+
+
+def bn_stages(x, gamma, beta, nonlinearity="sigmoid", eps=1e-5):
+    """One unit's values through batch norm and a nonlinearity.
+
+    Args:
+        x: the unit's pre-activations over a batch, shape (m,).
+        gamma, beta: scalars.
+        nonlinearity: ``"sigmoid"`` or ``"relu"``.
+
+    Returns:
+        dict of arrays (m,): ``"input"`` (x), ``"x_hat"``, ``"bn"`` (gamma * x_hat + beta)
+        and ``"activation"`` (phi of the BN output).
+    """
+    _check_nonlinearity(nonlinearity)
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"bn_stages: expected one unit's values, shape (m,), got {x.shape}")
+    y, cache = F.norm_forward(x[:, None], gamma, beta, axes=(0,), eps=eps)
+    return {"input": x, "x_hat": cache["x_hat"][:, 0], "bn": y[:, 0],
+            "activation": _PHI[nonlinearity](y[:, 0])}
+
+
+def _stage_stats(stages, nonlinearity):
+    stats = {f"{k}_{s}": float(f(stages[k])) for k in ("input", "bn", "activation")
+             for s, f in (("mean", np.mean), ("var", np.var))}
+    a, z = stages["activation"], stages["bn"]
+    stats["saturated"] = (float(np.mean((a < 0.05) | (a > 0.95))) if nonlinearity == "sigmoid"
+                          else None)
+    stats["active"] = float(np.mean(z > 0))
+    return stats
+
+
+def draw_bn_histograms(axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, bins=60,
+                       titles=True):
+    """Draw one unit's input, BN output and post-nonlinearity histograms into three axes.
+
+    The same picture is used by the widget (:func:`gamma_beta_widget`) and by the static
+    small multiples (:func:`gamma_beta_grid`). Input and BN output share the x range
+    (-12, 12) so that widths and positions compare across panels; the nonlinearity's
+    output uses its own range. Each panel states the mean and the (biased) variance.
+
+    Args:
+        axes: three matplotlib axes.
+        x: the unit's pre-activations over a batch, shape (m,).
+        gamma, beta, nonlinearity, eps: as in :func:`bn_stages`.
+
+    Returns:
+        dict of floats: ``{input,bn,activation}_{mean,var}``, ``saturated`` (share of
+        sigmoid outputs below 0.05 or above 0.95; None for ReLU) and ``active`` (share of
+        BN outputs > 0).
+    """
+    st = bn_stages(x, gamma, beta, nonlinearity, eps)
+    stats = _stage_stats(st, nonlinearity)
+    spec = [("input", _RANGE, COLORS["reference"], "input $x$"),
+            ("bn", _RANGE, COLORS["bn"], r"BN output $\gamma\hat{x}+\beta$"),
+            ("activation", _ACT_RANGE[nonlinearity], _ACT_COLOR,
+             f"{nonlinearity}$(\\gamma\\hat{{x}}+\\beta)$")]
+    for ax, (key, rng, col, title) in zip(axes, spec):
+        v = np.clip(st[key], *rng)  # values beyond the range pile up in the edge bins
+        counts, edges = np.histogram(v, bins=bins, range=rng, density=True)
+        ax.stairs(counts, edges, fill=True, color=col, alpha=0.85)
+        ax.set_xlim(*rng)
+        ax.set_yticks([])
+        text = f"mean {stats[key + '_mean']:.2f}\nvar {stats[key + '_var']:.2f}"
+        if key == "activation":
+            text += (f"\nsaturated {stats['saturated']:.0%}" if nonlinearity == "sigmoid"
+                     else f"\nactive {stats['active']:.0%}")
+        ax.text(0.98, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        if titles:
+            ax.set_title(title, fontsize=9)
+    axes[1].axvline(beta, color=COLORS["bn"], lw=1, ls="--")
+    axes[0].set_xlabel("value (unit-free)")
+    axes[1].set_xlabel("value (unit-free)")
+    axes[2].set_xlabel("activation")
+    return stats
+
+
+def gamma_beta_view(gamma=1.0, beta=0.0, mean=0.0, spread=1.0, skew=0.0,
+                    nonlinearity="sigmoid", n=4000, seed=0, eps=1e-5):
+    """The widget's picture: sample ``n`` skewed inputs (seeded, so only the sliders
+    change the picture) and draw :func:`draw_bn_histograms` in a 1 x 3 figure.
+
+    Returns:
+        ``(fig, stats)`` with ``stats`` as in :func:`draw_bn_histograms`.
+    """
+    import matplotlib.pyplot as plt
+
+    x = sample_skewed(n, mean, spread, skew, rng=seed)
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.5))
+    stats = draw_bn_histograms(axes, x, gamma, beta, nonlinearity, eps)
+    fig.suptitle(rf"$\gamma$ = {gamma:.2f}, $\beta$ = {beta:.2f}", fontsize=10)
+    return fig, stats
+
+
+def gamma_beta_grid(settings, x, nonlinearity="sigmoid", eps=1e-5, panel=(3.1, 1.35)):
+    """Static small multiples: one row of :func:`draw_bn_histograms` per ``(gamma, beta)``.
+
+    Args:
+        settings: list of ``(gamma, beta)`` pairs, one per row.
+        x: the unit's pre-activations (m,), the same for every row.
+
+    Returns:
+        ``(fig, stats)``: the figure and a list with one stats dict per row.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = len(settings)
+    fig, axes = plt.subplots(rows, 3, figsize=(3 * panel[0], rows * panel[1]),
+                             squeeze=False, sharex="col")
+    stats = []
+    for i, (g, b) in enumerate(settings):
+        stats.append(draw_bn_histograms(axes[i], x, g, b, nonlinearity, eps, titles=i == 0))
+        axes[i, 0].set_ylabel(rf"$\gamma$={g:g}, $\beta$={b:g}", fontsize=9)
+        if i < rows - 1:
+            for ax in axes[i]:
+                ax.set_xlabel("")
+    return fig, stats
+
+
+def _slider_box(view, controls, layout_rows):
+    """An ipywidgets VBox of ``layout_rows`` (lists of controls) above an output area that
+    shows ``view(**values)`` whenever a control changes. ``box.last_stats`` holds the
+    stats of the latest redraw (this is how tests move a slider and check the picture)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    box = widgets.VBox()
+
+    def update(**values):
+        fig, stats = view(**values)
+        box.last_stats = stats
+        plt.show()
+        plt.close(fig)
+
+    out = widgets.interactive_output(update, controls)
+    box.children = [widgets.HBox(row) for row in layout_rows] + [out]
+    box.controls = controls
+    return box
+
+
+def _slider(description, value, lo, hi, step):
+    import ipywidgets as widgets
+
+    return widgets.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
+                               continuous_update=False, readout_format=".2f",
+                               style={"description_width": "50px"},
+                               layout=widgets.Layout(width="225px"))
+
+
+def gamma_beta_widget(gamma=1.0, beta=0.0, mean=2.0, spread=1.5, skew=1.0,
+                      nonlinearity="sigmoid", n=4000, seed=0):
+    """Sliders for gamma, beta and the input's mean, spread and skew, and a choice of
+    nonlinearity, above the picture of :func:`gamma_beta_view`.
+
+    Returns:
+        an ``ipywidgets.VBox``; ``box.controls`` maps each argument name to its control
+        and ``box.last_stats`` holds the stats of the latest redraw.
+    """
+    import ipywidgets as widgets
+
+    c = {"gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
+         "beta": _slider("β", beta, -4.0, 4.0, 0.05),
+         "mean": _slider("mean", mean, -5.0, 5.0, 0.1),
+         "spread": _slider("spread", spread, 0.2, 4.0, 0.1),
+         "skew": _slider("skew", skew, -2.0, 2.0, 0.1),
+         "nonlinearity": widgets.Dropdown(options=["sigmoid", "relu"], value=nonlinearity,
+                                          description="φ", style={"description_width": "50px"},
+                                          layout=widgets.Layout(width="180px"))}
+
+    def view(**v):
+        return gamma_beta_view(n=n, seed=seed, **v)
+
+    rows = [[c["gamma"], c["beta"], c["nonlinearity"]], [c["mean"], c["spread"], c["skew"]]]
+    return _slider_box(view, c, rows)
+
+
+# ----------------------------------------------------------------------------------------
+# The sigmoid's linear regime
+
+
+def sigmoid_linear_bound(rel_tol=0.05):
+    """The half-width ``z*`` of the sigmoid's linear regime.
+
+    Within ``|z| <= z*`` the sigmoid's distance from 1/2 is at least ``1 - rel_tol`` times
+    its tangent's at 0: ``(sigmoid(z) - 1/2) / (z / 4) >= 1 - rel_tol``. The ratio equals
+    ``tanh(u) / u`` with ``u = z / 2`` and falls monotonically in ``|z|``, so the regime
+    is one interval, found by bisection. Returns a float.
+    """
+    if not 0.0 < rel_tol < 1.0:
+        raise ValueError(f"sigmoid_linear_bound: rel_tol must be in (0, 1), got {rel_tol}")
+    lo, hi = 1e-9, 100.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.tanh(mid) / mid >= 1.0 - rel_tol:
+            lo = mid
+        else:
+            hi = mid
+    return 2.0 * lo
+
+
+def sigmoid_linear_regime(z, rel_tol=0.05):
+    """How linear a sigmoid is on the inputs ``z`` (any shape, all values pooled).
+
+    Returns:
+        dict of floats: ``fraction`` (share of z inside the linear regime of
+        :func:`sigmoid_linear_bound`), ``mean_abs_error`` and ``max_abs_error`` of the
+        tangent ``1/2 + z/4`` as a stand-in for the sigmoid, ``saturated`` (share of
+        outputs below 0.05 or above 0.95) and ``r2`` (share of the variance of
+        sigmoid(z) explained by the best straight line in z).
+    """
+    z = np.asarray(z, dtype=float).ravel()
+    s = _sigmoid(z)
+    err = np.abs(s - (0.5 + z / 4.0))
+    fit_ = np.polyval(np.polyfit(z, s, 1), z)
+    return {"fraction": float(np.mean(np.abs(z) <= sigmoid_linear_bound(rel_tol))),
+            "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
+            "saturated": float(np.mean((s < 0.05) | (s > 0.95))),
+            "r2": float(1.0 - np.var(s - fit_) / np.var(s))}
+
+
+def unit_input_ranges(model, x, kind=Sigmoid, q=(5, 50, 95)):
+    """Percentiles of every unit's input to each nonlinearity of type ``kind``.
+
+    Runs ``model`` in eval mode on x (N, d_in) without changing it.
+
+    Returns:
+        list (one per nonlinearity layer) of arrays (len(q), C): the q-th percentiles of
+        each unit's input over the N examples.
+    """
+    return [np.percentile(z, q, axis=0) for z in capture_inputs(model, x, kind, mode="eval")]
+
+
+def draw_unit_ranges(ax, ranges, z_lin=None, label=None):
+    """Draw each unit's 5-95% input range as a vertical bar with a dot at the median,
+    units sorted by median; shade the sigmoid's linear regime ``|z| <= z_lin``.
+
+    Args:
+        ax: matplotlib axes.
+        ranges: array (3, C) of (low, median, high), e.g. one entry of
+            :func:`unit_input_ranges`.
+    """
+    lo, med, hi = ranges
+    order = np.argsort(med)
+    units = np.arange(len(med))
+    ax.vlines(units, lo[order], hi[order], color=COLORS["bn"], lw=0.9, alpha=0.75, label=label)
+    ax.plot(units, med[order], ".", color="black", ms=3)
+    if z_lin is not None:
+        ax.axhspan(-z_lin, z_lin, color=COLORS["reference"], alpha=0.3, lw=0, zorder=3,
+                   label=f"linear regime |z| ≤ {z_lin:.2f}")
+        for v in (-z_lin, z_lin):
+            ax.axhline(v, color="black", lw=0.8, ls="--", zorder=4)
+    ax.set_xlabel("unit (sorted by median input)")
+    ax.set_ylabel("sigmoid input z")
+    return ax
+
+
+def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
+    """Left: the sigmoid, its tangent at 0 and the linear regime, with the density of
+    ``gamma * x_hat`` for the smallest and largest gamma. Right: for x_hat ~ N(0, 1),
+    the share of inputs in the linear regime and the share saturated, against gamma,
+    one line pair per beta.
+
+    Args:
+        gammas: increasing gamma values (G,) for the right panel.
+
+    Returns:
+        ``(fig, table)`` where ``table[beta]`` is a list (one per gamma) of the dicts of
+        :func:`sigmoid_linear_regime`.
+    """
+    import matplotlib.pyplot as plt
+
+    z_lin = sigmoid_linear_bound(rel_tol)
+    x_hat = _rng(rng).standard_normal(n)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    z = np.linspace(-8, 8, 401)
+    a0.axvspan(-z_lin, z_lin, color=COLORS["reference"], alpha=0.25, lw=0,
+               label=f"linear regime |z| ≤ {z_lin:.2f}")
+    a0.plot(z, _sigmoid(z), color="black", label="sigmoid(z)")
+    a0.plot(z, np.clip(0.5 + z / 4, -0.1, 1.1), color="black", ls=":", label="tangent 1/2 + z/4")
+    for g, ls in ((gammas[0], "-"), (gammas[-1], "--")):
+        dens = np.exp(-0.5 * (z / g) ** 2)  # the N(0, gamma^2) density, peak scaled to 1
+        a0.plot(z, dens, color=COLORS["bn"], ls=ls, label=rf"density of z, $\gamma$={g:g}")
+    a0.set_ylim(-0.1, 1.1)
+    a0.set_xlabel("sigmoid input z")
+    a0.set_ylabel("sigmoid(z); density (peak = 1)")
+    a0.legend(fontsize=7, loc="upper left")
+    table = {}
+    for b, ls in zip(betas, ("-", "--", ":")):
+        rows = [sigmoid_linear_regime(g * x_hat + b, rel_tol) for g in gammas]
+        table[b] = rows
+        a1.plot(gammas, [r["fraction"] for r in rows], ls=ls, marker="o", ms=3,
+                color=COLORS["bn"], label=rf"in linear regime, $\beta$={b:g}")
+        a1.plot(gammas, [r["saturated"] for r in rows], ls=ls, marker="s", ms=3,
+                color=_ACT_COLOR, label=rf"saturated, $\beta$={b:g}")
+    a1.set_xscale("log")
+    a1.set_xticks(list(gammas), [f"{g:g}" for g in gammas])
+    a1.minorticks_off()
+    a1.set_xlabel(r"$\gamma$ (log scale)")
+    a1.set_ylabel("fraction of sigmoid inputs")
+    a1.legend(fontsize=7)
+    return fig, table
+
+
+def plot_learned_affine(model, x, rel_tol=0.1):
+    """Learned gamma and beta of every BatchNorm1d in a sigmoid network, and each unit's
+    5-95% sigmoid input range on the examples x (N, d_in), one panel per layer.
+
+    Returns:
+        ``(fig, ranges)`` with ``ranges`` from :func:`unit_input_ranges`.
+    """
+    import matplotlib.pyplot as plt
+
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
+    ranges = unit_input_ranges(model, x)
+    z_lin = sigmoid_linear_bound(rel_tol)
+    fig, axes = plt.subplots(1, 1 + len(bns), figsize=(3.3 * (1 + len(bns)), 3.1))
+    markers = "os^v"
+    for i, bn in enumerate(bns):
+        axes[0].plot(bn.params["weight"], bn.params["bias"], markers[i % 4], ms=3.5,
+                     color=COLORS["bn"], alpha=0.35 + 0.65 * i / max(1, len(bns) - 1),
+                     label=f"layer {i + 1}")
+        draw_unit_ranges(axes[i + 1], ranges[i], z_lin)
+        axes[i + 1].set_title(f"layer {i + 1}: each unit's 5-95% input range", fontsize=9)
+    axes[0].plot([1], [0], "+", color="black", ms=10, mew=1.5, label="initial (1, 0)")
+    axes[0].set_xlabel(r"learned $\gamma$")
+    axes[0].set_ylabel(r"learned $\beta$")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7, loc="upper left")
+    return fig, ranges
+
+
+# ----------------------------------------------------------------------------------------
+# Learning dynamics: a task that needs a layer's output mean to move
+
+
+def mean_shift_task(shift, n=256, d=10, k=2, rng=0):
+    """Regression whose targets have mean ``shift``: ``t = tanh(x U) + shift``.
+
+    x ~ N(0, I) of shape (n, d); U ~ N(0, 1/d) of shape (d, k), drawn from ``rng`` (the
+    same x and U for every ``shift``, so tasks differ only in the mean to reach).
+
+    Returns:
+        ``(x, t)``, shapes (n, d) and (n, k).
+    """
+    rng = _rng(rng)
+    x = rng.standard_normal((n, d))
+    u = rng.standard_normal((d, k)) / np.sqrt(d)
+    return x, np.tanh(x @ u) + shift
+
+
+def mean_shift_model(bn, d=10, h=32, k=2, depth=2, rng=1):
+    """``depth`` hidden layers ``Linear -> Sigmoid`` (width h), then an output layer.
+
+    The output layer is ``Linear(h, k)`` with a bias (``bn=False``), or
+    ``Linear(h, k, bias=False) -> BatchNorm1d(k)`` (``bn=True``), whose output mean is
+    beta alone. The hidden layers are identical (same seed) in both, so only the
+    parameterization of the layer whose mean must move differs.
+    """
+    rng = _rng(rng)
+    layers, n_in = [], d
+    for _ in range(depth):
+        layers += [Linear(n_in, h, rng=rng), Sigmoid()]
+        n_in = h
+    if bn:
+        layers += [Linear(n_in, k, bias=False, rng=rng), BatchNorm1d(k)]
+    else:
+        layers.append(Linear(n_in, k, rng=rng))
+    return Sequential(*layers)
+
+
+def steps_to_target(model, optimizer, x, t, loss_target=0.02, max_steps=1500):
+    """Full-batch training on the MSE until the loss is below ``loss_target``.
+
+    Every step uses all of (x, t), so a BatchNorm layer sees the statistics of the
+    whole data set: the run is deterministic and BN is a pure reparameterization.
+
+    Returns:
+        dict: ``steps`` (int: updates taken before the loss first fell below the target,
+        or None if it did not within ``max_steps``), ``diverged`` (bool), ``loss``
+        (array (S,), loss before each update) and ``mean`` (array (S, k), the output's
+        mean over the batch before each update).
+    """
+    losses, means, steps, diverged = [], [], None, False
+    for s in range(max_steps + 1):
+        out = model(x)
+        loss, dout = mse_loss(out, t)
+        if not np.isfinite(loss):
+            diverged = True
+            break
+        losses.append(loss)
+        means.append(out.mean(axis=0))
+        if loss < loss_target:
+            steps = s
+            break
+        if s == max_steps:
+            break
+        optimizer.zero_grad()
+        model.backward(dout)
+        optimizer.step()
+    return {"steps": steps, "diverged": diverged, "loss": np.array(losses),
+            "mean": np.array(means)}
+
+
+def mean_shift_sweep(shifts, lrs, max_steps=800, loss_target=0.02, rng=0):
+    """:func:`steps_to_target` with plain SGD for both parameterizations, every shift and
+    every learning rate (same data and initial weights throughout).
+
+    Returns:
+        dict keyed ``(bn, shift, lr)`` (bn a bool) of the dicts of :func:`steps_to_target`,
+        each with ``target_mean`` (k,) added: the mean of the targets.
+    """
+    out = {}
+    for shift in shifts:
+        x, t = mean_shift_task(shift, rng=rng)
+        for bn in (False, True):
+            for lr in lrs:
+                model = mean_shift_model(bn)
+                res = steps_to_target(model, SGD(model, lr=lr), x, t, loss_target, max_steps)
+                res["target_mean"] = t.mean(axis=0)
+                out[bn, shift, lr] = res
+    return out
+
+
+def _best(runs, bn, shift, lrs):
+    """(steps, lr) of the fastest learning rate; if none reached the target, (None, lr)
+    with the learning rate whose run ended at the lowest loss."""
+    done = [(runs[bn, shift, lr]["steps"], lr) for lr in lrs
+            if runs[bn, shift, lr]["steps"] is not None]
+    if done:
+        return min(done)
+    finals = [(runs[bn, shift, lr]["loss"][-1] if len(runs[bn, shift, lr]["loss"]) else np.inf,
+               lr) for lr in lrs]
+    return None, min(finals)[1]
+
+
+def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
+    """Left: steps to the target loss against the shift, each parameterization at its best
+    learning rate (a hollow marker at ``max_steps`` means "not reached"). Middle and
+    right: for ``show_shift``, the loss and the distance of the output mean from the
+    targets' mean over the steps, each at its best learning rate.
+
+    Args:
+        runs: the result of :func:`mean_shift_sweep` (with the same shifts and lrs).
+
+    Returns:
+        ``(fig, best)`` with ``best[(bn, shift)] = (steps or None, lr)``: the fastest
+        learning rate, or if none reached the target the one with the lowest final loss.
+    """
+    import matplotlib.pyplot as plt
+
+    best = {(bn, s): _best(runs, bn, s, lrs) for bn in (False, True) for s in shifts}
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.1))
+    for bn, key in ((False, "plain"), (True, "bn")):
+        steps = [best[bn, s][0] for s in shifts]
+        reached = [st is not None for st in steps]
+        y = [st if st is not None else max_steps for st in steps]
+        axes[0].plot(shifts, y, color=COLORS[key], lw=1, label=_MS_LABELS[key])
+        axes[0].scatter([s for s, r in zip(shifts, reached) if r],
+                        [v for v, r in zip(y, reached) if r], color=COLORS[key], zorder=3)
+        if not all(reached):
+            axes[0].scatter([s for s, r in zip(shifts, reached) if not r],
+                            [v for v, r in zip(y, reached) if not r], facecolor="white",
+                            edgecolor=COLORS[key], zorder=3, label="not reached")
+        lr = best[bn, show_shift][1]
+        r = runs[bn, show_shift, lr]
+        axes[1].plot(r["loss"], color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
+        err = np.abs(r["mean"] - r["target_mean"]).max(axis=1)
+        axes[2].plot(err, color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
+    axes[0].set_xlabel("shift of the target mean")
+    axes[0].set_ylabel(f"steps to loss < target (cap {max_steps})")
+    axes[0].legend(fontsize=7)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("training MSE")
+    axes[1].set_title(f"shift = {show_shift:g}", fontsize=9)
+    axes[1].legend(fontsize=7)
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("|output mean - target mean|")
+    axes[2].set_title(f"shift = {show_shift:g}", fontsize=9)
+    axes[2].legend(fontsize=7)
+    return fig, best
+
+
+
+# ----------------------------------------------------------------------------------------
+# ReLU: beta sets the fraction of active units
+
+
+def relu_active_fraction(gamma, beta):
+    """Share of ``gamma * x_hat + beta > 0`` for a standard normal x_hat:
+    ``Phi(beta / |gamma|)`` (broadcasts; gamma = 0 gives 1 if beta > 0 else 0)."""
+    gamma, beta = np.asarray(gamma, dtype=float), np.asarray(beta, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = ndtr(beta / np.abs(gamma))
+    out = np.where(gamma == 0, (beta > 0).astype(float), out)
+    return float(out) if out.ndim == 0 else out
+
+
+def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
+    """Histogram of one ReLU unit's input ``z = gamma * x_hat + beta`` over (-6, 6), the
+    active part (z > 0) in the BN colour and the inactive part grey, with the measured
+    active share and Phi(beta / |gamma|) in the title.
+
+    Args:
+        x_hat: normalized values (m,).
+
+    Returns:
+        the measured active fraction (float).
+    """
+    z = gamma * np.asarray(x_hat, dtype=float) + beta
+    rng_ = (-6.0, 6.0)
+    edges = np.linspace(*rng_, bins + 1)
+    counts, _ = np.histogram(np.clip(z, *rng_), bins=edges, density=True)
+    k = bins // 2  # edges[k] == 0: the left half is inactive, the right half active
+    ax.stairs(counts[:k], edges[:k + 1], fill=True, color=COLORS["reference"], alpha=0.7,
+              label="inactive (output 0)")
+    ax.stairs(counts[k:], edges[k:], fill=True, color=COLORS["bn"], alpha=0.85, label="active")
+    ax.axvline(0, color="black", lw=0.8)
+    active = float(np.mean(z > 0))
+    ax.set_title(rf"$\gamma$={gamma:g}, $\beta$={beta:g}: active {active:.0%}"
+                 f"\n(Φ(β/|γ|) = {relu_active_fraction(gamma, beta):.0%})", fontsize=9)
+    ax.set_xlim(*rng_)
+    ax.set_yticks([])
+    ax.set_xlabel("ReLU input z")
+    return active
+
+
+def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
+    """The ReLU widget's picture: :func:`draw_relu_panel` on n standard normal x_hat, and
+    the curve Phi(beta / |gamma|) against beta for this gamma with the measured point.
+
+    Returns:
+        ``(fig, stats)``, stats = {"active": measured, "predicted": Phi(beta/|gamma|)}.
+    """
+    import matplotlib.pyplot as plt
+
+    x_hat = _rng(seed).standard_normal(n)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.5, 2.8))
+    active = draw_relu_panel(a0, x_hat, gamma, beta)
+    b = np.linspace(-4, 4, 201)
+    a1.plot(b, relu_active_fraction(gamma, b), color=COLORS["bn"],
+            label=rf"Φ(β/|γ|), $\gamma$={gamma:g}")
+    a1.plot([beta], [active], "o", color="black", label="measured")
+    a1.set_xlabel(r"$\beta$")
+    a1.set_ylabel("fraction of inputs active")
+    a1.set_ylim(-0.02, 1.02)
+    a1.legend(loc="upper left", fontsize=8)
+    return fig, {"active": active, "predicted": relu_active_fraction(gamma, beta)}
+
+
+def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
+    """Sliders for gamma and beta above :func:`relu_view` (``box.controls``,
+    ``box.last_stats`` as in :func:`gamma_beta_widget`)."""
+    c = {"gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
+         "beta": _slider("β", beta, -4.0, 4.0, 0.05)}
+
+    def view(**v):
+        return relu_view(n=n, seed=seed, **v)
+
+    return _slider_box(view, c, [[c["gamma"], c["beta"]]])
+
+
+def relu_grid(x_hat, settings, gammas_curve=(0.5, 1.0, 2.0)):
+    """Static counterpart of :func:`relu_widget`: one :func:`draw_relu_panel` per
+    ``(gamma, beta)`` in ``settings``, and a last panel with Phi(beta / |gamma|) against
+    beta for each gamma in ``gammas_curve`` and the measured points.
+
+    Args:
+        x_hat: normalized values (m,), the same for every panel.
+
+    Returns:
+        ``(fig, measured)``: the figure and the measured active fraction per setting.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(settings) + 1
+    ncols = min(n, 4)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols, 2.5 * nrows), squeeze=False)
+    axes = axes.ravel()
+    measured = [draw_relu_panel(ax, x_hat, g, b) for ax, (g, b) in zip(axes, settings)]
+    ax = axes[len(settings)]
+    b = np.linspace(-4, 4, 201)
+    styles = ("-", "--", ":")
+    for i, g in enumerate(gammas_curve):
+        ax.plot(b, relu_active_fraction(g, b), color=COLORS["bn"], ls=styles[i % 3],
+                label=rf"$\gamma$={g:g}")
+    ax.plot([bb for _, bb in settings], measured, "o", color="black", ms=4, label="panels")
+    ax.set_xlabel(r"$\beta$")
+    ax.set_ylabel("fraction active")
+    ax.set_title("Φ(β/|γ|)", fontsize=9)
+    ax.legend(fontsize=7)
+    for extra in axes[n:]:
+        extra.set_visible(False)
+    return fig, measured
+
+
+def active_fractions(model, x):
+    """For each ReLU of ``model`` (eval mode, model unchanged): the share of the
+    examples x (N, d_in) on which each unit is active. List of arrays (C,)."""
+    return [np.mean(z > 0, axis=0) for z in capture_inputs(model, x, ReLU, mode="eval")]
+
+
+def dead_unit_census(data, lrs, width=128, depth=2, epochs=5, batch_size=100, momentum=0.9,
+                     rng=0):
+    """Train ReLU MLPs with and without BN on ``data`` at each learning rate (SGD with
+    momentum) and count the units never active on the training set.
+
+    Returns:
+        list of dicts (one per (norm, lr)): ``norm`` (None or "bn"), ``lr``, ``dead``
+        (list: dead units per hidden layer, out of ``width``), ``test_acc`` and ``model``.
+    """
+    rows = []
+    for norm in (None, "bn"):
+        for lr in lrs:
+            model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+                             "relu", norm, rng=rng)
+            hist = fit(model, SGD(model, lr=lr, momentum=momentum), data.x_train,
+                       data.y_train, epochs=epochs, batch_size=batch_size,
+                       test=(data.x_test, data.y_test), rng=rng, progress=False,
+                       on_nonfinite="stop")
+            fr = active_fractions(model, data.x_train)
+            rows.append({"norm": norm, "lr": lr, "dead": [int(np.sum(f == 0)) for f in fr],
+                         "test_acc": hist.test_acc[-1] if hist.test_acc else float("nan"),
+                         "model": model})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# Training only some parameters
+
+
+def bn_affine_parameters(model):
+    """The ``(module, name)`` pairs of every BatchNorm gamma ("weight") and beta ("bias")
+    in ``model``, in forward order: what an optimizer needs to train only them."""
+    return [(m, k) for m in model.modules() if isinstance(m, BatchNorm1d)
+            for k in ("weight", "bias") if k in m.params]
+
+
+def random_parameter_masks(pairs, count, rng=None):
+    """Choose ``count`` scalar entries uniformly at random among all entries of the
+    parameter arrays ``pairs`` (``(module, name)``), without replacement.
+
+    Returns:
+        list of boolean arrays, one per pair, shaped like ``module.params[name]``, with
+        ``count`` True entries in total.
+    """
+    sizes = [m.params[k].size for m, k in pairs]
+    total = int(sum(sizes))
+    if not 0 <= count <= total:
+        raise ValueError(f"random_parameter_masks: count must be in [0, {total}], got {count}")
+    flat = np.zeros(total, dtype=bool)
+    flat[_rng(rng).choice(total, size=count, replace=False)] = True
+    masks, i = [], 0
+    for (m, k), s in zip(pairs, sizes):
+        masks.append(flat[i:i + s].reshape(m.params[k].shape))
+        i += s
+    return masks
+
+
+class MaskedOptimizer:
+    """Train only the entries where ``masks`` is True; every other entry stays exactly
+    where it is.
+
+    Wraps any bnlib optimizer (SGD, Adam): before each step the gradients of frozen
+    entries are zeroed (so momentum and Adam's moments never see them), and after the
+    step frozen entries are restored (so weight decay cannot move them either).
+
+    Args:
+        optimizer: an optimizer over ``(module, name)`` pairs.
+        masks: list of boolean arrays aligned with ``optimizer.params``, each shaped like
+            its parameter.
+    """
+
+    def __init__(self, optimizer, masks):
+        if len(masks) != len(optimizer.params):
+            raise ValueError(f"MaskedOptimizer: expected {len(optimizer.params)} masks (one "
+                             f"per parameter array), got {len(masks)}")
+        for (m, k), mask in zip(optimizer.params, masks):
+            if np.shape(mask) != m.params[k].shape:
+                raise ValueError(f"MaskedOptimizer: mask of shape {np.shape(mask)} for "
+                                 f"{type(m).__name__}.{k} of shape {m.params[k].shape}")
+        self.optimizer = optimizer
+        self.masks = [np.asarray(mask, dtype=bool) for mask in masks]
+        self.params = optimizer.params
+
+    @property
+    def lr(self):
+        return self.optimizer.lr
+
+    def num_trainable(self) -> int:
+        """The number of scalar parameters this optimizer updates."""
+        return int(sum(mask.sum() for mask in self.masks))
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self):
+        frozen = [m.params[k][~mask] for (m, k), mask in zip(self.params, self.masks)]
+        for (m, k), mask in zip(self.params, self.masks):
+            m.grads[k] = np.where(mask, m.grads[k], 0.0)
+        self.optimizer.step()
+        for (m, k), mask, old in zip(self.params, self.masks, frozen):
+            m.params[k][~mask] = old
+
+
+def train_subset(which, data=None, width=256, depth=2, lr=0.03, epochs=10, batch_size=100,
+                 rng=0, mask_rng=1):
+    """Frankle et al.'s experiment, scaled down: a randomly initialized ReLU MLP with BN
+    (``Linear -> BN -> ReLU`` x depth, then ``Linear``) of which only some parameters train.
+
+    Args:
+        which: ``"bn"`` (only every gamma and beta), ``"random"`` (as many entries,
+            chosen at random among the Linear layers' weights and biases, with every gamma
+            and beta frozen at 1 and 0) or ``"all"``.
+        data: a :class:`~bnlib.Dataset` (default MNIST-1D).
+        rng: seed for the initial weights and the batch order; ``mask_rng`` for the
+            random choice.
+
+    Returns:
+        dict: ``num_trainable``, ``test_acc`` (final), ``history`` and ``model``.
+    """
+    if which not in ("bn", "random", "all"):
+        raise ValueError(f"train_subset: which must be 'bn', 'random' or 'all', got {which!r}")
+    data = load_mnist1d() if data is None else data
+    model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+                     "relu", "bn", rng=rng)
+    bn = bn_affine_parameters(model)
+    n_bn = sum(m.params[k].size for m, k in bn)
+    if which == "bn":
+        opt = Adam(bn, lr=lr)
+        n = n_bn
+    elif which == "random":
+        others = [(m, k) for m, k in model.parameters() if (m, k) not in bn]
+        opt = MaskedOptimizer(Adam(others, lr=lr), random_parameter_masks(others, n_bn, mask_rng))
+        n = opt.num_trainable()
+    else:
+        opt = Adam(model, lr=lr)
+        n = model.num_parameters()
+    hist = fit(model, opt, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
+               test=(data.x_test, data.y_test), rng=rng, progress=False)
+    return {"num_trainable": int(n), "test_acc": hist.test_acc[-1], "history": hist,
+            "model": model}
+
+
+def plot_subset_accuracy(results, chance=0.1, ax=None):
+    """Test accuracy over training for runs of :func:`train_subset`.
+
+    Args:
+        results: list of ``(result, color, label)``, ``result`` as returned by
+            :func:`train_subset`.
+        chance: drawn as a dotted line.
+
+    Returns:
+        the matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    for res, col, lab in results:
+        h = res["history"]
+        ax.plot(h.eval_step, h.test_acc, "o-", ms=3, color=col, label=lab)
+    ax.axhline(chance, color="black", ls=":", lw=1, label="chance")
+    ax.set_xlabel("training step (mini-batches)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, max(0.6, max(max(r["history"].test_acc) for r, _, _ in results) + 0.05))
+    ax.legend()
+    return ax

@@ -164,10 +164,10 @@ class Conv1d(Module):
     def forward(self, x):
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
         _check_size(self, x, 1, self.in_channels, "input channels")
-        xp, cols = self._columns(x)
-        if cols.shape[1] < 1:
+        if x.shape[2] + 2 * self.padding < self.kernel_size:
             raise ValueError(f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
                              f"({self.kernel_size}) after padding {self.padding}")
+        xp, cols = self._columns(x)
         w = self.params["weight"].astype(x.dtype, copy=False)
         out = np.tensordot(cols, w, axes=([2, 3], [1, 2]))  # (N, L_out, C_out)
         if "bias" in self.params:
@@ -252,15 +252,13 @@ class Dropout(Module):
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
-            self._cache = None if not self.training else np.ones_like(x)
+            self._cache = np.broadcast_to(np.ones((), x.dtype), x.shape)  # identity mask, no copy
             return x
         mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
         self._cache = mask
         return x * mask
 
     def backward(self, dout):
-        if not self.training:
-            return dout
         mask = self._need_cache()
         self._check_dout(dout, mask.shape)
         return dout * mask
@@ -278,6 +276,7 @@ class Flatten(Module):
 
     def backward(self, dout):
         shape = self._need_cache()
+        self._check_dout(dout, (shape[0], int(np.prod(shape[1:]))))
         return dout.reshape(shape)
 
 
@@ -525,6 +524,9 @@ class InstanceNorm1d(GroupNorm):
 
     def forward(self, x):
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
+        if x.shape[2] <= 1:
+            raise ValueError(f"InstanceNorm1d: expected more than 1 value per channel (length "
+                             f"L > 1), got input of shape {x.shape}")
         return super().forward(x)
 
     def extra_repr(self):

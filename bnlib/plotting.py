@@ -32,7 +32,11 @@ LABELS = {"bn": "BatchNorm", "plain": "no normalization", "ln": "LayerNorm", "gn
 
 def use_style():
     """Book-wide matplotlib defaults: readable sizes, light grid, no top/right spines,
-    and deterministic SVG/PNG output (no timestamps or random ids)."""
+    and deterministic SVG/PNG output (no timestamps or random ids).
+
+    In a Jupyter kernel it also turns on inline figures, which ``MPLBACKEND=Agg`` (set by
+    the Makefile so that scripts never open windows) would otherwise switch off."""
+    _inline_in_kernel()
     mpl.rcParams.update({
         "figure.figsize": (7.0, 3.6),
         "figure.dpi": 100,
@@ -49,6 +53,17 @@ def use_style():
         "svg.hashsalt": "bnlib",
         "path.simplify": True,
     })
+
+
+def _inline_in_kernel():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" \
+            and "inline" not in mpl.get_backend():
+        shell.enable_matplotlib("inline")
 
 
 def color(method: str) -> str:

@@ -113,7 +113,8 @@ def fit(model, optimizer, x, y, *, epochs=1, batch_size=64, loss_fn=softmax_cros
                     break
                 loss, out = train_step(model, optimizer, xb, yb, loss_fn)
                 if not np.isfinite(loss):
-                    hist.stopped = _divergence_message(step, epoch, loss, optimizer)
+                    # step + 1: numbered from 1, as in hist.step
+                    hist.stopped = _divergence_message(step + 1, epoch, loss, optimizer)
                     if on_nonfinite == "raise":
                         raise NonFiniteLossError(hist.stopped)
                     return hist

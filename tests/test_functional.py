@@ -1,0 +1,426 @@
+"""bnlib.functional: gradient checks, staged vs compact backward, and property tests."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bnlib.functional as F
+from bnlib import numerical_gradient, rel_error
+
+GRAD_TOL = 1e-7
+
+# Property tests: a modest, reproducible set of examples keeps the suite fast and its
+# outcome the same on every run (CI included).
+property_settings = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def _affine(rng, shape):
+    """Non-trivial gamma and beta (not 1 and 0), so a wrong backward cannot hide."""
+    return rng.uniform(0.5, 2.0, shape), rng.normal(0.0, 1.0, shape)
+
+
+def _norm_grad_errors(x, gamma, beta, axes, eps=1e-5, stats=None, center=True,
+                      backward=F.norm_backward, seed=0):
+    """Relative errors of ``backward`` against centered differences of L = sum(out * r)."""
+    rng = np.random.default_rng(seed)
+    out, cache = F.norm_forward(x, gamma, beta, axes, eps, stats=stats, center=center)
+    r = rng.normal(size=out.shape)
+    dx, dgamma, dbeta = backward(r, cache)
+
+    def loss():
+        return float(np.sum(F.norm_forward(x, gamma, beta, axes, eps, stats=stats,
+                                           center=center)[0] * r))
+
+    errors = {"x": rel_error(dx, numerical_gradient(loss, x))}
+    if gamma is not None:
+        errors["gamma"] = rel_error(dgamma, numerical_gradient(loss, gamma))
+    if beta is not None:
+        errors["beta"] = rel_error(dbeta, numerical_gradient(loss, beta))
+    return errors
+
+
+# name: (x shape, axes, gamma/beta shape, center, use fixed stats)
+CASES = {
+    "bn_2d": ((8, 4), (0,), (1, 4), True, False),
+    "bn_3d": ((4, 3, 5), (0, 2), (1, 3, 1), True, False),
+    "bn2d_4d": ((3, 2, 3, 3), (0, 2, 3), (1, 2, 1, 1), True, False),
+    "ln": ((4, 6), (1,), (6,), True, False),
+    "ln_two_axes": ((3, 4, 5), (-2, -1), (4, 5), True, False),
+    "gn": ((2, 2, 3, 4), (2, 3), (1, 2, 3, 1), True, False),
+    "in": ((3, 4, 5), (2,), (1, 4, 1), True, False),
+    "rms_no_center": ((4, 6), (1,), (6,), False, False),
+    "bn_eval_fixed_stats": ((6, 4), (0,), (1, 4), True, True),
+    "per_element_gamma": ((5, 3), (0,), (5, 3), True, False),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_norm_backward_gradcheck(name):
+    shape, axes, pshape, center, fixed = CASES[name]
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.5, 2.0, shape)
+    gamma, beta = _affine(rng, pshape)
+    if not center:
+        beta = None
+    stats = None
+    if fixed:
+        stat_shape = tuple(1 if a in axes else n for a, n in enumerate(shape))
+        stats = (rng.normal(size=stat_shape), rng.uniform(0.5, 2.0, stat_shape))
+    errors = _norm_grad_errors(x, gamma, beta, axes, stats=stats, center=center)
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+def test_norm_backward_gradcheck_without_affine():
+    x = np.random.default_rng(2).normal(size=(6, 3))
+    errors = _norm_grad_errors(x, None, None, (0,))
+    assert errors["x"] < GRAD_TOL
+
+
+@pytest.mark.parametrize("name", ["bn_2d", "bn_3d", "bn2d_4d", "ln", "gn"])
+def test_staged_backward_gradcheck(name):
+    shape, axes, pshape, _, _ = CASES[name]
+    rng = np.random.default_rng(3)
+    x = rng.normal(-0.5, 3.0, shape)
+    gamma, beta = _affine(rng, pshape)
+    errors = _norm_grad_errors(x, gamma, beta, axes, backward=F.batchnorm_backward_staged)
+    assert max(errors.values()) < GRAD_TOL, errors
+
+
+@pytest.mark.parametrize("name", ["bn_2d", "bn_3d", "bn2d_4d", "ln", "ln_two_axes", "gn", "in",
+                                  "per_element_gamma"])
+def test_staged_and_compact_backward_agree(name):
+    shape, axes, pshape, _, _ = CASES[name]
+    rng = np.random.default_rng(4)
+    x = rng.normal(2.0, 0.5, shape)
+    gamma, beta = _affine(rng, pshape)
+    dout = rng.normal(size=shape)
+    _, cache = F.norm_forward(x, gamma, beta, axes)
+    compact = F.norm_backward(dout, cache)
+    staged = F.batchnorm_backward_staged(dout, cache)
+    for a, b in zip(compact, staged):
+        assert a.shape == b.shape
+        assert rel_error(a, b) < 1e-10
+
+
+def test_staged_trace_fills_every_node():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 3))
+    gamma, beta = _affine(rng, (1, 3))
+    dout = rng.normal(size=x.shape)
+    _, cache = F.norm_forward(x, gamma, beta, (0,))
+    trace = {}
+    dx, _, _ = F.batchnorm_backward_staged(dout, cache, trace=trace)
+    names = [name for name, _ in F.STAGED_NODES]
+    assert names == ["mu", "xc", "sq", "var", "std", "inv_std", "x_hat", "scaled", "out"]
+    assert set(names) | {"x"} <= set(trace)
+    for name in names + ["x"]:
+        value = np.asarray(trace[name])
+        assert np.all(np.isfinite(value)), name
+        np.broadcast_shapes(value.shape, x.shape)  # each gradient lives on its node's shape
+    # Per-group nodes (mean, variance, std) carry one gradient per channel.
+    for name in ("mu", "var", "std", "inv_std"):
+        assert np.shape(trace[name]) == (1, 3), name
+    np.testing.assert_array_equal(trace["x"], dx)
+    np.testing.assert_array_equal(trace["out"], dout)
+    np.testing.assert_allclose(trace["x_hat"], dout * gamma)
+    # dL/dinv_std = sum over the batch of dL/dx_hat * xc (x_hat = xc * inv_std).
+    np.testing.assert_allclose(trace["inv_std"], np.sum(dout * gamma * (x - x.mean(0)), 0,
+                                                        keepdims=True))
+
+
+def test_staged_backward_rejects_fixed_stats_and_no_centering():
+    x = np.random.default_rng(6).normal(size=(4, 3))
+    _, cache = F.norm_forward(x, None, None, (0,), stats=(np.zeros((1, 3)), np.ones((1, 3))))
+    with pytest.raises(ValueError, match="staged backward expects batch statistics"):
+        F.batchnorm_backward_staged(x, cache)
+    _, cache = F.norm_forward(x, None, None, (1,), center=False)
+    with pytest.raises(ValueError, match="center=False"):
+        F.batchnorm_backward_staged(x, cache)
+
+
+def test_backward_rejects_dout_of_wrong_shape():
+    x = np.random.default_rng(7).normal(size=(4, 3))
+    _, cache = F.norm_forward(x, None, None, (0,))
+    for backward in (F.norm_backward, F.batchnorm_backward_staged):
+        with pytest.raises(ValueError, match=r"dout must have the shape of the forward output "
+                                             r"\(4, 3\), got \(3, 4\)"):
+            backward(np.zeros((3, 4)), cache)
+
+
+def test_eps_correction_to_orthogonality():
+    """With eps > 0, sum(dx * x_hat) is not 0 but inv_std * sum(g * x_hat) * eps / (var + eps)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0.0, 0.01, (5, 3))  # small variance, so eps matters
+    gamma, beta = _affine(rng, (1, 3))
+    dout = rng.normal(size=x.shape)
+    eps = 1e-5
+    _, cache = F.norm_forward(x, gamma, beta, (0,), eps)
+    dx, _, _ = F.norm_backward(dout, cache)
+    x_hat, var = cache["x_hat"], cache["var"]
+    expected = cache["inv_std"] * np.sum(dout * gamma * x_hat, 0, keepdims=True) * eps / (var + eps)
+    np.testing.assert_allclose(np.sum(dx * x_hat, 0, keepdims=True), expected, rtol=1e-8)
+    np.testing.assert_allclose(np.var(x_hat, 0), (var / (var + eps)).ravel(), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ named wrappers
+def test_batchnorm_wrappers_gradcheck_and_shapes():
+    rng = np.random.default_rng(9)
+    for shape in [(6, 3), (4, 3, 2), (3, 3, 2, 2)]:
+        x = rng.normal(1.0, 2.0, shape)
+        gamma, beta = _affine(rng, (3,))
+        r = rng.normal(size=shape)
+        out, cache = F.batchnorm_forward(x, gamma, beta)
+        dx, dgamma, dbeta = F.batchnorm_backward(r, cache)
+        assert out.shape == shape and dgamma.shape == (3,) and dbeta.shape == (3,)
+
+        def loss():
+            return float(np.sum(F.batchnorm_forward(x, gamma, beta)[0] * r))
+
+        assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+        assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
+        assert rel_error(dbeta, numerical_gradient(loss, beta)) < GRAD_TOL
+
+
+def test_batchnorm_forward_with_per_channel_stats():
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(4, 3, 5))
+    gamma, beta = _affine(rng, (3,))
+    mean, var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    out, _ = F.batchnorm_forward(x, gamma, beta, eps=1e-3, stats=(mean, var))
+    c = (1, 3, 1)
+    expected = (gamma.reshape(c) * (x - mean.reshape(c)) / np.sqrt(var.reshape(c) + 1e-3)
+                + beta.reshape(c))
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_layernorm_and_rmsnorm_wrappers():
+    rng = np.random.default_rng(11)
+    x = rng.normal(1.0, 2.0, (3, 4, 5))
+    gamma, beta = _affine(rng, (4, 5))
+    out, cache = F.layernorm_forward(x, gamma, beta, normalized_ndim=2)
+    mu = x.mean(axis=(1, 2), keepdims=True)
+    var = x.var(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(out, gamma * (x - mu) / np.sqrt(var + 1e-5) + beta, rtol=1e-12)
+    r = rng.normal(size=x.shape)
+    dx, dgamma, dbeta = F.layernorm_backward(r, cache)
+    assert dgamma.shape == (4, 5) and dbeta.shape == (4, 5)
+    loss = lambda: float(np.sum(F.layernorm_forward(x, gamma, beta, 2)[0] * r))  # noqa: E731
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+
+    g = gamma[0]
+    out, cache = F.rmsnorm_forward(x, g, eps=1e-6)
+    np.testing.assert_allclose(out, x / np.sqrt(np.mean(x**2, -1, keepdims=True) + 1e-6) * g,
+                               rtol=1e-12)
+
+
+def test_groupnorm_wrappers():
+    rng = np.random.default_rng(12)
+    x = rng.normal(1.0, 2.0, (2, 4, 5))
+    gamma, beta = _affine(rng, (4,))
+    out, cache = F.groupnorm_forward(x, gamma, beta, num_groups=2)
+    xg = x.reshape(2, 2, 10)
+    x_hat = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + 1e-5))
+    np.testing.assert_allclose(out, x_hat.reshape(x.shape) * gamma[:, None] + beta[:, None],
+                               rtol=1e-12)
+    r = rng.normal(size=x.shape)
+    dx, dgamma, dbeta = F.groupnorm_backward(r, cache)
+    assert dx.shape == x.shape and dgamma.shape == (4,) and dbeta.shape == (4,)
+    loss = lambda: float(np.sum(F.groupnorm_forward(x, gamma, beta, 2)[0] * r))  # noqa: E731
+    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
+    assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
+    with pytest.raises(ValueError, match=r"num_channels \(4\) must be divisible by "
+                                         r"num_groups \(3\)"):
+        F.groupnorm_forward(x, gamma, beta, num_groups=3)
+
+
+def test_sum_to_shape_and_batch_axes():
+    g = np.ones((2, 3, 4))
+    np.testing.assert_array_equal(F.sum_to_shape(g, (1, 3, 1)), np.full((1, 3, 1), 8.0))
+    np.testing.assert_array_equal(F.sum_to_shape(g, (4,)), np.full((4,), 6.0))
+    np.testing.assert_array_equal(F.sum_to_shape(g, (2, 3, 4)), g)
+    assert F.batch_axes(2) == (0,)
+    assert F.batch_axes(4) == (0, 2, 3)
+
+
+# ------------------------------------------------------------------ property tests
+@st.composite
+def problems(draw, max_ndim=4):
+    """A shape (every size >= 2, so each group has m >= 2 values), a non-empty set of axes
+    to reduce over (sometimes negative), a broadcastable gamma/beta shape, and a seed."""
+    ndim = draw(st.integers(1, max_ndim))
+    shape = tuple(draw(st.lists(st.integers(2, 5), min_size=ndim, max_size=ndim)))
+    axes = sorted(draw(st.sets(st.integers(0, ndim - 1), min_size=1)))
+    if draw(st.booleans()):
+        axes = [a - ndim for a in axes]
+    pshape = tuple(n if draw(st.booleans()) else 1 for n in shape)
+    seed = draw(st.integers(0, 2**32 - 1))
+    return shape, tuple(axes), pshape, seed
+
+
+def _data(shape, pshape, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    loc, scale = rng.uniform(-5, 5), 10 ** rng.uniform(-1, 1)
+    x = rng.normal(loc, scale, shape).astype(dtype)
+    gamma, beta = _affine(rng, pshape)
+    dout = rng.normal(size=shape).astype(dtype)
+    return x, gamma, beta, dout
+
+
+@property_settings
+@given(problems(), st.sampled_from([0.0, 1e-5]))
+def test_property_normalized_groups_have_mean0_var1(problem, eps):
+    shape, axes, pshape, seed = problem
+    x, gamma, beta, _ = _data(shape, pshape, seed)
+    _, cache = F.norm_forward(x, gamma, beta, axes, eps)
+    plain, _ = F.norm_forward(x, None, None, axes, eps)
+    x_hat = cache["x_hat"]
+    np.testing.assert_allclose(plain, x_hat, rtol=1e-13, atol=1e-13)  # no affine: out = x_hat
+    np.testing.assert_allclose(x_hat.mean(axis=axes), 0.0, atol=1e-12)
+    var = np.var(x, axis=axes)
+    # Exactly var / (var + eps): 1 when eps = 0, slightly less otherwise.
+    np.testing.assert_allclose(x_hat.var(axis=axes), var / (var + eps), rtol=1e-10)
+    if eps == 0:
+        np.testing.assert_allclose(x_hat.var(axis=axes), 1.0, rtol=1e-10)
+    # The affine step gives each group's values mean beta and std gamma where they are
+    # constant over the group.
+    out, _ = F.norm_forward(x, 2.0, -3.0, axes, eps=0.0)
+    np.testing.assert_allclose(out.mean(axis=axes), -3.0, rtol=1e-12)
+    np.testing.assert_allclose(out.std(axis=axes), 2.0, rtol=1e-10)
+
+
+@property_settings
+@given(problems(), st.booleans())
+def test_property_dx_sums_to_zero_and_is_orthogonal_to_x_hat(problem, center):
+    shape, axes, pshape, seed = problem
+    x, gamma, beta, dout = _data(shape, pshape, seed)
+    _, cache = F.norm_forward(x, gamma, beta, axes, eps=0.0, center=center)
+    dx, _, _ = F.norm_backward(dout, cache)
+    # The size of the terms that cancel: |dx| <= 3 * inv_std * sum|g| over the group. (For
+    # m = 2 and eps = 0, x_hat = +-1 whatever x is, so dx is exactly 0 and only rounding
+    # remains; a tolerance relative to dx itself would be meaningless there.)
+    terms = cache["inv_std"] * np.sum(np.abs(dout * gamma), axis=axes, keepdims=True)
+    tol = 1e-12 * np.sqrt(cache["m"]) * np.squeeze(terms, axis=axes)
+    if center:  # moving a whole group by a constant does not change its x_hat
+        assert np.all(np.abs(np.sum(dx, axis=axes)) <= tol)
+    # scaling a whole group does not change its x_hat (for RMSNorm too)
+    assert np.all(np.abs(np.sum(dx * cache["x_hat"], axis=axes)) <= tol * np.sqrt(cache["m"]))
+    if center:
+        dx_staged, _, _ = F.batchnorm_backward_staged(dout, cache)
+        assert np.all(np.abs(dx - dx_staged) <= 1e-12 * terms)
+
+
+@property_settings
+@given(st.integers(2, 16), st.integers(1, 6), st.integers(1, 5),
+       st.floats(1e-2, 1e2), st.integers(0, 2**32 - 1))
+def test_property_bn_is_invariant_to_weight_scale(n, d_in, d_out, a, seed):
+    """BN((a W) u) == BN(W u) for a > 0; so is du, while dW scales by 1/a (Ioffe & Szegedy)."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(n, d_in))
+    w = rng.normal(size=(d_out, d_in))
+    gamma, beta = _affine(rng, (d_out,))
+    dout = rng.normal(size=(n, d_out))
+    results = []
+    for weight in (w, a * w):
+        z = u @ weight.T
+        out, cache = F.batchnorm_forward(z, gamma, beta, eps=0.0)
+        dz, dgamma, dbeta = F.batchnorm_backward(dout, cache)
+        results.append((out, dz @ weight, dz.T @ u, dgamma, dbeta))
+    (out1, du1, dw1, dg1, db1), (out2, du2, dw2, dg2, db2) = results
+    np.testing.assert_allclose(out2, out1, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(du2, du1, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(a * dw2, dw1, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dg2, dg1, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(db2, db1, rtol=1e-12)
+
+
+def test_bn_scale_invariance_with_default_eps_is_approximate():
+    """With eps = 1e-5 the invariance holds up to a relative error of about eps / var."""
+    rng = np.random.default_rng(13)
+    u, w = rng.normal(size=(32, 5)), rng.normal(size=(4, 5))
+    out1, _ = F.batchnorm_forward(u @ w.T, None, None)
+    out2, _ = F.batchnorm_forward(u @ (3.0 * w).T, None, None)
+    var = np.var(u @ w.T, axis=0)
+    assert np.max(np.abs(out2 - out1)) <= np.max(1e-5 / var) * np.max(np.abs(out1))
+
+
+@property_settings
+@given(problems(), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_property_dtype_is_preserved(problem, dtype, fixed):
+    shape, axes, pshape, seed = problem
+    x, gamma, beta, dout = _data(shape, pshape, seed, dtype)
+    stats = None
+    if fixed:  # float64 statistics (as the modules store them) on a float32 input
+        stat_shape = tuple(1 if a in {b % len(shape) for b in axes} else s
+                           for a, s in enumerate(shape))
+        stats = (np.zeros(stat_shape), np.ones(stat_shape))
+    out, cache = F.norm_forward(x, gamma, beta, axes, stats=stats)  # gamma, beta are float64
+    assert out.dtype == dtype
+    dx, dgamma, dbeta = F.norm_backward(dout, cache)
+    assert dx.dtype == dtype and dgamma.dtype == dtype and dbeta.dtype == dtype
+    if not fixed:
+        dx_staged, _, _ = F.batchnorm_backward_staged(dout, cache)
+        assert dx_staged.dtype == dtype
+
+
+# ------------------------------------------------------------------ fast path
+# When the kept axes are one block and gamma, beta are constant over the reduced axes
+# (BatchNorm, InstanceNorm, LayerNorm without affine), norm_forward/norm_backward take a
+# path with fewer passes over memory. It must agree with the general path, which the
+# same call takes when gamma is given one value per element instead.
+FAST_CASES = {
+    "bn_2d": ((64, 5), (0,), (1, 5)),
+    "bn_3d": ((6, 4, 7), (0, 2), (1, 4, 1)),
+    "bn2d_4d": ((5, 3, 4, 6), (0, 2, 3), (1, 3, 1, 1)),
+    "in": ((3, 4, 9), (2,), (1, 4, 1)),
+    "ln_scalar_affine": ((4, 3, 6), (1, 2), ()),
+    "gamma_over_kept_axes_only_partly": ((6, 4, 5), (0,), (1, 1, 5)),
+}
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_fast_path_agrees_with_general_path(name, dtype, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:  # many small chunks, to exercise the chunk boundaries
+        monkeypatch.setattr(F, "_CHUNK_BYTES", chunk_bytes)
+    shape, axes, pshape = FAST_CASES[name]
+    rng = np.random.default_rng(14)
+    x = rng.normal(3.0, 2.0, shape).astype(dtype)
+    dout = rng.normal(size=shape).astype(dtype)
+    gamma, beta = _affine(rng, pshape)
+    out, cache = F.norm_forward(x, gamma, beta, axes)
+    assert cache["_layout"] is not None  # the fast path was taken
+    # the same parameters spelled out per element force the general path
+    g_full, b_full = np.broadcast_to(gamma, shape).copy(), np.broadcast_to(beta, shape).copy()
+    out_ref, cache_ref = F.norm_forward(x, g_full, b_full, axes)
+    assert cache_ref.get("_layout") is None
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    assert out.dtype == dtype and cache["x_hat"].dtype == dtype
+    np.testing.assert_allclose(out, out_ref, rtol=tol, atol=tol)
+    for key in ("mu", "var", "inv_std", "x_hat"):
+        assert cache[key].shape == cache_ref[key].shape, key
+        np.testing.assert_allclose(cache[key], cache_ref[key], rtol=tol, atol=tol, err_msg=key)
+    dx, dgamma, dbeta = F.norm_backward(dout, cache)
+    dx_ref, dg_full, db_full = F.norm_backward(dout, cache_ref)
+    assert dx.dtype == dtype and dgamma.shape == np.shape(gamma)
+    scale = np.abs(dx_ref).max()
+    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(dgamma, F.sum_to_shape(dg_full, np.shape(gamma)), rtol=tol,
+                               atol=tol * np.abs(dg_full).sum())
+    np.testing.assert_allclose(dbeta, F.sum_to_shape(db_full, np.shape(beta)), rtol=tol,
+                               atol=tol * np.abs(db_full).sum())
+    if dtype == np.float64:  # and both agree with the staged backward
+        staged = F.batchnorm_backward_staged(dout, cache)
+        assert rel_error(dx, staged[0]) < 1e-10
+
+
+def test_fast_path_without_affine_and_noncontiguous_input():
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(6, 8, 5)).transpose(0, 2, 1)  # a non-contiguous (6, 5, 8) view
+    out, cache = F.norm_forward(x, None, None, (0, 2))
+    assert cache["_layout"] is not None and out.shape == (6, 5, 8)
+    np.testing.assert_allclose(out.mean(axis=(0, 2)), 0, atol=1e-12)
+    dout = rng.normal(size=out.shape)
+    dx, dgamma, dbeta = F.norm_backward(dout, cache)
+    assert dgamma is None and dbeta is None
+    assert rel_error(dx, F.batchnorm_backward_staged(dout, cache)[0]) < 1e-10

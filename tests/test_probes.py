@@ -1,0 +1,357 @@
+"""Tests for bnlib.probes: model builders, noisy and ghost BatchNorm, state save/restore,
+internal covariate shift and the loss-landscape probe."""
+import numpy as np
+import pytest
+
+import bnlib
+from bnlib.probes import (GhostBatchNorm1d, NoisyBatchNorm1d, capture_inputs, get_state,
+                          gradient_landscape, internal_covariate_shift, layer_groups,
+                          loss_and_gradients, make_mlp, percentile_probe, preserved,
+                          probe_every, recalibrate_bn, series, set_state, steps_to_accuracy)
+
+
+def _batch(rng, n=12, d=5, k=3):
+    rng = np.random.default_rng(rng)
+    return rng.normal(size=(n, d)), rng.integers(0, k, size=n)
+
+
+def _snapshot(model):
+    """Everything observable about a model, deep-copied, for equality checks."""
+    mods = list(model.modules())
+    return ([{k: v.copy() for k, v in m.params.items()} for m in mods],
+            [(m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
+             if hasattr(m, "running_mean") else None for m in mods],
+            [m.rng.bit_generator.state if hasattr(m, "rng") else None for m in mods],
+            [m.training for m in mods])
+
+
+def _assert_same(a, b):
+    for pa, pb in zip(a[0], b[0]):
+        for k in pa:
+            np.testing.assert_array_equal(pa[k], pb[k])
+    for ra, rb in zip(a[1], b[1]):
+        if ra is not None:
+            np.testing.assert_array_equal(ra[0], rb[0])
+            np.testing.assert_array_equal(ra[1], rb[1])
+            assert ra[2] == rb[2]
+    assert a[2] == b[2]
+    assert a[3] == b[3]
+
+
+# ------------------------------------------------------------------------- make_mlp
+
+@pytest.mark.parametrize("norm", [None, "bn", "noisy_bn"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+def test_make_mlp_shapes_and_layers(norm, activation):
+    model = make_mlp([5, 7, 6, 3], activation, norm, rng=0)
+    x, _ = _batch(0)
+    assert model(x).shape == (12, 3)
+    linears = [m for m in model.layers if isinstance(m, bnlib.Linear)]
+    assert len(linears) == 3
+    norms = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)]
+    assert len(norms) == (0 if norm is None else 2)
+    if norm == "noisy_bn":
+        assert all(isinstance(m, NoisyBatchNorm1d) for m in norms)
+    # BN before the nonlinearity: the hidden Linear layers have no bias (beta replaces it)
+    assert all(("bias" in m.params) == (norm is None) for m in linears[:-1])
+    assert "bias" in linears[-1].params
+
+
+def test_make_mlp_position_after_keeps_bias_and_order():
+    model = make_mlp([4, 5, 2], "relu", "bn", rng=0, position="after")
+    kinds = [type(m).__name__ for m in model.layers]
+    assert kinds == ["Linear", "ReLU", "BatchNorm1d", "Linear"]
+    assert "bias" in model[0].params
+
+
+def test_make_mlp_weight_scale_and_dropout():
+    a = make_mlp([4, 5, 2], "sigmoid", None, rng=3)
+    b = make_mlp([4, 5, 2], "sigmoid", None, rng=3, weight_scale=10.0)
+    np.testing.assert_allclose(b[0].params["weight"], 10 * a[0].params["weight"])
+    c = make_mlp([4, 5, 5, 2], "relu", "bn", rng=0, dropout=0.5)
+    assert sum(isinstance(m, bnlib.Dropout) for m in c.layers) == 2
+
+
+def test_make_mlp_bad_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        make_mlp([3, 2], "softplus")
+    with pytest.raises(ValueError, match="norm"):
+        make_mlp([3, 4, 2], norm="ln")
+    with pytest.raises(ValueError, match="position"):
+        make_mlp([3, 4, 2], norm="bn", position="middle")
+    with pytest.raises(ValueError, match="sizes"):
+        make_mlp([3])
+
+
+def test_bn_mlp_hidden_output_invariant_to_weight_scale():
+    # scaling the weights that feed a BN layer changes nothing (up to BN's eps, which is
+    # negligible once the pre-activations are large: compare scales 100 and 1000)
+    x, _ = _batch(1)
+    hidden = []
+    for scale in (100.0, 1000.0):
+        model = make_mlp([5, 6, 6, 2], "sigmoid", "bn", rng=4)
+        for m in model.layers[:-1]:
+            if isinstance(m, bnlib.Linear):
+                m.params["weight"] *= scale
+        hidden.append(capture_inputs(model, x, bnlib.Linear, mode="train")[-1])
+    np.testing.assert_allclose(hidden[0], hidden[1], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------- noisy BN
+
+def test_noisy_bn_eval_is_plain_bn_and_train_is_noisy():
+    x, _ = _batch(2, n=50, d=4)
+    noisy, plain = NoisyBatchNorm1d(4, rng=0), bnlib.BatchNorm1d(4)
+    y1, y2 = noisy(x), noisy(x)
+    assert not np.allclose(y1, y2)                # new noise at every training step
+    plain(x), plain(x)                            # the same two updates of the statistics
+    np.testing.assert_allclose(noisy.running_mean, plain.running_mean)
+    np.testing.assert_allclose(noisy.running_var, plain.running_var)
+    noisy.eval(), plain.eval()
+    np.testing.assert_allclose(noisy(x), plain(x))
+    np.testing.assert_allclose(noisy.backward(np.ones_like(x)), plain.backward(np.ones_like(x)))
+
+
+def test_noisy_bn_noise_ranges():
+    x, _ = _batch(3, n=400, d=30)
+    noisy = NoisyBatchNorm1d(30, shift=0.5, scale=(1.0, 1.25), unit_std=0.0, rng=1)
+    for _ in range(20):
+        y = noisy(x)
+        mean, std = y.mean(0), y.std(0)
+        np.testing.assert_allclose(mean, mean[0], atol=1e-12)   # unit_std 0: one shift per layer
+        assert -0.5 <= mean[0] <= 0.5
+        assert 1.0 - 1e-3 <= std[0] <= 1.25 + 1e-3
+
+
+def test_noisy_bn_gradients():
+    x, _ = _batch(4, n=8, d=3)
+    noisy = NoisyBatchNorm1d(3, rng=2)
+    noisy.params["weight"][:] = [0.5, 1.5, 2.0]
+    noisy.params["bias"][:] = [0.1, -0.2, 0.3]
+    state = noisy.rng.bit_generator.state
+    r = np.random.default_rng(5).normal(size=(8, 3))
+
+    def loss():                                   # replay the same noise on every call
+        noisy.rng.bit_generator.state = state
+        return float(np.sum(noisy(x) * r))
+
+    loss()
+    dx = noisy.backward(r)
+    analytic = {k: noisy.grads[k].copy() for k in noisy.params}
+    assert bnlib.rel_error(dx, bnlib.numerical_gradient(loss, x)) < 1e-7
+    for k, p in noisy.params.items():
+        assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
+
+
+# ------------------------------------------------------------------------- ghost BN
+
+def test_ghost_bn_with_full_ghost_equals_bn():
+    x, _ = _batch(6, n=16, d=4)
+    ghost, plain = GhostBatchNorm1d(4, ghost_size=16), bnlib.BatchNorm1d(4)
+    np.testing.assert_allclose(ghost(x), plain(x))
+    r = np.random.default_rng(0).normal(size=x.shape)
+    np.testing.assert_allclose(ghost.backward(r), plain.backward(r))
+    np.testing.assert_allclose(ghost.grads["weight"], plain.grads["weight"])
+    np.testing.assert_allclose(ghost.running_var, plain.running_var)
+
+
+def test_ghost_bn_normalizes_each_group_and_gradcheck():
+    x, _ = _batch(7, n=12, d=3)
+    ghost = GhostBatchNorm1d(3, ghost_size=4)
+    ghost.params["weight"][:] = [0.5, 2.0, -1.0]
+    y = ghost(x).reshape(3, 4, 3)
+    np.testing.assert_allclose(y.mean(axis=1), np.zeros((3, 3)) + ghost.params["bias"], atol=1e-12)
+    errors = bnlib.check_module_gradients(ghost, x, rng=0)
+    assert max(errors.values()) < 1e-7
+    with pytest.raises(ValueError, match="multiple"):
+        ghost(x[:10])
+
+
+# ------------------------------------------------------------------------- state
+
+def test_get_set_state_round_trip_and_preserved():
+    x, y = _batch(8, d=5)
+    model = make_mlp([5, 6, 6, 3], "relu", "noisy_bn", rng=0, dropout=0.2)
+    before = _snapshot(model)
+    state = get_state(model)
+    bnlib.fit(model, bnlib.SGD(model, 0.5), x, y, epochs=3, batch_size=4, progress=False, rng=0)
+    set_state(model, state)
+    _assert_same(before, _snapshot(model))
+    with preserved(model):
+        model.eval()
+        loss_and_gradients(model.train(), x, y)
+        model[0].params["weight"] += 1.0
+    _assert_same(before, _snapshot(model))
+
+
+def test_set_state_rejects_other_model():
+    a, b = make_mlp([3, 4, 2], rng=0), make_mlp([3, 4, 4, 2], rng=0)
+    with pytest.raises(ValueError, match="modules"):
+        set_state(b, get_state(a))
+
+
+# ------------------------------------------------------------------------- ICS
+
+def test_layer_groups_attach_bn_to_its_linear():
+    model = make_mlp([5, 6, 6, 3], "relu", "bn", rng=0)
+    groups = layer_groups(model)
+    assert len(groups) == 3
+    assert [k for _, k in groups[0]] == ["weight", "weight", "bias"]  # Linear W, BN gamma, beta
+    assert isinstance(groups[0][1][0], bnlib.BatchNorm1d)
+
+
+@pytest.mark.parametrize("norm", [None, "bn"])
+def test_ics_leaves_model_untouched(norm):
+    x, y = _batch(9, d=5)
+    model = make_mlp([5, 6, 6, 3], "sigmoid", norm, rng=1)
+    model(x)
+    before = _snapshot(model)
+    out = internal_covariate_shift(model, x, y, lr=0.5)
+    _assert_same(before, _snapshot(model))
+    assert out["l2"].shape == out["cosine"].shape == (3,)
+
+
+def test_ics_of_one_layer_network_is_zero():
+    x, y = _batch(10, d=5)
+    model = make_mlp([5, 3], rng=0)                   # a single Linear layer
+    out = internal_covariate_shift(model, x, y, lr=1.0)
+    np.testing.assert_array_equal(out["l2"], [0.0])
+    np.testing.assert_array_equal(out["cosine"], [1.0])
+
+
+def test_ics_zero_learning_rate_gives_zero_shift():
+    x, y = _batch(11, d=5)
+    model = make_mlp([5, 6, 6, 3], "tanh", "bn", rng=2)
+    out = internal_covariate_shift(model, x, y, lr=1e-300)
+    np.testing.assert_allclose(out["l2"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(out["cosine"], 1.0)
+
+
+def test_ics_matches_manual_computation():
+    x, y = _batch(12, d=4)
+    model = make_mlp([4, 5, 5, 3], "sigmoid", None, rng=3)
+    lr = 0.7
+    out = internal_covariate_shift(model, x, y, lr)
+    _, g0 = loss_and_gradients(model, x, y)        # order: W1 b1 W2 b2 W3 b3
+    w0 = [m.params[k].copy() for m, k in model.parameters()]
+    pairs = model.parameters()
+    for p in range(4):                             # update layers 1 and 2 only
+        np.copyto(pairs[p][0].params[pairs[p][1]], w0[p] - lr * g0[p])
+    _, g1 = loss_and_gradients(model, x, y)
+    np.testing.assert_allclose(out["l2"][2], np.linalg.norm(g0[4] - g1[4]), rtol=1e-12)
+    cos = np.sum(g0[4] * g1[4]) / (np.linalg.norm(g0[4]) * np.linalg.norm(g1[4]))
+    np.testing.assert_allclose(out["cosine"][2], cos, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------- landscape
+
+def test_landscape_leaves_model_untouched():
+    x, y = _batch(13, d=5)
+    model = make_mlp([5, 6, 3], "relu", "bn", rng=0)
+    before = _snapshot(model)
+    out = gradient_landscape(model, x, y, lr=0.3)
+    _assert_same(before, _snapshot(model))
+    assert out["loss"].shape == out["grad_change"].shape == (8,)
+    np.testing.assert_allclose(out["eta"], 0.3 * np.arange(0.5, 4.01, 0.5))
+
+
+def _quadratic_model(rng, d=4):
+    """A bias-free Linear (1 output) on MSE: L(w) = mean((X w - t)^2), Hessian 2 X^T X / n."""
+    rng = np.random.default_rng(rng)
+    model = bnlib.Sequential(bnlib.Linear(d, 1, bias=False, rng=rng))
+    x = rng.normal(size=(20, d))
+    t = rng.normal(size=(20, 1))
+    return model, x, t
+
+
+def test_beta_smoothness_of_quadratic_is_curvature_along_gradient():
+    model, x, t = _quadratic_model(0)
+    hess = 2 * x.T @ x / len(x)
+    out = gradient_landscape(model, x, t, lr=0.01, loss_fn=bnlib.mse_loss)
+    g = (2 * x.T @ (x @ model[0].params["weight"].T - t) / len(x)).ravel()
+    # the gradient of a quadratic changes linearly: ||H eta g|| / ||eta g|| for every eta
+    np.testing.assert_allclose(out["beta"], np.linalg.norm(hess @ g) / np.linalg.norm(g), rtol=1e-10)
+    np.testing.assert_allclose(out["grad_change"] / out["eta"], out["beta"] * np.linalg.norm(g),
+                               rtol=1e-10)
+    assert out["beta"] <= np.linalg.eigvalsh(hess).max() * (1 + 1e-12)
+
+
+def test_beta_smoothness_along_an_eigenvector_equals_its_eigenvalue():
+    model, x, t = _quadratic_model(1)
+    hess = 2 * x.T @ x / len(x)
+    vals, vecs = np.linalg.eigh(hess)
+    # choose w so that the gradient H (w - w*) points along the top eigenvector
+    w_star = np.linalg.lstsq(x, t, rcond=None)[0].ravel()
+    model[0].params["weight"][:] = (w_star + vecs[:, -1]).reshape(1, -1)
+    out = gradient_landscape(model, x, t, lr=0.01, loss_fn=bnlib.mse_loss)
+    np.testing.assert_allclose(out["beta"], vals[-1], rtol=1e-8)
+
+
+# ------------------------------------------------------------------------- fit probes
+
+def test_probes_with_fit_percentiles_series_and_steps_to_accuracy():
+    data = bnlib.make_gaussian_classes(n_train=120, n_test=60, dim=4, num_classes=3, rng=0)
+    model = make_mlp([4, 8, 3], "sigmoid", "bn", rng=0)
+    probes = {"pct": probe_every(5, percentile_probe(data.x_test[:30])),
+              "all": probe_every(5, percentile_probe(data.x_test[:30], unit=None)),
+              "ics": probe_every(10, lambda m, xb, yb: internal_covariate_shift(m, xb, yb, 0.1),
+                                 data.x_train, data.y_train, 16, rng=0)}
+    hist = bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
+                     batch_size=20, test=(data.x_test, data.y_test), eval_every=6,
+                     probes=probes, progress=False, rng=0)
+    steps, p = series(hist, "pct")
+    np.testing.assert_array_equal(steps, [1, 5, 10, 15])
+    assert p.shape == (4, 3) and np.all(np.diff(p, axis=1) >= 0)   # 15th <= 50th <= 85th
+    assert series(hist, "all")[1].shape == (4, 3, 8)
+    steps, l2 = series(hist, "ics", "l2")
+    np.testing.assert_array_equal(steps, [1, 10])
+    assert l2.shape == (2, 2)
+    first = steps_to_accuracy(hist, 0.0)
+    assert first == hist.eval_step[0]
+    assert steps_to_accuracy(hist, 1.01) is None
+
+
+def test_probe_with_and_without_fit_gives_same_training():
+    data = bnlib.make_gaussian_classes(n_train=100, n_test=20, dim=3, num_classes=2, rng=1)
+    finals = []
+    for probes in (None, {"land": probe_every(
+            3, lambda m, xb, yb: gradient_landscape(m, xb, yb, 0.2),
+            data.x_train, data.y_train, 10, rng=0)}):
+        model = make_mlp([3, 6, 2], "relu", "noisy_bn", rng=0)
+        bnlib.fit(model, bnlib.SGD(model, 0.2), data.x_train, data.y_train, epochs=2,
+                  batch_size=10, probes=probes, progress=False, rng=0)
+        finals.append(model[0].params["weight"].copy())
+    np.testing.assert_array_equal(finals[0], finals[1])
+
+
+def test_capture_inputs_and_bad_mode():
+    x, _ = _batch(14, d=5)
+    model = make_mlp([5, 6, 6, 3], "sigmoid", "bn", rng=0)
+    found = capture_inputs(model, x, bnlib.Sigmoid, mode="train")
+    assert len(found) == 2 and found[0].shape == (12, 6)
+    np.testing.assert_allclose(found[0].mean(0), 0.0, atol=1e-12)  # BN output, beta = 0
+    with pytest.raises(ValueError, match="mode"):
+        capture_inputs(model, x, bnlib.Sigmoid, mode="test")
+
+
+def test_recalibrate_bn_uses_dropout_free_statistics():
+    data = bnlib.make_gaussian_classes(n_train=200, n_test=20, dim=4, num_classes=2, rng=2)
+    model = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
+    bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
+              batch_size=20, progress=False, rng=0)
+    momentum = [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
+    recalibrate_bn(model, data.x_train, batch_size=200)
+    assert not model.training
+    assert momentum == [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
+    bn2 = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)][1]
+    z = capture_inputs(model, data.x_train, bnlib.BatchNorm1d, mode="eval")[1]
+    # close, not equal: while recalibrating, the first BN normalizes with the batch's
+    # biased variance, in evaluation with its running (unbiased) variance
+    np.testing.assert_allclose(bn2.running_mean, z.mean(0), rtol=0.02, atol=1e-3)
+    np.testing.assert_allclose(bn2.running_var, z.var(0, ddof=1), rtol=0.02)
+    # the dropout-free variance is smaller than the one stored in training
+    trained = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
+    bnlib.fit(trained, bnlib.SGD(trained, 0.1), data.x_train, data.y_train, epochs=3,
+              batch_size=20, progress=False, rng=0)
+    stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][1].running_var
+    assert np.median(bn2.running_var / stored) < 1.0

@@ -1,0 +1,348 @@
+"""bnlib.sequence: axes of each normalization, the normalized RNN (BPTT), weight norm,
+the invariance table, the Conv1d batch-size experiment; RMSNorm and InstanceNorm1d."""
+import numpy as np
+import pytest
+
+import bnlib
+from bnlib import check_module_gradients, numerical_gradient, rel_error
+from bnlib import functional as F
+from bnlib.sequence import (BA2016_TABLE1, TRANSFORMATIONS, LastStep, NormRNN, WeightNormLinear,
+                            batch_size_sweep, conv1d_net, invariance_html, invariance_table,
+                            make_drift_task, make_norm, normalized_mask, reduction_axes,
+                            rnn_classifier)
+
+GRAD_TOL = 1e-6
+
+
+# ------------------------------------------------------------------ axes
+
+def test_reduction_axes_for_images_and_sequences():
+    assert reduction_axes("bn", 4) == (0, 2, 3)
+    assert reduction_axes("ln", 4) == (1, 2, 3)
+    assert reduction_axes("rms", 3) == (1, 2)
+    assert reduction_axes("in", 4) == (2, 3)
+    assert reduction_axes("gn", 4) == (2, 3, 4)  # of the (N, G, C/G, H, W) view
+    assert reduction_axes("bn", 2) == (0,)
+    assert reduction_axes("ln", 2) == (1,)
+    with pytest.raises(ValueError, match="spatial"):
+        reduction_axes("in", 2)
+    with pytest.raises(ValueError, match="method"):
+        reduction_axes("xx", 3)
+
+
+def _normalize(method, x, groups):
+    if method == "gn":
+        return F.groupnorm_forward(x, None, None, groups)[0]
+    return F.norm_forward(x, None, None, reduction_axes(method, x.ndim),
+                          center=method != "rms")[0]
+
+
+@pytest.mark.parametrize("method", ["bn", "ln", "in", "gn", "rms"])
+def test_normalized_mask_is_the_set_the_kernel_shares(method):
+    rng = np.random.default_rng(0)
+    shape, index, groups = (3, 4, 5), (1, 2, 3), 2
+    mask = normalized_mask(method, shape, index, groups)
+    expected_m = {"bn": 15, "ln": 20, "rms": 20, "in": 5, "gn": 10}[method]
+    assert mask.shape == shape and mask.sum() == expected_m and mask[index]
+    x = rng.normal(size=shape)
+    base = _normalize(method, x, groups)[index]
+    for pos in [(0, 0, 0), (2, 3, 4), (1, 2, 0), (0, 2, 3), (1, 0, 1)]:
+        x2 = x.copy()
+        x2[pos] += 1.0
+        changed = not np.isclose(_normalize(method, x2, groups)[index], base)
+        assert changed == bool(mask[pos]) or pos == index, (method, pos)
+
+
+def test_normalized_mask_bad_groups():
+    with pytest.raises(ValueError, match="divisible"):
+        normalized_mask("gn", (2, 5, 3), (0, 0, 0), num_groups=2)
+
+
+# ------------------------------------------------------------------ RNN
+
+def _randomize(m, rng):
+    if "weight" in m.params:
+        m.params["weight"][...] = rng.uniform(0.5, 1.5, m.params["weight"].shape)
+    m.params["bias"][...] = rng.normal(0.0, 0.3, m.params["bias"].shape)
+    return m
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", None])
+def test_rnn_bptt_gradients(norm):
+    rng = np.random.default_rng(1)
+    m = _randomize(NormRNN(3, 5, norm=norm, max_len=6, rng=2), rng)
+    errs = check_module_gradients(m, rng.normal(size=(4, 6, 3)), rng=3)
+    assert max(errs.values()) < GRAD_TOL, errs
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", None])
+def test_rnn_bptt_gradients_with_variable_lengths(norm):
+    rng = np.random.default_rng(4)
+    m = _randomize(NormRNN(2, 4, norm=norm, max_len=7, rng=5), rng)
+    x = rng.normal(size=(6, 7, 2))  # at least 3 sequences active at every step
+    x[1, 5:] = np.nan
+    x[2, 3:] = np.nan
+    x[4, 6:] = np.nan
+    r = rng.normal(size=(6, 7, 4))
+
+    def loss():
+        return float(np.sum(m(x) * r))
+
+    m(x)
+    dx = m.backward(r)
+    assert np.all(dx[np.isnan(x)] == 0.0)
+    active = ~np.isnan(x)
+    num_dx = numerical_gradient(loss, x)
+    assert rel_error(dx[active], num_dx[active]) < GRAD_TOL
+    for k in m.params:
+        assert rel_error(m.grads[k], numerical_gradient(loss, m.params[k])) < GRAD_TOL, k
+
+
+def test_rnn_carries_state_after_the_end_and_ln_is_batch_independent():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 6, 1))
+    x[0, 3:] = np.nan
+    ln = NormRNN(1, 5, norm="ln", rng=0)
+    out = ln(x)
+    np.testing.assert_array_equal(out[0, 3:], np.repeat(out[0, 2:3], 3, axis=0))
+    alone = ln(x[:1])  # batch of one, training mode: same values
+    np.testing.assert_allclose(alone[0], out[0], atol=1e-12)
+    np.testing.assert_allclose(ln.eval()(x), out, atol=1e-12)
+
+
+def test_rnn_bn_per_step_running_statistics():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(8, 4, 2))
+    m = NormRNN(2, 3, norm="bn", max_len=5, rng=1)
+    out = m(x)
+    # step 0 sees x_0 only: its batch mean is the mean of x_0 W_ih^T
+    a0 = x[:, 0] @ m.params["weight_ih"].T
+    np.testing.assert_allclose(m.running_mean[0], 0.1 * a0.mean(0), atol=1e-12)
+    np.testing.assert_allclose(m.running_var[0], 0.9 + 0.1 * a0.var(0, ddof=1), atol=1e-12)
+    assert np.all(m.running_mean[4] == 0) and np.all(m.active_counts == [8, 8, 8, 8, 0])
+    assert out.shape == (8, 4, 3)
+    m.eval()
+    with pytest.raises(ValueError, match="no running statistics for time step 5"):
+        m(rng.normal(size=(2, 6, 2)))
+    m.extrapolate = "last"
+    assert m(rng.normal(size=(2, 6, 2))).shape == (2, 6, 3)
+
+
+def test_rnn_bn_alone_at_a_step_is_erased():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 5, 1))
+    x[1:, 3:] = np.nan  # only sequence 0 runs in steps 3 and 4
+    m = _randomize(NormRNN(1, 4, norm="bn", max_len=5, rng=2), rng)
+    out = m(x)
+    np.testing.assert_allclose(out[0, 3], np.tanh(m.params["bias"]), atol=1e-12)
+    x2 = x.copy()
+    x2[0, :] += 5.0
+    np.testing.assert_allclose(m(x2)[0, -1], out[0, -1], atol=1e-12)
+
+
+def test_rnn_bad_input():
+    m = NormRNN(2, 3, norm="bn", max_len=4, rng=0)
+    with pytest.raises(ValueError, match="expected input"):
+        m(np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match="longer than max_len"):
+        m(np.zeros((2, 5, 2)))
+    with pytest.raises(ValueError, match="more than 1 example"):
+        m(np.zeros((1, 4, 2)))
+    x = np.zeros((2, 4, 2))
+    x[0, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN padding"):
+        m(x)
+    with pytest.raises(ValueError, match="max_len"):
+        NormRNN(2, 3, norm="bn")
+    with pytest.raises(ValueError, match="norm"):
+        NormRNN(2, 3, norm="gn")
+
+
+def test_last_step_and_classifier():
+    rng = np.random.default_rng(9)
+    h = rng.normal(size=(2, 3, 4))
+    ls = LastStep()
+    np.testing.assert_array_equal(ls(h), h[:, -1])
+    d = ls.backward(np.ones((2, 4)))
+    assert d[:, -1].sum() == 8 and d[:, :-1].sum() == 0
+    model = rnn_classifier(1, 6, 2, norm="ln", rng=0)
+    assert model(rng.normal(size=(5, 7, 1))).shape == (5, 2)
+    errs = check_module_gradients(model, rng.normal(size=(3, 4, 1)), rng=1)
+    assert errs["x"] < GRAD_TOL
+
+
+def test_make_drift_task():
+    x, y, lengths = make_drift_task(50, 12, rng=0, min_length=4)
+    assert x.shape == (50, 12, 1) and y.shape == (50,) and set(np.unique(y)) <= {0, 1}
+    assert lengths.min() >= 4 and lengths.max() <= 12
+    np.testing.assert_array_equal((~np.isnan(x[:, :, 0])).sum(1), lengths)
+    x, _, lengths = make_drift_task(10, 5, rng=0)
+    assert not np.isnan(x).any() and np.all(lengths == 5)
+
+
+def test_rnn_learns_the_drift_task():
+    x, y, _ = make_drift_task(400, 10, rng=0, drift=0.5)
+    xt, yt, _ = make_drift_task(400, 10, rng=1, drift=0.5)
+    for norm in ("bn", "ln"):
+        model = rnn_classifier(1, 8, 2, norm=norm, max_len=10, rng=0)
+        bnlib.fit(model, bnlib.Adam(model, lr=0.01), x, y, epochs=3, batch_size=20, rng=0,
+                  progress=False)
+        assert bnlib.evaluate(model, xt, yt)[1] > 0.8, norm
+
+
+# ------------------------------------------------------------------ weight norm, invariances
+
+def test_weight_norm_gradients_and_row_scale_invariance():
+    rng = np.random.default_rng(10)
+    m = WeightNormLinear(4, 3, rng=0)
+    m.params["g"][...] = rng.uniform(0.5, 2.0, 3)
+    m.params["bias"][...] = rng.normal(size=3)
+    x = rng.normal(size=(5, 4))
+    errs = check_module_gradients(m, x, rng=1)
+    assert max(errs.values()) < GRAD_TOL, errs
+    out = m(x)
+    m.params["v"] *= np.array([[2.0], [0.1], [7.0]])
+    np.testing.assert_allclose(m(x), out, atol=1e-12)
+    with pytest.raises(ValueError, match="expected input"):
+        m(np.zeros((2, 3)))
+
+
+def test_invariance_table_matches_ba_kiros_hinton_table_1():
+    table, changes = invariance_table(return_changes=True)
+    assert table == BA2016_TABLE1
+    for method, row in changes.items():
+        for name, change in row.items():
+            assert change < 1e-9 or change > 1e-2, (method, name, change)  # clear-cut
+
+
+def test_invariance_table_instance_norm_and_rms():
+    table = invariance_table(methods=("in", "rms", "gn"), length=6)
+    assert table["in"] == {name: name != "weight matrix re-centering" for name in TRANSFORMATIONS}
+    assert table["rms"]["weight matrix re-scaling"] and not table["rms"]["weight matrix re-centering"]
+    assert table["rms"]["single training case re-scaling"]
+    html = invariance_html(table, labels={"in": "InstanceNorm"})
+    assert html.startswith("<table") and html.count("<tr>") == 4
+    assert "<tr><td>InstanceNorm</td><td><b>yes</b></td><td>no</td>" in html
+
+
+# ------------------------------------------------------------------ Conv1d batch-size experiment
+
+def test_make_norm_kinds():
+    assert isinstance(make_norm("bn", 8), bnlib.BatchNorm1d)
+    ln = make_norm("ln", 8)
+    assert isinstance(ln, bnlib.GroupNorm) and ln.num_groups == 1
+    assert make_norm("gn", 8, num_groups=4).num_groups == 4
+    assert isinstance(make_norm("in", 8), bnlib.InstanceNorm1d)
+    assert make_norm("none", 8) is None
+    with pytest.raises(ValueError, match="norm must be"):
+        make_norm("batch", 8)
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", "gn", "in", "none"])
+def test_conv1d_net_shapes_and_gradients(norm):
+    rng = np.random.default_rng(11)
+    model = conv1d_net(norm, channels=4, num_layers=2, length=12, rng=0)
+    assert model(rng.normal(size=(3, 1, 12))).shape == (3, 10)
+    x = rng.uniform(0.1, 1.0, (3, 1, 12))
+    errs = check_module_gradients(model, x, rng=1)
+    assert errs["x"] < GRAD_TOL, errs
+    n_norm = sum(isinstance(m, (bnlib.BatchNorm1d, bnlib.GroupNorm)) for m in model.modules())
+    assert n_norm == (0 if norm == "none" else 2)
+
+
+def test_batch_size_sweep_small():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(64, 1, 8))
+    y = (x[:, 0, :4].sum(1) > 0).astype(int)
+    data = bnlib.Dataset(x[:48], y[:48], x[48:], y[48:])
+    errs = batch_size_sweep(data, norms=("bn", "gn"), batch_sizes=(4, 16), epochs=1,
+                            channels=4, num_layers=1, num_classes=2, rng=0)
+    assert set(errs) == {"bn", "gn"} and errs["bn"].shape == (2,)
+    assert np.all((errs["gn"] >= 0) & (errs["gn"] <= 100))
+    with pytest.raises(ValueError, match="optimizer"):
+        batch_size_sweep(data, optimizer="rmsprop")
+
+
+# ------------------------------------------------------------------ RMSNorm, InstanceNorm1d
+
+def test_rmsnorm_gradients_and_closed_form():
+    rng = np.random.default_rng(13)
+    m = bnlib.RMSNorm(6, eps=1e-6)
+    m.params["weight"][...] = rng.uniform(0.5, 2.0, 6)
+    x = rng.normal(size=(4, 6)) + 0.7
+    errs = check_module_gradients(m, x, rng=1)
+    assert max(errs.values()) < GRAD_TOL, errs
+    # dx = r / d * (d g - x_hat * sum(g * x_hat)), g = dout * gamma, r = 1 / rms
+    dout = rng.normal(size=x.shape)
+    m(x)
+    dx = m.backward(dout)
+    r = 1.0 / np.sqrt(np.mean(x**2, axis=1, keepdims=True) + 1e-6)
+    x_hat, g = x * r, dout * m.params["weight"]
+    expected = r / 6 * (6 * g - x_hat * np.sum(g * x_hat, axis=1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, atol=1e-12)
+
+
+def test_instancenorm1d_gradients():
+    rng = np.random.default_rng(14)
+    for affine in (False, True):
+        m = bnlib.InstanceNorm1d(3, affine=affine)
+        if affine:
+            m.params["weight"][...] = rng.uniform(0.5, 2.0, 3)
+            m.params["bias"][...] = rng.normal(size=3)
+        errs = check_module_gradients(m, rng.normal(size=(2, 3, 5)), rng=1)
+        assert max(errs.values()) < GRAD_TOL, errs
+
+
+def test_rmsnorm_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(4, 3, 6))
+    w = rng.uniform(0.5, 2.0, 6)
+    dout = rng.normal(size=x.shape)
+    for eps in (None, 1e-5):
+        ours = bnlib.RMSNorm(6, eps=eps)
+        ours.params["weight"][...] = w
+        theirs = torch.nn.RMSNorm(6, eps=eps, dtype=torch.float64)
+        with torch.no_grad():
+            theirs.weight.copy_(torch.from_numpy(w))
+        xt = torch.from_numpy(x).requires_grad_(True)
+        yt = theirs(xt)
+        yt.backward(torch.from_numpy(dout))
+        np.testing.assert_allclose(ours(x), yt.detach().numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.backward(dout), xt.grad.numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), atol=1e-12)
+
+
+def test_instancenorm1d_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(4, 3, 7)) * 2 + 1
+    dout = rng.normal(size=x.shape)
+    for affine in (False, True):
+        ours = bnlib.InstanceNorm1d(3, affine=affine)
+        theirs = torch.nn.InstanceNorm1d(3, affine=affine, dtype=torch.float64)
+        if affine:
+            w, b = rng.uniform(0.5, 2.0, 3), rng.normal(size=3)
+            ours.params["weight"][...], ours.params["bias"][...] = w, b
+            with torch.no_grad():
+                theirs.weight.copy_(torch.from_numpy(w))
+                theirs.bias.copy_(torch.from_numpy(b))
+        xt = torch.from_numpy(x).requires_grad_(True)
+        yt = theirs(xt)
+        yt.backward(torch.from_numpy(dout))
+        np.testing.assert_allclose(ours(x), yt.detach().numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.backward(dout), xt.grad.numpy(), atol=1e-12)
+        if affine:
+            np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), atol=1e-12)
+            np.testing.assert_allclose(ours.grads["bias"], theirs.bias.grad.numpy(), atol=1e-12)
+        # the same computation in eval mode: no running statistics
+        np.testing.assert_allclose(ours.eval()(x), theirs.eval()(xt).detach().numpy(), atol=1e-12)
+
+
+def test_layernorm_over_channels_and_length_parity_with_torch_groupnorm_one_group():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(3, 4, 5))
+    ours = make_norm("ln", 4)
+    theirs = torch.nn.GroupNorm(1, 4, dtype=torch.float64)
+    np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), atol=1e-12)
