@@ -69,7 +69,7 @@ def _brief(a) -> str:
     return rf"$\|\cdot\|$={np.linalg.norm(a):.3g}"
 
 
-def draw_bn_graph(values=None, grads=None, ax=None, figsize=(10.0, 3.2)):
+def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
     """Draw batch norm's forward computational graph, one box per operation.
 
     Nodes are the inputs ``x``, ``gamma``, ``beta`` and every node of
