@@ -14,7 +14,6 @@ TOC ?= _toc.yml
 VENV_PATH = PATH="$(CURDIR)/$(BIN):$$PATH"
 export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help install test bench clean book serve lab site-test
@@ -91,7 +90,7 @@ serve:
 # Figures show inline (bnlib.plotting.use_style turns them on) and sliders are live
 # (jupyterlab_widgets is installed with the requirements).
 lab: $(STAMP)
-	cd chapters && env -u MPLBACKEND PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jupyter lab \
+	cd chapters && env PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jupyter lab \
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 # Headless Chromium (Debian's, never a downloaded one) over the built site, offline.

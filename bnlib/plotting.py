@@ -34,8 +34,8 @@ def use_style():
     """Book-wide matplotlib defaults: readable sizes, light grid, no top/right spines,
     and deterministic SVG/PNG output (no timestamps or random ids).
 
-    In a Jupyter kernel it also turns on inline figures, which ``MPLBACKEND=Agg`` (set by
-    the Makefile so that scripts never open windows) would otherwise switch off."""
+    In a Jupyter kernel it also makes sure figures show inline, even when the
+    environment sets ``MPLBACKEND`` to a non-interactive backend such as Agg."""
     _inline_in_kernel()
     mpl.rcParams.update({
         "figure.figsize": (7.0, 3.6),
