@@ -66,6 +66,14 @@ def _as_tuple(result, k):
     return tuple(result) if k > 1 else (result,)
 
 
+_FALLBACK_HINT = {
+    True: "compare your mu, var and x_hat with the cache of "
+          "bnlib.functional.norm_forward(x, gamma, beta, axes) on the failing case.",
+    False: "compare your intermediate values with "
+           "bnlib.functional.batchnorm_backward_staged(dout, cache, trace={}).",
+}
+
+
 def _compare(name, names, run_candidate, run_reference, mistakes):
     lines, worst = [], 0.0
     for case in _cases():
@@ -87,8 +95,7 @@ def _compare(name, names, run_candidate, run_reference, mistakes):
                              f"{np.max(np.abs(g - w)):.3g} (relative {err:.3g}).")
                 cause = _diagnose(case, got, names, mistakes)
                 lines.append("Most likely cause: " + (cause or "none of the common mistakes "
-                             "matches; compare your intermediate values with "
-                             "bnlib.functional.batchnorm_backward_staged(dout, cache, trace={})."))
+                             "matches; " + _FALLBACK_HINT[names[0] == "out"]))
                 return CheckResult(name, False, lines, cause)
     lines.append(f"all {len(names)} output(s) match the reference on {len(_cases())} cases "
                  f"(max relative error {worst:.1e}).")
