@@ -10,6 +10,13 @@
 * ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment experiments.
 * ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two widgets
   (each drawn both by the widget and by its static counterpart).
+* The chapter's experiments: ``predictions_in_random_batches`` (one example in many
+  batches), ``tracking_error_sweep`` (EMA error against momentum), ``ema_vs_precise``
+  (EMA against precise statistics during training), ``train_mode_accuracy`` (forgetting
+  ``eval()``), ``tiny_batch_runs`` (BN against Batch Renorm at batch size 2 and 4),
+  ``adabn_under_shift`` (AdaBN on shifted inputs); their figures
+  ``draw_batch_dependence_sweep``, ``draw_tracking_error``, ``draw_ema_vs_precise``,
+  ``draw_shift_accuracy``.
 """
 from __future__ import annotations
 
@@ -25,6 +32,11 @@ __all__ = [
     "torch_to_keras_momentum", "simulate_drift", "ema_tracking_error", "precise_bn",
     "batchnorm_layers", "fold_batchnorm", "BatchRenorm1d", "covariate_shift",
     "draw_batch_dependence", "draw_drift", "bn_mlp",
+    "class_probabilities", "predictions_in_random_batches", "tracking_error_sweep",
+    "running_mean_distance", "ema_vs_precise", "train_mode_accuracy", "tiny_batch_runs",
+    "batches_of", "adabn_under_shift",
+    "draw_batch_dependence_sweep", "draw_tracking_error", "draw_ema_vs_precise",
+    "draw_shift_accuracy",
 ]
 
 
@@ -505,3 +517,332 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
     caption_axes(ax, "training step", "mean of one unit", title)
     if legend:
         ax.legend(loc="upper left")
+
+
+def draw_batch_dependence_sweep(batch, values, ncols=3, panel_size=(3.1, 2.5), ylim=(-2.7, 2.7)):
+    """Small multiples of ``draw_batch_dependence``: the last batch member set to each value.
+
+    The static counterpart of the chapter's batch-dependence widget, one panel per value.
+
+    Args:
+        batch: (m,) the inputs of one feature.
+        values: the values given to the last member, one panel each.
+
+    Returns:
+        (fig, outputs) with ``outputs[v] = (train_out, eval_out)``, each shape (m,), for
+        every v in ``values``.
+    """
+    from .plotting import small_multiples
+
+    fig, axes = small_multiples(len(values), ncols=ncols, panel_size=panel_size)
+    outputs = {}
+    for ax, v in zip(axes, values):
+        outputs[v] = draw_batch_dependence(ax, batch, v)
+        ax.set_title(f"x_{len(batch)} = {v:g}")
+        ax.set_xlabel("example")
+        ax.set_ylim(*ylim)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    return fig, outputs
+
+
+# --------------------------------------------------------------------------- experiments
+
+def class_probabilities(logits):
+    """Softmax over the last axis, computed stably: (..., K) logits -> (..., K) probabilities."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predictions_in_random_batches(train_model, eval_model, x0, others, n_batches=200,
+                                  batch_size=16, rng=None):
+    """Class probabilities of one example classified inside many random batches.
+
+    For each of ``n_batches`` batches, ``batch_size - 1`` batch-mates are drawn from
+    ``others`` without replacement (``rng.choice``), the batch ``[x0, mates...]`` goes
+    through both models, and the softmax of the first row (x0's) is kept.
+
+    Args:
+        train_model: the model in training mode (a copy: it overwrites its running statistics).
+        eval_model: the same model in evaluation mode.
+        x0: (1, D) the example. others: (N, D) the pool of batch-mates.
+        rng: seed or Generator for the draws (a Generator is advanced in place).
+
+    Returns:
+        (p_train, p_eval), each shape (n_batches, K).
+    """
+    rng = np.random.default_rng(rng)
+    p_train, p_eval = [], []
+    for _ in range(n_batches):
+        mates = others[rng.choice(len(others), batch_size - 1, replace=False)]
+        xb = np.concatenate([x0, mates])
+        p_train.append(class_probabilities(train_model(xb)[0]))
+        p_eval.append(class_probabilities(eval_model(xb)[0]))
+    return np.array(p_train), np.array(p_eval)
+
+
+def tracking_error_sweep(momenta, drift, steps=6000, noise=1.0, batch_size=16, rng=None):
+    """Root-mean-square error of the running mean against the drifting truth, per momentum.
+
+    Draws one seed from ``rng`` and runs ``simulate_drift`` with it for every momentum (the
+    same batch noise for all). The error is measured over the second half of each run (the
+    steady state) and compared with ``sqrt(lag**2 + jitter**2)`` from
+    ``ema_tracking_error`` with batch noise ``noise / sqrt(batch_size)``.
+
+    Args:
+        momenta: (G,) momenta (PyTorch convention).
+        rng: seed or Generator (a Generator is advanced by one draw).
+
+    Returns:
+        (rmse, theory), each shape (G,).
+    """
+    rng = np.random.default_rng(rng)
+    seed = int(rng.integers(2**31))
+    sims = [simulate_drift(a, drift, steps=steps, noise=noise, batch_size=batch_size, rng=seed)
+            for a in momenta]
+    half = steps // 2
+    rmse = np.array([np.sqrt(np.mean((s["ema"] - s["true"])[half:] ** 2)) for s in sims])
+    batch_noise = noise / np.sqrt(batch_size)
+    lag_jit = np.array([ema_tracking_error(a, drift, batch_noise) for a in momenta])
+    theory = np.sqrt(lag_jit[:, 0] ** 2 + lag_jit[:, 1] ** 2)
+    return rmse, theory
+
+
+def running_mean_distance(net, reference):
+    """How far a network's running means are from a reference network's.
+
+    For each pair of corresponding BatchNorm layers: the root-mean-square over units of
+    ``(mean - reference mean) / reference std`` (std from the reference's running variance);
+    then the average over layers. Both networks need the same BatchNorm layers.
+
+    Returns:
+        a float (in units of the reference standard deviation).
+    """
+    pairs = zip(batchnorm_layers(net), batchnorm_layers(reference))
+    return np.mean([np.sqrt(np.mean((a.running_mean - b.running_mean) ** 2
+                                    / b.running_var)) for a, b in pairs])
+
+
+def ema_vs_precise(data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, rng=None):
+    """Train identical networks that differ only in BatchNorm momentum; compare with precise BN.
+
+    Draws one seed from ``rng`` for the initial weights (shared by all networks, built by
+    ``bn_mlp`` with ``BatchNorm1d(c, momentum=a)`` for each a in ``momenta``), then, every
+    epoch: one seed for the shuffle (shared, so all networks see the same batches and,
+    since running statistics play no part in training, keep the same weights), one epoch
+    of plain SGD for each network, and ``precise_bn`` on a copy of the first network over
+    the training set in batches of ``batch_size`` shuffled with ``rng``.
+
+    Args:
+        data: a ``Dataset`` (x_train (N, D), y_train, x_test, y_test).
+        rng: a Generator (advanced in place) or seed.
+
+    Returns:
+        dict with ``acc`` (keys ``"ema <a>"`` per momentum and ``"precise"``, each shape
+        (epochs,): test accuracy after every epoch), ``err`` (keys ``"ema <a>"``, shape
+        (epochs,): ``running_mean_distance`` from the precise statistics) and ``nets`` (the
+        trained networks, in the order of ``momenta``).
+    """
+    from .data import minibatches
+    from .modules import BatchNorm1d
+    from .optim import SGD
+    from .train import evaluate, fit
+
+    rng = np.random.default_rng(rng)
+    init_seed = int(rng.integers(2**31))
+    keys = [f"ema {a:g}" for a in momenta]
+    nets = [bn_mlp(norm=lambda c, a=a: BatchNorm1d(c, momentum=a), rng=init_seed)
+            for a in momenta]
+    opts = [SGD(net, lr=lr) for net in nets]
+    acc = {k: [] for k in keys + ["precise"]}
+    err = {k: [] for k in keys}
+    for _ in range(epochs):
+        shuffle_seed = int(rng.integers(2**31))
+        for net, opt in zip(nets, opts):
+            fit(net, opt, data.x_train, data.y_train, epochs=1, batch_size=batch_size,
+                rng=shuffle_seed, progress=False)
+        train_batches = minibatches(data.x_train, data.y_train, batch_size, rng=rng)
+        precise = precise_bn(copy.deepcopy(nets[0]), train_batches)
+        for name, net in zip(keys + ["precise"], nets + [precise]):
+            acc[name].append(evaluate(net, data.x_test, data.y_test)[1])
+        for name, net in zip(keys, nets):
+            err[name].append(running_mean_distance(net, precise))
+    return dict(acc={k: np.array(v) for k, v in acc.items()},
+                err={k: np.array(v) for k, v in err.items()}, nets=nets)
+
+
+def train_mode_accuracy(net, x, y, batch_size):
+    """Accuracy of ``net`` as called, in its current mode, on (x, y) in consecutive batches.
+
+    Unlike ``evaluate`` it does not switch to evaluation mode: a model left in training mode
+    normalizes each batch with its own statistics (and updates its running statistics).
+
+    Args:
+        x: (N, D) inputs, batched in the given order. y: (N,) integer labels.
+
+    Returns:
+        the fraction of correct predictions, a float.
+    """
+    preds = [net(x[i:i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
+    return float(np.mean(np.concatenate(preds) == y))
+
+
+def tiny_batch_runs(data, batch_sizes=(2, 4), init_seed=0, shuffle_seed=0, momentum=0.01,
+                    lr=0.01, max_steps=1000, last=250):
+    """BatchNorm against Batch Renormalization, trained with tiny batches.
+
+    For each batch size m and each of ``"bn"`` (``BatchNorm1d``) and ``"renorm"``
+    (``BatchRenorm1d`` with its default r_max = 3, d_max = 5), both with running-statistics
+    ``momentum``: a ``bn_mlp`` initialized from ``init_seed``, trained with SGD (momentum
+    0.9) for ``max_steps`` steps of batch size m, shuffled from ``shuffle_seed``.
+
+    Args:
+        data: a ``Dataset`` (x_train (N, D), y_train, x_test, y_test).
+
+    Returns:
+        dict ``{(key, m): (train_acc, test_acc)}``: the mean training-mode accuracy of the
+        ``last`` steps and the test accuracy in evaluation mode.
+    """
+    from .modules import BatchNorm1d
+    from .optim import SGD
+    from .train import evaluate, fit
+
+    norms = {"bn": lambda c: BatchNorm1d(c, momentum=momentum),
+             "renorm": lambda c: BatchRenorm1d(c, momentum=momentum)}
+    runs = {}
+    for m in batch_sizes:
+        for key, norm in norms.items():
+            net = bn_mlp(norm=norm, rng=init_seed)
+            opt = SGD(net, lr=lr, momentum=0.9)
+            hist = fit(net, opt, data.x_train, data.y_train, epochs=1, batch_size=m,
+                       rng=shuffle_seed, progress=False, max_steps=max_steps)
+            runs[key, m] = (float(np.mean(hist.acc[-last:])),
+                            evaluate(net, data.x_test, data.y_test)[1])
+    return runs
+
+
+def batches_of(x, size=64):
+    """Consecutive batches ``x[0:size], x[size:2 size], ...`` (a generator; the last may be
+    smaller), e.g. for ``precise_bn``. x: (N, ...) -> arrays (<= size, ...)."""
+    return (x[i:i + size] for i in range(0, len(x), size))
+
+
+def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng=None):
+    """Test accuracy on shifted inputs, with the training statistics and with AdaBN.
+
+    For each shift, in order: the test inputs and (a fresh draw) the training inputs are
+    passed through ``covariate_shift(x, rng=rng, **kwargs)``; AdaBN is ``precise_bn`` on a
+    copy of ``model`` over the shifted training inputs (no labels), in consecutive batches
+    of ``batch_size``.
+
+    Args:
+        model: a trained model with BatchNorm layers (not modified).
+        x_train: (N, D) unlabeled inputs for AdaBN. x_test: (M, D), y_test: (M,).
+        shifts: ``{name: covariate_shift keyword arguments}``.
+        rng: Generator (advanced in place) or seed for the noise.
+
+    Returns:
+        ``{name: (shifted_acc, adabn_acc)}``.
+    """
+    from .train import evaluate
+
+    rng = np.random.default_rng(rng)
+    results = {}
+    for name, kw in shifts.items():
+        x_target_test = covariate_shift(x_test, rng=rng, **kw)
+        x_target = covariate_shift(x_train, rng=rng, **kw)
+        adapted = precise_bn(copy.deepcopy(model), batches_of(x_target, batch_size))
+        results[name] = (evaluate(model, x_target_test, y_test)[1],
+                         evaluate(adapted, x_target_test, y_test)[1])
+    return results
+
+
+# --------------------------------------------------------------------------- experiment figures
+
+def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
+    """RMS error of the running mean against momentum: simulation dots, theory lines.
+
+    Args:
+        ax: a matplotlib Axes.
+        momenta: (G,) the momenta of the sweep.
+        sweeps: ``{drift: (rmse, theory)}`` from ``tracking_error_sweep``, each shape (G,);
+            one line style per drift (the simulation is labelled once, on the last).
+    """
+    from .plotting import COLORS, caption_axes
+
+    last = list(sweeps)[-1]
+    for (drift, (rmse, theory)), style in zip(sweeps.items(), styles):
+        ax.plot(momenta, rmse, "o", ms=3, color=COLORS["bn"],
+                label="simulation" if drift == last else None)
+        ax.plot(momenta, theory, style, color=COLORS["reference"],
+                label=f"drift {drift}/step (theory)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    caption_axes(ax, "momentum α (PyTorch convention)", "RMS error of the running mean")
+    ax.legend(fontsize=8)
+
+
+def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
+    """The figure of ``ema_vs_precise``: accuracy, accuracy gap to precise BN, statistics gap.
+
+    Args:
+        acc: ``{"ema <a>": (E,), ..., "precise": (E,)}`` test accuracies per epoch.
+        err: ``{"ema <a>": (E,)}`` running-mean distances from the precise statistics.
+
+    Returns:
+        the Figure (panels: accuracy, gap in percentage points, statistics gap, legend).
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import COLORS, caption_axes
+
+    fig, ax_dict = plt.subplot_mosaic([["acc", "gap"], ["stats", "key"]], figsize=figsize)
+    axes = [ax_dict["acc"], ax_dict["gap"], ax_dict["stats"]]
+    ep = np.arange(1, len(acc["precise"]) + 1)
+    styles, lines = {}, iter([("-", "o"), ("--", "s"), (":", "D"), ("-.", "v")])
+    for k in acc:
+        if k == "precise":
+            styles[k] = ("reference", "-", "^", "precise BN (recomputed)")
+            continue
+        a = float(k.split()[1])
+        note = "PyTorch default" if a == 0.1 else f"Keras {1 - a:g}"
+        styles[k] = ("bn", *next(lines), f"EMA, momentum {a:g} ({note})")
+    for k, (c, ls, mk, label) in styles.items():
+        kw = dict(ls=ls, marker=mk, ms=4, color=COLORS[c],
+                  mfc="white" if ls == "--" else None)
+        axes[0].plot(ep, acc[k], label=label, **kw)
+        if k in err:
+            axes[1].plot(ep, 100 * (acc["precise"] - acc[k]), **kw)
+            axes[2].plot(ep, err[k], **kw)
+    axes[1].axhline(0.0, color="k", lw=0.6)
+    caption_axes(axes[0], "epoch", "test accuracy", "accuracy")
+    caption_axes(axes[1], "epoch", "precise - EMA accuracy\n(percentage points)",
+                 "accuracy gap")
+    caption_axes(axes[2], "epoch", "RMS distance of running means\n"
+                 "from precise (in precise std)", "statistics gap")
+    axes[2].set_ylim(bottom=0)
+    ax_dict["key"].axis("off")
+    ax_dict["key"].legend(*axes[0].get_legend_handles_labels(), loc="center")
+    return fig
+
+
+def draw_shift_accuracy(ax, results, clean_acc):
+    """Bars of test accuracy per deployment shift, with training and with AdaBN statistics.
+
+    Args:
+        ax: a matplotlib Axes.
+        results: ``{name: (shifted_acc, adabn_acc)}`` from ``adabn_under_shift``.
+        clean_acc: accuracy on unshifted test data (a dashed reference line).
+    """
+    from .plotting import COLORS, caption_axes
+
+    names = list(results)
+    xs = np.arange(len(names))
+    ax.bar(xs - 0.2, [results[n][0] for n in names], width=0.38, color=COLORS["bn"],
+           label="shifted data,\ntraining statistics")
+    ax.bar(xs + 0.2, [results[n][1] for n in names], width=0.38, color="white",
+           hatch="//", edgecolor=COLORS["bn"], label="shifted data,\nAdaBN statistics")
+    ax.axhline(clean_acc, color=COLORS["reference"], ls="--", label="clean test data")
+    ax.set_xticks(xs, names)
+    caption_axes(ax, "deployment shift", "test accuracy")
+    ax.set_ylim(0, 0.8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -6,16 +6,19 @@
   (:func:`sample_skewed`);
 * the sigmoid's linear regime (:func:`sigmoid_linear_bound`, :func:`sigmoid_linear_regime`,
   :func:`plot_sigmoid_regime`) and each unit's sigmoid input range in a trained network
-  (:func:`unit_input_ranges`, :func:`draw_unit_ranges`, :func:`plot_learned_affine`);
+  (:func:`unit_input_ranges`, :func:`draw_unit_ranges`, :func:`plot_learned_affine`,
+  :func:`train_mlp`, :func:`linear_regime_shares`);
 * the learning-dynamics experiment where a layer's output mean must move
   (:func:`mean_shift_task`, :func:`mean_shift_model`, :func:`steps_to_target`,
-  :func:`mean_shift_sweep`, :func:`plot_mean_shift`);
+  :func:`mean_shift_sweep`, :func:`plot_mean_shift`, :func:`mean_shift_table`,
+  :func:`mean_shift_pair`);
 * ReLU and beta: the active fraction Phi(beta / |gamma|) (:func:`relu_active_fraction`,
   :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_grid`) and
-  dead units (:func:`active_fractions`, :func:`dead_unit_census`);
+  dead units (:func:`active_fractions`, :func:`dead_unit_census`, :func:`census_table`,
+  :func:`dead_unit_profile`, :func:`active_share_gap`);
 * training only some parameters (:func:`bn_affine_parameters`,
   :func:`random_parameter_masks`, :class:`MaskedOptimizer`, :func:`train_subset`,
-  :func:`plot_subset_accuracy`).
+  :func:`plot_subset_accuracy`, :func:`bn_gammas`).
 """
 from __future__ import annotations
 
@@ -35,13 +38,14 @@ __all__ = [
     "sample_skewed", "bn_stages", "draw_bn_histograms", "gamma_beta_view", "gamma_beta_grid",
     "gamma_beta_widget",
     "sigmoid_linear_bound", "sigmoid_linear_regime", "plot_sigmoid_regime", "unit_input_ranges",
-    "draw_unit_ranges", "plot_learned_affine",
+    "draw_unit_ranges", "plot_learned_affine", "train_mlp", "linear_regime_shares",
     "mean_shift_task", "mean_shift_model", "steps_to_target", "mean_shift_sweep",
-    "plot_mean_shift",
+    "plot_mean_shift", "mean_shift_table", "mean_shift_pair",
     "relu_active_fraction", "draw_relu_panel", "relu_view", "relu_widget", "relu_grid",
-    "active_fractions", "dead_unit_census",
+    "active_fractions", "dead_unit_census", "census_table", "dead_unit_profile",
+    "active_share_gap",
     "bn_affine_parameters", "random_parameter_masks", "MaskedOptimizer", "train_subset",
-    "plot_subset_accuracy",
+    "plot_subset_accuracy", "bn_gammas",
 ]
 
 #: Fixed histogram ranges, so panels drawn with different settings can be compared.
@@ -423,6 +427,42 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     return fig, ranges
 
 
+def _bn_layers(model):
+    return [m for m in model.modules() if isinstance(m, BatchNorm1d)]
+
+
+def train_mlp(data, activation="sigmoid", norm="bn", width=128, depth=2, lr=1e-2, epochs=10,
+              batch_size=100, rng=0, fit_rng=1):
+    """Train a :func:`~bnlib.make_mlp` network (``depth`` hidden layers of ``width``) on
+    ``data`` (x_train (N, d_in), y_train (N,)) with Adam.
+
+    Args:
+        data: a :class:`~bnlib.Dataset`; the test split is evaluated once per epoch.
+        rng: seed of the initial weights; ``fit_rng``: seed of the batch order.
+
+    Returns:
+        ``(model, history)``: the trained network and the :class:`~bnlib.History`.
+    """
+    model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+                     activation, norm, rng=rng)
+    hist = fit(model, Adam(model, lr=lr), data.x_train, data.y_train, epochs=epochs,
+               batch_size=batch_size, test=(data.x_test, data.y_test), rng=fit_rng,
+               progress=False)
+    return model, hist
+
+
+def linear_regime_shares(model, x, z_lin):
+    """For each sigmoid of ``model`` (eval mode, model unchanged): the share of the
+    examples x (N, d_in) whose input to each unit lies in the linear regime
+    ``|z| <= z_lin`` (see :func:`sigmoid_linear_bound`).
+
+    Returns:
+        list (one per sigmoid layer) of arrays (C,).
+    """
+    return [np.mean(np.abs(z) <= z_lin, axis=0)
+            for z in capture_inputs(model, x, Sigmoid, mode="eval")]
+
+
 # ----------------------------------------------------------------------------------------
 # Learning dynamics: a task that needs a layer's output mean to move
 
@@ -576,6 +616,59 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
     return fig, best
 
 
+def mean_shift_table(runs, shifts, lrs, max_steps=800):
+    """The steps-to-target table of :func:`mean_shift_sweep` as text: one row per
+    (parameterization, learning rate), one column per shift; ``>max_steps`` when the
+    target was not reached, ``diverged`` when the loss stopped being finite.
+
+    Returns:
+        str (rows joined by newlines, no trailing newline).
+    """
+    def cell(r):
+        if r["diverged"]:
+            return "diverged"
+        return f">{max_steps}" if r["steps"] is None else str(r["steps"])
+
+    lines = ["output layer         lr  " + "".join(f"{'shift ' + str(s):>11}"
+                                                for s in shifts)]
+    for bn in (False, True):
+        name = f"{_MS_LABELS['bn' if bn else 'plain']:<18}"
+        for lr in lrs:
+            lines.append(f"{name} {lr:4.1f}  " +
+                         "".join(f"{cell(runs[bn, s, lr]):>11}" for s in shifts))
+    return "\n".join(lines)
+
+
+def _fixed_steps(bn, shift, steps, lr, rng):
+    x, t = mean_shift_task(shift, rng=rng)
+    net = mean_shift_model(bn)
+    steps_to_target(net, SGD(net, lr=lr), x, t, loss_target=0.0, max_steps=steps)
+    # saturated share of the inputs to the last hidden layer's sigmoids
+    z = capture_inputs(net, x, Sigmoid, mode="eval")[-1]
+    return net, sigmoid_linear_regime(z)["saturated"]
+
+
+def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
+    """Train :func:`mean_shift_model` for exactly ``steps`` full-batch SGD updates on the
+    task of :func:`mean_shift_task` with two shifts (same data seed ``rng``, same initial
+    weights) and compare the two trained networks.
+
+    Returns:
+        dict: ``models`` (the two networks), ``diffs`` (list of floats, one per parameter
+        array in :meth:`parameters` order: the largest absolute difference between the
+        two runs), ``bias_change`` (array (k,): the output layer's bias, beta with BN,
+        of run b minus run a) and ``saturated`` (pair of floats: share of the last hidden
+        layer's sigmoid inputs whose outputs are below 0.05 or above 0.95, per run).
+    """
+    a, sat_a = _fixed_steps(bn, shift_a, steps, lr, rng)
+    b, sat_b = _fixed_steps(bn, shift_b, steps, lr, rng)
+    diffs = [np.abs(m1.params[k] - m2.params[k]).max()
+             for (m1, k), (m2, _) in zip(a.parameters(), b.parameters())]
+    return {"models": (a, b), "diffs": diffs,
+            "bias_change": b[-1].params["bias"] - a[-1].params["bias"],
+            "saturated": (sat_a, sat_b)}
+
+
 
 # ----------------------------------------------------------------------------------------
 # ReLU: beta sets the fraction of active units
@@ -721,6 +814,53 @@ def dead_unit_census(data, lrs, width=128, depth=2, epochs=5, batch_size=100, mo
     return rows
 
 
+def census_table(census, width=128):
+    """The rows of :func:`dead_unit_census` as text, one line per (norm, lr): dead units
+    per hidden layer out of ``width`` and the final test accuracy."""
+    lines = []
+    for row in census:
+        name = "with BN   " if row["norm"] else "without BN"
+        lines.append(f"{name} lr={row['lr']:.1f}: dead units per layer {row['dead']} "
+                     f"of {width}, test accuracy {row['test_acc']:.3f}")
+    return "\n".join(lines)
+
+
+def dead_unit_profile(model, x, layer):
+    """Where the dead units of one BN + ReLU layer sit in ``beta / |gamma|``.
+
+    Args:
+        model: a network with ``BatchNorm1d -> ReLU`` blocks.
+        x: examples (N, d_in) on which a unit counts as dead if it is never active.
+        layer: index of the block (0 for the first).
+
+    Returns:
+        dict: arrays (C,) ``ratio`` (beta / |gamma|), ``abs_gamma``, ``active`` (share
+        of x on which each unit is active) and ``dead`` (bool); floats ``ratio_dead``,
+        ``ratio_live`` (medians over dead and live units), ``ratio_dead_max``,
+        ``gamma_dead``, ``gamma_live`` (medians of |gamma|), ``active_live`` (median
+        active share of the live units); int ``n_dead``.
+    """
+    bl = _bn_layers(model)[layer]
+    frac = active_fractions(model, x)[layer]
+    gam = np.abs(bl.params["weight"])
+    ratio = bl.params["bias"] / gam
+    dead = frac == 0
+    return {"ratio": ratio, "abs_gamma": gam, "active": frac, "dead": dead,
+            "n_dead": int(dead.sum()),
+            "ratio_dead": np.median(ratio[dead]), "ratio_dead_max": ratio[dead].max(),
+            "ratio_live": np.median(ratio[~dead]),
+            "gamma_dead": np.median(gam[dead]), "gamma_live": np.median(gam[~dead]),
+            "active_live": np.median(frac[~dead])}
+
+
+def active_share_gap(model, x, layer=0):
+    """Mean over the units of one BN + ReLU layer of |measured active share on x (N, d_in)
+    - Phi(beta / |gamma|)| (:func:`relu_active_fraction`). Returns a float."""
+    bl = _bn_layers(model)[layer]
+    phi = relu_active_fraction(bl.params["weight"], bl.params["bias"])
+    return np.abs(active_fractions(model, x)[layer] - phi).mean()
+
+
 # ----------------------------------------------------------------------------------------
 # Training only some parameters
 
@@ -862,3 +1002,9 @@ def plot_subset_accuracy(results, chance=0.1, ax=None):
     ax.set_ylim(0, max(0.6, max(max(r["history"].test_acc) for r, _, _ in results) + 0.05))
     ax.legend()
     return ax
+
+
+def bn_gammas(model):
+    """Every gamma of every BatchNorm1d in ``model``, concatenated in forward order:
+    array (sum of the layers' widths,)."""
+    return np.concatenate([b.params["weight"] for b in _bn_layers(model)])

@@ -21,6 +21,11 @@
   :func:`capture_inputs` look at the inputs of a network's layers.
 * :func:`recalibrate_bn` recomputes BatchNorm statistics with dropout switched off (the
   dropout "variance shift" of Li et al. 2019).
+* Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
+  seeds), :func:`lr_sweep`, :func:`train_and_score`, :func:`weight_grad_norms`,
+  :func:`mean_ics`, with the probe factories :func:`ics_probe` and :func:`landscape_probe`.
+* Figures of the chapter: :func:`plot_depth`, :func:`plot_noisy_bn`,
+  :func:`plot_landscape`, :func:`plot_effective_lr`.
 """
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ from . import functional as F
 from .losses import softmax_cross_entropy
 from .modules import (BatchNorm1d, Conv1d, Dropout, Linear, Module, ReLU, Sequential,
                       Sigmoid, Tanh)
+from .optim import SGD
+from .plotting import COLORS, LABELS, caption_axes
+from .train import evaluate, fit
 
 __all__ = [
     "make_mlp", "NoisyBatchNorm1d", "GhostBatchNorm1d", "ACTIVATIONS",
@@ -39,6 +47,9 @@ __all__ = [
     "layer_groups", "loss_and_gradients", "internal_covariate_shift", "gradient_landscape",
     "capture_inputs", "percentile_probe", "probe_every", "series",
     "steps_to_accuracy", "recalibrate_bn",
+    "ics_probe", "landscape_probe", "first_weight_sq_norm", "train_mlps", "lr_sweep",
+    "weight_grad_norms", "mean_ics", "train_and_score",
+    "plot_depth", "plot_noisy_bn", "plot_landscape", "plot_effective_lr",
 ]
 
 #: Activation names accepted by :func:`make_mlp` (``"linear"`` means no nonlinearity).
@@ -499,3 +510,236 @@ def recalibrate_bn(model, x, batch_size=200):
     for m, mom in zip(bns, saved):
         m.momentum = mom
     return model.eval()
+
+
+# ----------------------------------------------------------------------------------------
+# Experiment drivers
+
+
+def ics_probe(every, lr, x, y, batch_size, rng=None):
+    """A :func:`bnlib.fit` probe measuring :func:`internal_covariate_shift` (SGD step
+    ``lr``) every ``every`` steps on a fresh random batch of ``batch_size`` rows of
+    x (N, d_in), y (N,), drawn from ``rng`` (see :func:`probe_every`)."""
+    def fn(m, xb, yb):
+        return internal_covariate_shift(m, xb, yb, lr)
+    return probe_every(every, fn, x, y, batch_size, rng=rng)
+
+
+def landscape_probe(every, lr, x, y, batch_size, rng=None):
+    """A :func:`bnlib.fit` probe measuring :func:`gradient_landscape` (base step ``lr``)
+    every ``every`` steps on a fresh random batch of ``batch_size`` rows of x (N, d_in),
+    y (N,), drawn from ``rng`` (see :func:`probe_every`)."""
+    def fn(m, xb, yb):
+        return gradient_landscape(m, xb, yb, lr)
+    return probe_every(every, fn, x, y, batch_size, rng=rng)
+
+
+def first_weight_sq_norm(model):
+    """A probe: the squared Frobenius norm ||W1||^2 (a float) of ``model[0]``'s weight
+    (out, in)."""
+    return float(np.sum(model[0].params["weight"] ** 2))
+
+
+def train_mlps(variants, sizes, activation, x, y, lr, *, init, order, probes=None, mlp=None,
+               **fit_kwargs):
+    """Train the same :func:`make_mlp` network in several variants with plain SGD.
+
+    Args:
+        variants: iterable of ``(key, norm)``, e.g. ``[("plain", None), ("bn", "bn")]``;
+            trained in this order.
+        sizes, activation: passed to :func:`make_mlp`, with ``rng=init`` (so every
+            variant starts from the weights drawn from the same seed) and ``**mlp``.
+        x, y: training data (N, d_in), (N,). lr: the SGD learning rate.
+        order: the ``rng`` of :func:`bnlib.fit` (the same batch order for every variant).
+        probes: None or a function of no arguments returning a fresh ``probes`` dict for
+            each run (probes keep counters and random streams, so they are not shared).
+        **fit_kwargs: the rest of :func:`bnlib.fit`'s arguments (``epochs``,
+            ``max_steps``, ``batch_size``, ``test``, ``eval_every``, ...); progress is off.
+
+    Returns:
+        ``(runs, models)``: dicts keyed like ``variants`` of the History and the trained
+        model.
+    """
+    runs, models = {}, {}
+    for key, norm in variants:
+        model = make_mlp(sizes, activation, norm, rng=init, **(mlp or {}))
+        runs[key] = fit(model, SGD(model, lr), x, y, probes=None if probes is None else probes(),
+                        rng=order, progress=False, **fit_kwargs)
+        models[key] = model
+    return runs, models
+
+
+def lr_sweep(rates, sizes, activation, x, y, *, init, order, steps, batch_size,
+             variants=(("plain", None), ("bn", "bn")), land_rates=(), land_every=20,
+             land_seed=None, epochs=100):
+    """Train :func:`make_mlp` networks for ``steps`` SGD steps at each learning rate.
+
+    For every ``(key, norm)`` in ``variants`` and every ``lr`` in ``rates`` (in this
+    order), a network built with ``rng=init`` is trained on x (N, d_in), y (N,) with
+    batch order ``order``, recording ``"w2"`` (:func:`first_weight_sq_norm`) after every
+    step and, for ``lr`` in ``land_rates``, ``"land"`` (:func:`landscape_probe` every
+    ``land_every`` steps, batches from ``land_seed``). A run whose loss becomes
+    non-finite stops (``on_nonfinite="stop"``, floating-point warnings silenced).
+
+    Returns:
+        ``{key: [{"lr": lr, "loss": final training loss (inf if diverged),
+        "hist": History}, ...]}``, one entry per rate.
+    """
+    sweep = {key: [] for key, _ in variants}
+    for key, norm in variants:
+        for lr in rates:
+            model = make_mlp(sizes, activation, norm, rng=init)
+            probes = {"w2": first_weight_sq_norm}
+            if lr in land_rates:
+                probes["land"] = landscape_probe(land_every, lr, x, y, batch_size, land_seed)
+            with np.errstate(all="ignore"):  # diverging runs overflow before they stop
+                hist = fit(model, SGD(model, lr), x, y, epochs=epochs, max_steps=steps,
+                           batch_size=batch_size, probes=probes, rng=order, progress=False,
+                           on_nonfinite="stop")
+                loss = np.inf if hist.diverged else evaluate(model, x, y)[0]
+            sweep[key].append({"lr": lr, "loss": loss, "hist": hist})
+    return sweep
+
+
+def weight_grad_norms(model, x, y, loss_fn=softmax_cross_entropy):
+    """The norm ||dL/dW|| of every Linear weight of ``model`` (input side first) on the
+    batch x (N, d_in), y (N,), in training mode. Returns an array (L,); the model is
+    left exactly as it was."""
+    with preserved(model):
+        _, grads = loss_and_gradients(model, x, y, loss_fn)
+    return np.array([np.linalg.norm(g) for (m, k), g in zip(model.parameters(), grads)
+                     if isinstance(m, Linear) and k == "weight"])
+
+
+def mean_ics(history, name="ics", quantities=("l2", "cosine", "relative")):
+    """Average an :func:`ics_probe` series over its checkpoints after the first (step 1).
+
+    Returns ``{quantity: array (L,)}``, one value per layer (see
+    :func:`internal_covariate_shift`)."""
+    return {q: series(history, name, q)[1][1:].mean(axis=0) for q in quantities}
+
+
+def train_and_score(model, lr, x, y, test, **fit_kwargs):
+    """Train ``model`` with SGD(lr) on x (N, d_in), y (N,) (``**fit_kwargs`` go to
+    :func:`bnlib.fit`, progress off), then evaluate it on the training data and on
+    ``test = (x_test, y_test)``.
+
+    Returns a dict of floats: ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``
+    and ``gap = train_acc - test_acc``.
+    """
+    fit(model, SGD(model, lr), x, y, progress=False, **fit_kwargs)
+    tr_loss, tr_acc = evaluate(model, x, y)
+    te_loss, te_acc = evaluate(model, *test)
+    return dict(train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
+                gap=tr_acc - te_acc)
+
+
+# ----------------------------------------------------------------------------------------
+# Figures (each returns the figure; the notebook calls plt.show())
+
+
+def plot_depth(runs, grad_norms, title="6 x 100 sigmoid MLP, lr 1.0"):
+    """Two panels: test accuracy over training of each History in ``runs`` (keyed by
+    method, e.g. "plain", "bn"), and ``grad_norms[key]`` (L,) (see
+    :func:`weight_grad_norms`) per layer on a log scale. Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    for key in runs:
+        axes[0].plot(runs[key].eval_step, runs[key].test_acc, color=COLORS[key],
+                     label=LABELS[key])
+        layers = np.arange(1, len(grad_norms[key]) + 1)
+        axes[1].semilogy(layers, grad_norms[key], "o-", color=COLORS[key], label=LABELS[key])
+    caption_axes(axes[0], "training step", "test accuracy", title)
+    caption_axes(axes[1], "layer (1 = input side)", "||dL/dW|| at initialization",
+                 "weight-gradient norm per layer")
+    axes[0].legend()
+    axes[1].legend()
+    return fig, axes
+
+
+def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
+    """Three panels: (a) test accuracy of every History in ``runs``; (b) median and
+    15-85th percentile band of sigmoid input ``unit`` for the methods in ``compare``,
+    from ``pct[key] = (steps (T,), percentiles (T, 3, units))``; (c) histograms of
+    ``move[key]`` (units,), how far each unit's percentiles moved. Returns ``(fig, axes)``.
+    """
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0))
+    for key, h in runs.items():
+        axes[0].plot(h.eval_step, h.test_acc, color=COLORS[key], label=LABELS[key])
+    caption_axes(axes[0], "training step", "test accuracy", "(a) test accuracy")
+    axes[0].legend(fontsize=8)
+    for key in compare:
+        steps, p = pct[key]
+        axes[1].fill_between(steps, p[:, 0, unit], p[:, 2, unit], color=COLORS[key],
+                             alpha=0.25)
+        axes[1].plot(steps, p[:, 1, unit], color=COLORS[key], lw=1, label=LABELS[key])
+    caption_axes(axes[1], "training step", "sigmoid input", f"(b) unit {unit}: median, 15-85 %")
+    axes[1].legend(fontsize=8)
+    bins = np.linspace(0, max(m.max() for m in move.values()), 30)
+    for key in move:
+        axes[2].hist(move[key], bins=bins, color=COLORS[key], alpha=0.5, label=LABELS[key])
+    caption_axes(axes[2], "movement of a unit's percentiles", "number of units (of 100)",
+                 "(c) all last-layer units")
+    axes[2].legend(fontsize=8)
+    return fig, axes
+
+
+def plot_landscape(land, keys=("plain", "bn")):
+    """One row per setting of the :func:`landscape_probe` series in
+    ``land[setting, key]`` (Histories with a ``"land"`` probe): the range of the loss
+    along the gradient, the largest gradient change, and the effective beta-smoothness,
+    over training, for each method in ``keys``.
+
+    Returns ``(fig, summary)`` with ``summary[setting, key] = (mean loss range, mean
+    max gradient change, mean beta)`` (time averages), in row order.
+    """
+    import matplotlib.pyplot as plt
+    settings = list(dict.fromkeys(s for s, _ in land))
+    fig, axes = plt.subplots(len(settings), 3, figsize=(9.6, 2.4 * len(settings)),
+                             sharex="row", squeeze=False)
+    summary = {}
+    for row, setting in enumerate(settings):
+        for key in keys:
+            h = land[setting, key]
+            steps, L = series(h, "land", "loss")
+            _, G = series(h, "land", "grad_change")
+            _, B = series(h, "land", "beta")
+            c = COLORS[key]
+            axes[row, 0].fill_between(steps, L.min(1), L.max(1), color=c, alpha=0.4,
+                                      label=LABELS[key])
+            axes[row, 1].fill_between(steps, G.min(1), G.max(1), color=c, alpha=0.4,
+                                      label=LABELS[key])
+            axes[row, 2].plot(steps, B, color=c, label=LABELS[key])
+            summary[setting, key] = ((L.max(1) - L.min(1)).mean(), G.max(1).mean(), B.mean())
+        caption_axes(axes[row, 0], "training step", "loss along g", setting)
+        caption_axes(axes[row, 1], "training step", "||g(w) - g(w - eta g)||",
+                     "gradient predictiveness")
+        caption_axes(axes[row, 2], "training step", "effective beta",
+                     "effective beta-smoothness")
+    axes[0, 0].legend(fontsize=8)
+    return fig, summary
+
+
+def plot_effective_lr(runs, rows):
+    """Weight norm ||W1||^2 and effective learning rate ``lr / (||W1||^2 / rows)`` (the
+    step size relative to the mean squared row norm) over training, for the
+    :func:`lr_sweep` entries ``runs`` (list of ``{"lr", "hist"}`` with a ``"w2"`` probe).
+
+    Returns ``(fig, eff_final)``, ``eff_final[lr]`` the effective rate at the last step.
+    """
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    shades = plt.cm.Blues(np.linspace(0.35, 1.0, len(runs)))
+    eff_final = {}
+    for r, shade in zip(runs, shades):
+        steps, w2 = series(r["hist"], "w2")
+        eff = r["lr"] / (w2 / rows)                       # eta / (mean squared row norm)
+        axes[0].semilogy(steps, w2, color=shade, label=f"lr {r['lr']:.2g}")
+        axes[1].loglog(steps, eff, color=shade)
+        eff_final[r["lr"]] = eff[-1]
+    caption_axes(axes[0], "training step", "||W1||^2", "BN runs of the sweep: weight norm")
+    caption_axes(axes[1], "training step", "eta / mean ||w_j||^2", "effective learning rate")
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, ncol=2,
+                   loc="upper right")
+    return fig, eff_final

@@ -10,7 +10,10 @@
   the numerical checks behind Table 1 of Ba, Kiros & Hinton (2016).
 * :func:`conv1d_net` and :func:`batch_size_sweep`: the small Conv1d network and the
   batch-size experiment of Wu & He (2018), Figure 1.
-* :func:`make_drift_task`: a synthetic sequence classification task of any length.
+* :func:`make_drift_task`: a synthetic sequence classification task of any length;
+  :func:`drift_test_sets`, :func:`rnn_length_experiment` and
+  :func:`plot_rnn_length_experiment`: BN per time step vs LN on lengths seen and unseen
+  in training.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from .train import evaluate, fit
 __all__ = [
     "reduction_axes", "normalized_mask",
     "NormRNN", "LastStep", "rnn_classifier", "make_drift_task",
+    "drift_test_sets", "rnn_length_experiment", "plot_rnn_length_experiment",
     "WeightNormLinear", "TRANSFORMATIONS", "BA2016_TABLE1", "invariance_table",
     "invariance_html",
     "make_norm", "conv1d_net", "batch_size_sweep",
@@ -284,6 +288,109 @@ def make_drift_task(num_samples, length, rng=None, drift=0.15, noise=1.0, min_le
         lengths = rng.integers(min_length, length + 1, num_samples)
         x[np.arange(length)[None, :] >= lengths[:, None]] = np.nan
     return x[:, :, None], y, lengths
+
+
+def drift_test_sets(max_len=30, num_samples=2000, min_length=5, rng=None):
+    """Three test sets of :func:`make_drift_task`, drawn in this order from ``rng``.
+
+    Returns ``{name: (x, y)}`` with x of shape (num_samples, T, 1) and y (num_samples,):
+
+    * ``"lengths {min_length}-{max_len}"``: random lengths, NaN-padded to T = max_len;
+    * ``"length {max_len}"``: every sequence has T = max_len steps;
+    * ``"length {2 * max_len}"``: every sequence has T = 2 * max_len steps.
+    """
+    rng = np.random.default_rng(rng)
+    return {f"lengths {min_length}-{max_len}":
+                make_drift_task(num_samples, max_len, rng=rng, min_length=min_length)[:2],
+            f"length {max_len}": make_drift_task(num_samples, max_len, rng=rng)[:2],
+            f"length {2 * max_len}": make_drift_task(num_samples, 2 * max_len, rng=rng)[:2]}
+
+
+def rnn_length_experiment(runs, tests, seeds=3, max_len=30, hidden=16, train_size=1500,
+                          min_length=5, epochs=3, batch_size=16, lr=0.003, rng=None):
+    """Train :func:`rnn_classifier` networks on the drift task and test them on ``tests``.
+
+    ``runs`` maps a run name to ``(norm, variable)``: norm "bn" or "ln", and whether its
+    training sequences have random lengths min_length..max_len (``True``, NaN-padded) or
+    all max_len steps (``False``). ``tests`` maps a test name to ``(x, y)``, x of shape
+    (N, T, 1) (e.g. from :func:`drift_test_sets`). Each of the ``seeds`` repetitions
+    draws two new training sets of ``train_size`` sequences (variable, then fixed
+    lengths) and, for every run in order, new initial weights and a new shuffling, all
+    from ``rng``; BN falls back to the last step's statistics beyond ``max_len``
+    (``extrapolate="last"``). Training: Adam(lr), ``epochs`` epochs, ``batch_size``.
+
+    Returns ``(acc, models)``: ``acc[run][test]`` the test accuracy averaged over the
+    repetitions (float), ``models[run]`` the network of the last repetition.
+    """
+    rng = np.random.default_rng(rng)
+    models, acc = {}, {name: {t: [] for t in tests} for name in runs}
+    for _ in range(seeds):
+        train_sets = {True: make_drift_task(train_size, max_len, rng=rng,
+                                            min_length=min_length)[:2],
+                      False: make_drift_task(train_size, max_len, rng=rng)[:2]}
+        for name, (norm, variable) in runs.items():
+            model = rnn_classifier(1, hidden, 2, norm=norm, max_len=max_len,
+                                   extrapolate="last", rng=rng)
+            fit(model, Adam(model, lr=lr), *train_sets[variable],
+                epochs=epochs, batch_size=batch_size, rng=rng, progress=False)
+            models[name] = model
+            for t, data_t in tests.items():
+                acc[name][t].append(evaluate(model, *data_t)[1])
+    acc = {name: {t: float(np.mean(v)) for t, v in a.items()} for name, a in acc.items()}
+    return acc, models
+
+
+def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
+                               variable="BN, lengths 5-30", fixed="BN, all length 30",
+                               figsize=(10.0, 3.2)):
+    """Three panels on the outcome of :func:`rnn_length_experiment`.
+
+    Left: ``active_counts / num_batches`` of the BN layers of runs ``variable`` and
+    ``fixed`` (sequences per batch behind each step's statistics, shape (max_len,)),
+    with a dotted line at 2. Middle: their running variance per step, averaged over the
+    hidden units ((max_len, H) -> (max_len,)). Right: bars of ``acc[run][test]`` for
+    every run of ``runs`` (colour of its norm; hatched white for fixed-length training),
+    grouped by test. Line labels are the run names after their first ", ".
+    Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plotting import COLORS
+
+    rnn_var, rnn_fix = models[variable][0], models[fixed][0]
+    steps = np.arange(len(rnn_var.active_counts))
+    label_var, label_fix = variable.split(", ", 1)[-1], fixed.split(", ", 1)[-1]
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize)
+    fixed_style = dict(color=COLORS["reference"], ls="--", label=label_fix)
+    a0.plot(steps, rnn_var.active_counts / num_batches, color=COLORS["bn"],
+            label=label_var)
+    a0.plot(steps, rnn_fix.active_counts / num_batches, **fixed_style)
+    a0.axhline(2, color="k", lw=0.8, ls=":")
+    a0.set_xlabel("time step t")
+    a0.set_ylabel("sequences per batch at step t")
+    a0.set_title("who contributes to BN's statistics")
+    a0.legend(fontsize=8)
+    a1.plot(steps, rnn_var.running_var.mean(axis=1), color=COLORS["bn"],
+            label=label_var)
+    a1.plot(steps, rnn_fix.running_var.mean(axis=1), **fixed_style)
+    a1.set_xlabel("time step t")
+    a1.set_ylabel("running variance of $a_t$")
+    a1.set_title("per-step statistics")
+    a1.legend(fontsize=8)
+    tests = list(next(iter(acc.values())))
+    width = 0.27
+    for k, (name, (norm, variable_lengths)) in enumerate(runs.items()):
+        style = (dict(color=COLORS[norm]) if variable_lengths else
+                 dict(color="white", edgecolor=COLORS[norm], hatch="///"))
+        a2.bar(np.arange(len(tests)) + (k - (len(runs) - 1) / 2) * width,
+               [acc[name][t] for t in tests], width, label=name, **style)
+    a2.set_xticks(np.arange(len(tests)),
+                  ["test {}\n{}".format(*t.split(" ", 1)) for t in tests])
+    a2.set_ylim(0.5, 0.9)
+    a2.set_ylabel("test accuracy")
+    a2.set_title(f"mean accuracy over {num_runs} runs")
+    a2.legend(fontsize=7, loc="upper left")
+    return fig
 
 
 # --------------------------------------------------------------------------- invariances

@@ -399,3 +399,137 @@ def test_ema_edge_cases_and_bn_mlp():
     assert len(bnlib.batchnorm_layers(model)) == 3 and model(np.ones((4, 6))).shape == (4, 3)
     renorm = bnlib.bn_mlp(6, 5, 3, norm=lambda c: BatchRenorm1d(c), rng=0)
     assert isinstance(renorm[1], BatchRenorm1d)
+
+
+# ----------------------------------------------------------------------------- experiments
+
+def _tiny_data(seed=0, n_train=96, n_test=48, d=40):
+    return bnlib.make_gaussian_classes(n_train, n_test, dim=d, num_classes=10, rng=seed)
+
+
+def test_class_probabilities_and_predictions_in_random_batches():
+    logits = np.array([[1000.0, 1000.0, -np.inf], [0.0, np.log(3.0), 0.0]])
+    np.testing.assert_allclose(bnlib.class_probabilities(logits), [[0.5, 0.5, 0], [0.2, 0.6, 0.2]])
+    model = bnlib.bn_mlp(6, 8, 3, rng=0)
+    x = np.random.default_rng(1).normal(size=(30, 6))
+    model(x)  # running statistics away from their start values
+    model.eval()
+    probe = copy.deepcopy(model).train()
+    p_train, p_eval = bnlib.predictions_in_random_batches(probe, model, x[:1], x[1:],
+                                                          n_batches=5, batch_size=4, rng=2)
+    assert p_train.shape == p_eval.shape == (5, 3)
+    np.testing.assert_allclose(p_train.sum(axis=1), 1.0)
+    alone = bnlib.class_probabilities(model(x[:1])[0])
+    np.testing.assert_allclose(p_eval, np.broadcast_to(alone, (5, 3)), atol=1e-12)
+    assert np.ptp(p_train[:, 0]) > 0
+    # the same draws as a hand-written loop with the same generator
+    rng = np.random.default_rng(2)
+    mates = x[1:][rng.choice(29, 3, replace=False)]
+    np.testing.assert_allclose(p_train[0], bnlib.class_probabilities(
+        copy.deepcopy(model).train()(np.concatenate([x[:1], mates]))[0]))
+
+
+def test_tracking_error_sweep_matches_theory_and_advances_rng():
+    grid = np.array([0.05, 0.2, 0.5])
+    rng = np.random.default_rng(3)
+    rmse, theory = bnlib.tracking_error_sweep(grid, 0.01, steps=4000, rng=rng)
+    assert rmse.shape == theory.shape == (3,)
+    np.testing.assert_allclose(rmse, theory, rtol=0.2)
+    lag, jitter = bnlib.ema_tracking_error(0.2, 0.01, 0.25)
+    np.testing.assert_allclose(theory[1], np.hypot(lag, jitter))
+    again = np.random.default_rng(3)
+    seed = int(again.integers(2**31))
+    assert rng.integers(2**31) == again.integers(2**31)  # exactly one draw was used
+    sim = bnlib.simulate_drift(0.5, 0.01, steps=4000, batch_size=16, rng=seed)
+    np.testing.assert_allclose(rmse[2], np.sqrt(np.mean((sim["ema"] - sim["true"])[2000:] ** 2)))
+
+
+def test_running_mean_distance():
+    a, b = bnlib.bn_mlp(4, 3, 2, rng=0), bnlib.bn_mlp(4, 3, 2, rng=0)
+    assert bnlib.running_mean_distance(a, b) == 0.0
+    for layer in bnlib.batchnorm_layers(b):
+        layer.running_var = np.full(3, 4.0)
+    bnlib.batchnorm_layers(a)[0].running_mean = np.full(3, 1.0)
+    np.testing.assert_allclose(bnlib.running_mean_distance(a, b), (0.5 + 0.0) / 2)
+
+
+def test_ema_vs_precise_small():
+    data = _tiny_data()
+    run = bnlib.ema_vs_precise(data, epochs=2, momenta=(0.1, 0.01), lr=0.1, batch_size=32,
+                               rng=np.random.default_rng(4))
+    assert list(run["acc"]) == ["ema 0.1", "ema 0.01", "precise"]
+    assert list(run["err"]) == ["ema 0.1", "ema 0.01"]
+    assert all(v.shape == (2,) for v in [*run["acc"].values(), *run["err"].values()])
+    net_a, net_b = run["nets"]
+    for (ma, ka), (mb, kb) in zip(net_a.parameters(), net_b.parameters()):
+        np.testing.assert_array_equal(ma.params[ka], mb.params[kb])
+    assert net_a[1].momentum == 0.1 and net_b[1].momentum == 0.01
+    assert np.all(run["err"]["ema 0.01"] > 0)
+
+
+def test_train_mode_accuracy_and_batches_of():
+    model = bnlib.bn_mlp(5, 6, 3, rng=0).eval()
+    x = np.random.default_rng(5).normal(size=(10, 5))
+    y = model(x).argmax(axis=1)
+    assert bnlib.train_mode_accuracy(model, x, y, 4) == 1.0  # eval mode: as evaluate
+    train = copy.deepcopy(model).train()
+    before = train[1].running_mean.copy()
+    bnlib.train_mode_accuracy(train, x, y, 5)
+    assert not np.allclose(train[1].running_mean, before)  # it updated the statistics
+    assert [b.shape[0] for b in bnlib.batches_of(x, 4)] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(list(bnlib.batches_of(x, 3))), x)
+
+
+def test_tiny_batch_runs_small():
+    data = _tiny_data(1)
+    runs = bnlib.tiny_batch_runs(data, batch_sizes=(2,), init_seed=0, shuffle_seed=1,
+                                 max_steps=10, last=5)
+    assert list(runs) == [("bn", 2), ("renorm", 2)]
+    for train_acc, test_acc in runs.values():
+        assert 0.0 <= train_acc <= 1.0 and 0.0 <= test_acc <= 1.0
+
+
+def test_adabn_under_shift_undoes_an_affine_shift():
+    data = _tiny_data(2)
+    model = bnlib.bn_mlp(40, 16, 10, rng=0)
+    bnlib.fit(model, bnlib.SGD(model, lr=0.1), data.x_train, data.y_train, epochs=3,
+              batch_size=16, rng=0, progress=False)
+    model.eval()
+    before = copy.deepcopy(model[1].running_mean)
+    shifts = {"affine": dict(gain=3.0, offset=-2.0), "noise": dict(noise=0.1)}
+    results = bnlib.adabn_under_shift(model, data.x_train, data.x_test, data.y_test, shifts,
+                                      batch_size=32, rng=0)
+    np.testing.assert_array_equal(model[1].running_mean, before)  # the model is untouched
+    assert list(results) == ["affine", "noise"]
+    precise = bnlib.precise_bn(copy.deepcopy(model), bnlib.batches_of(data.x_train, 32))
+    clean = bnlib.evaluate(precise, data.x_test, data.y_test)[1]
+    np.testing.assert_allclose(results["affine"][1], clean, atol=0.03)
+
+
+def test_experiment_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, outputs = bnlib.draw_batch_dependence_sweep(np.array([-1.0, 0.0, 0.5, 2.0]), [0.0, 3.0])
+    assert set(outputs) == {0.0, 3.0} and fig.axes[0].get_title() == "x_4 = 0"
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    grid = np.array([0.1, 0.5])
+    bnlib.draw_tracking_error(ax, grid, {0.0: (grid, grid), 0.01: (grid, 2 * grid)})
+    assert len(ax.lines) == 4 and ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "drift 0.0/step (theory)"
+    plt.close(fig)
+    acc = {"ema 0.1": np.array([0.5, 0.6]), "ema 0.01": np.array([0.2, 0.5]),
+           "precise": np.array([0.5, 0.6])}
+    err = {"ema 0.1": np.array([0.1, 0.1]), "ema 0.01": np.array([0.5, 0.3])}
+    fig = bnlib.draw_ema_vs_precise(acc, err)
+    labels = fig.axes[-1].get_legend().get_texts()
+    assert [t.get_text() for t in labels] == [
+        "EMA, momentum 0.1 (PyTorch default)", "EMA, momentum 0.01 (Keras 0.99)",
+        "precise BN (recomputed)"]
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    bnlib.draw_shift_accuracy(ax, {"a": (0.2, 0.5), "b": (0.4, 0.4)}, 0.6)
+    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    plt.close(fig)

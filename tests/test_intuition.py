@@ -315,3 +315,95 @@ def test_plot_subset_accuracy():
     res = I.train_subset("bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50)
     ax = I.plot_subset_accuracy([(res, "C0", "BN only")])
     assert len(ax.lines) == 2 and ax.get_ylim()[0] == 0
+
+
+# ---------------------------------------------------------------- helpers of the chapter's cells
+
+def _tiny_data():
+    return bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
+
+
+def test_train_mlp_matches_make_mlp_and_fit():
+    data = _tiny_data()
+    net, hist = I.train_mlp(data, "sigmoid", "bn", width=8, depth=2, lr=1e-2, epochs=2,
+                            batch_size=50, rng=3, fit_rng=4)
+    ref = bnlib.make_mlp([5, 8, 8, 3], "sigmoid", "bn", rng=3)
+    ref_hist = bnlib.fit(ref, bnlib.Adam(ref, lr=1e-2), data.x_train, data.y_train, epochs=2,
+                         batch_size=50, test=(data.x_test, data.y_test), rng=4, progress=False)
+    for (m, k), (r, _) in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(m.params[k], r.params[k])
+    assert hist.test_acc == ref_hist.test_acc and len(hist.test_acc) == 2
+
+
+def test_linear_regime_shares():
+    net = bnlib.make_mlp([5, 8, 6, 3], "sigmoid", "bn", rng=0)
+    x = np.random.default_rng(0).standard_normal((300, 5))
+    shares = I.linear_regime_shares(net, x, 1.0)
+    assert [s.shape for s in shares] == [(8,), (6,)]
+    zs = bnlib.capture_inputs(net, x, bnlib.Sigmoid, mode="eval")
+    for s, z in zip(shares, zs):
+        np.testing.assert_array_equal(s, np.mean(np.abs(z) <= 1.0, axis=0))
+    assert 0 < shares[0].min() < 1
+    assert all(np.all(s == 1.0) for s in I.linear_regime_shares(net, x, 1e6))
+
+
+def test_mean_shift_table():
+    runs = {(b, s, lr): {"steps": None, "diverged": False} for b in (False, True)
+            for s in (0.0, 3.0) for lr in (0.3, 1.0)}
+    runs[True, 0.0, 0.3]["steps"] = 12
+    runs[False, 3.0, 1.0]["diverged"] = True
+    lines = I.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
+    assert lines[0] == "output layer         lr    shift 0.0  shift 3.0"
+    assert lines[1] == "Linear + bias       0.3          >50        >50"
+    assert lines[2] == "Linear + bias       1.0          >50   diverged"
+    assert lines[3] == "Linear + BN (γ, β)  0.3           12        >50"
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_mean_shift_pair(bn):
+    pair = I.mean_shift_pair(bn, 0.0, 4.0, steps=20, lr=0.3, rng=0)
+    a, b = pair["models"]
+    assert len(pair["diffs"]) == len(a.parameters())
+    assert len(pair["saturated"]) == 2 and all(0 <= s <= 1 for s in pair["saturated"])
+    np.testing.assert_allclose(pair["bias_change"], b[-1].params["bias"] - a[-1].params["bias"])
+    if bn:   # same path but beta, as in test_with_bn_a_mean_shift_only_changes_beta
+        assert max(pair["diffs"][:-1]) < 1e-10
+        np.testing.assert_allclose(pair["bias_change"], 4.0 * (1 - 0.7**20), rtol=1e-9)
+        assert pair["saturated"][0] == pair["saturated"][1]
+    else:
+        assert min(pair["diffs"]) > 0
+
+
+def test_census_table():
+    census = [{"norm": None, "lr": 0.1, "dead": [0, 3], "test_acc": 0.5},
+              {"norm": "bn", "lr": 1.0, "dead": [1, 2], "test_acc": 0.25}]
+    assert I.census_table(census, width=8).split("\n") == [
+        "without BN lr=0.1: dead units per layer [0, 3] of 8, test accuracy 0.500",
+        "with BN    lr=1.0: dead units per layer [1, 2] of 8, test accuracy 0.250"]
+
+
+def test_dead_unit_profile_and_active_share_gap():
+    net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
+    x = np.random.default_rng(1).standard_normal((400, 5))
+    bl = [m for m in net.modules() if isinstance(m, bnlib.BatchNorm1d)][1]
+    bl.params["bias"][:2] = -50.0                     # two units that never fire
+    bl.params["weight"][:2] = 0.5
+    p = I.dead_unit_profile(net, x, layer=1)
+    assert p["n_dead"] == 2 and np.array_equal(p["dead"], np.arange(6) < 2)
+    np.testing.assert_allclose(p["ratio"], bl.params["bias"] / np.abs(bl.params["weight"]))
+    assert p["ratio_dead"] == p["ratio_dead_max"] == -100.0 and p["gamma_dead"] == 0.5
+    assert p["ratio_live"] == 0.0 and p["gamma_live"] == 1.0
+    assert p["active_live"] == np.median(p["active"][2:]) > 0
+    # the first layer's inputs are zero-mean: Phi(beta/|gamma|) = 1/2 predicts its share
+    assert I.active_share_gap(net, x, layer=0) < 0.1
+    frac = I.active_fractions(net, x)[1]
+    expected = np.mean(np.abs(frac - I.relu_active_fraction(bl.params["weight"],
+                                                             bl.params["bias"])))
+    np.testing.assert_allclose(I.active_share_gap(net, x, layer=1), expected)
+
+
+def test_bn_gammas():
+    net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
+    g = I.bn_gammas(net)
+    assert g.shape == (14,) and np.all(g == 1.0)

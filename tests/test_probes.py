@@ -355,3 +355,134 @@ def test_recalibrate_bn_uses_dropout_free_statistics():
               batch_size=20, progress=False, rng=0)
     stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][1].running_var
     assert np.median(bn2.running_var / stored) < 1.0
+
+
+# ------------------------------------------------------------------ experiment drivers
+
+def _data(seed=0, n=120, d=6, k=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.integers(0, k, size=n)
+
+
+def test_ics_and_landscape_probes_match_direct_calls():
+    x, y = _data()
+    model = make_mlp([6, 8, 8, 3], "sigmoid", "bn", rng=0)
+    p_ics = bnlib.ics_probe(1, 0.1, x, y, 16, rng=5)
+    p_land = bnlib.landscape_probe(1, 0.1, x, y, 16, rng=5)
+    idx = np.random.default_rng(5).choice(len(x), size=16, replace=False)
+    want_ics = internal_covariate_shift(model, x[idx], y[idx], 0.1)
+    want_land = gradient_landscape(model, x[idx], y[idx], 0.1)
+    got_ics, got_land = p_ics(model), p_land(model)
+    for k in want_ics:
+        np.testing.assert_array_equal(got_ics[k], want_ics[k])
+    np.testing.assert_array_equal(got_land["loss"], want_land["loss"])
+    assert got_land["beta"] == want_land["beta"]
+
+
+def test_first_weight_sq_norm():
+    model = make_mlp([4, 5, 2], "relu", None, rng=1)
+    w = model[0].params["weight"]                      # (5, 4)
+    assert bnlib.first_weight_sq_norm(model) == pytest.approx(float((w ** 2).sum()))
+
+
+def test_train_mlps_matches_a_hand_written_loop():
+    x, y = _data()
+    kw = dict(epochs=3, max_steps=10, batch_size=20, test=(x[:40], y[:40]), eval_every=5)
+    runs, models = bnlib.train_mlps([("plain", None), ("bn", "bn")], [6, 8, 3], "relu",
+                                    x, y, 0.1, init=3, order=4,
+                                    probes=lambda: {"w2": bnlib.first_weight_sq_norm},
+                                    mlp={"weight_scale": 2.0}, **kw)
+    assert list(runs) == list(models) == ["plain", "bn"]
+    for key, norm in [("plain", None), ("bn", "bn")]:
+        model = make_mlp([6, 8, 3], "relu", norm, rng=3, weight_scale=2.0)
+        h = bnlib.fit(model, bnlib.SGD(model, 0.1), x, y, rng=4, progress=False,
+                      probes={"w2": bnlib.first_weight_sq_norm}, **kw)
+        np.testing.assert_array_equal(runs[key].loss, h.loss)
+        np.testing.assert_array_equal(runs[key].test_acc, h.test_acc)
+        assert runs[key].probes["w2"] == h.probes["w2"]
+        np.testing.assert_array_equal(models[key][0].params["weight"],
+                                      model[0].params["weight"])
+
+
+def test_lr_sweep_records_losses_divergence_and_landscape():
+    x, y = _data()
+    rates = np.array([0.01, 0.1, 1e200])
+    sweep = bnlib.lr_sweep(rates, [6, 8, 3], "relu", x, y, init=0, order=1, steps=8,
+                           batch_size=20, land_rates=(rates[1],), land_every=4,
+                           land_seed=2)
+    assert list(sweep) == ["plain", "bn"]
+    for key, runs in sweep.items():
+        assert [r["lr"] for r in runs] == list(rates)
+        assert all(len(r["hist"].probes["w2"]) == len(r["hist"].step) for r in runs)
+        assert "land" in runs[1]["hist"].probes and "land" not in runs[0]["hist"].probes
+        assert np.isfinite(runs[0]["loss"]) and np.isfinite(runs[1]["loss"])
+    assert sweep["plain"][2]["loss"] == np.inf and sweep["plain"][2]["hist"].diverged
+    # the final loss is the training loss of the trained network
+    model = make_mlp([6, 8, 3], "relu", None, rng=0)
+    bnlib.fit(model, bnlib.SGD(model, 0.1), x, y, epochs=100, max_steps=8, batch_size=20,
+              rng=1, progress=False)
+    assert sweep["plain"][1]["loss"] == bnlib.evaluate(model, x, y)[0]
+
+
+def test_weight_grad_norms_leaves_model_untouched():
+    x, y = _data()
+    model = make_mlp([6, 8, 8, 3], "sigmoid", "bn", rng=0)
+    before = _snapshot(model)
+    norms = bnlib.weight_grad_norms(model, x[:20], y[:20])
+    _assert_same(before, _snapshot(model))
+    assert norms.shape == (3,)
+    _, grads = loss_and_gradients(model, x[:20], y[:20])
+    lin = [j for j, (m, k) in enumerate(model.parameters())
+           if isinstance(m, bnlib.Linear) and k == "weight"]
+    np.testing.assert_allclose(norms, [np.linalg.norm(grads[j]) for j in lin])
+
+
+def test_mean_ics_averages_after_the_first_checkpoint():
+    h = bnlib.History()
+    h.step = [1, 2, 3]
+    h.probes["ics"] = [{"l2": np.array([9.0, 9.0])}, {"l2": np.array([1.0, 2.0])},
+                       {"l2": np.array([3.0, 4.0])}]
+    out = bnlib.mean_ics(h, quantities=("l2",))
+    np.testing.assert_allclose(out["l2"], [2.0, 3.0])
+
+
+def test_train_and_score():
+    x, y = _data()
+    model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
+    r = bnlib.train_and_score(model, 0.1, x[:80], y[:80], (x[80:], y[80:]), epochs=2,
+                              batch_size=20, rng=0)
+    assert (r["train_loss"], r["train_acc"]) == bnlib.evaluate(model, x[:80], y[:80])
+    assert (r["test_loss"], r["test_acc"]) == bnlib.evaluate(model, x[80:], y[80:])
+    assert r["gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
+
+
+def test_figures_draw_and_summarize():
+    import matplotlib.pyplot as plt
+    x, y = _data()
+    kw = dict(epochs=3, max_steps=8, batch_size=20, test=(x[:40], y[:40]), eval_every=4)
+    runs, _ = bnlib.train_mlps(
+        [("plain", None), ("bn", "bn")], [6, 8, 3], "sigmoid", x, y, 0.1, init=0, order=1,
+        probes=lambda: {"land": bnlib.landscape_probe(4, 0.1, x, y, 20, rng=2),
+                        "pct": probe_every(4, percentile_probe(x[:30], unit=None))},
+        **kw)
+    fig, axes = bnlib.plot_depth(runs, {"plain": np.array([1e-3, 1.0]),
+                                        "bn": np.array([0.5, 1.0])})
+    assert axes.shape == (2,)
+    plt.close(fig)
+    pct = {k: series(h, "pct") for k, h in runs.items()}       # (T,), (T, 3, 8)
+    move = {k: p.max(0).mean(0) - p.min(0).mean(0) for k, (s, p) in pct.items()}
+    fig, axes = bnlib.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
+    assert len(axes) == 3
+    plt.close(fig)
+    land = {("a", k): h for k, h in runs.items()}
+    fig, summary = bnlib.plot_landscape(land)
+    assert list(summary) == [("a", "plain"), ("a", "bn")]
+    _, L = series(runs["bn"], "land", "loss")
+    assert summary["a", "bn"][0] == pytest.approx((L.max(1) - L.min(1)).mean())
+    plt.close(fig)
+    sweep = bnlib.lr_sweep([0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5,
+                           batch_size=20)
+    fig, eff = bnlib.plot_effective_lr(sweep["bn"], rows=8)
+    _, w2 = series(sweep["bn"][1]["hist"], "w2")
+    assert eff[0.1] == pytest.approx(0.1 / (w2[-1] / 8))
+    plt.close(fig)

@@ -8,8 +8,9 @@ from bnlib import check_module_gradients, numerical_gradient, rel_error
 from bnlib import functional as F
 from bnlib.sequence import (BA2016_TABLE1, TRANSFORMATIONS, LastStep, NormRNN, WeightNormLinear,
                             batch_size_sweep, conv1d_net, invariance_html, invariance_table,
-                            make_drift_task, make_norm, normalized_mask, reduction_axes,
-                            rnn_classifier)
+                            drift_test_sets, make_drift_task, make_norm, normalized_mask,
+                            plot_rnn_length_experiment, reduction_axes, rnn_classifier,
+                            rnn_length_experiment)
 
 GRAD_TOL = 1e-6
 
@@ -188,6 +189,76 @@ def test_rnn_learns_the_drift_task():
         bnlib.fit(model, bnlib.Adam(model, lr=0.01), x, y, epochs=3, batch_size=20, rng=0,
                   progress=False)
         assert bnlib.evaluate(model, xt, yt)[1] > 0.8, norm
+
+
+def test_drift_test_sets_draw_in_order():
+    tests = drift_test_sets(6, num_samples=20, min_length=2, rng=3)
+    assert list(tests) == ["lengths 2-6", "length 6", "length 12"]
+    rng = np.random.default_rng(3)
+    for (x, y), length, min_length in zip(tests.values(), (6, 6, 12), (2, None, None)):
+        assert x.shape == (20, length, 1) and y.shape == (20,)
+        x_ref, y_ref, _ = make_drift_task(20, length, rng=rng, min_length=min_length)
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+    assert np.isnan(tests["lengths 2-6"][0]).any() and not np.isnan(tests["length 12"][0]).any()
+
+
+def test_rnn_length_experiment_matches_the_loop_it_replaces():
+    runs = {"BN, lengths 2-6": ("bn", True), "LN, lengths 2-6": ("ln", True),
+            "BN, all length 6": ("bn", False)}
+    kw = dict(seeds=2, max_len=6, hidden=3, train_size=24, min_length=2, epochs=1,
+              batch_size=8, lr=0.01)
+    tests = drift_test_sets(6, num_samples=30, min_length=2, rng=0)
+    acc, models = rnn_length_experiment(runs, tests, rng=np.random.default_rng(1), **kw)
+    # the same draws written out: per repetition two training sets, then per run
+    # the initial weights and the shuffling
+    rng = np.random.default_rng(1)
+    expected = {name: {t: [] for t in tests} for name in runs}
+    for _ in range(2):
+        train = {True: make_drift_task(24, 6, rng=rng, min_length=2)[:2],
+                 False: make_drift_task(24, 6, rng=rng)[:2]}
+        for name, (norm, variable) in runs.items():
+            model = rnn_classifier(1, 3, 2, norm=norm, max_len=6, extrapolate="last", rng=rng)
+            bnlib.fit(model, bnlib.Adam(model, lr=0.01), *train[variable], epochs=1,
+                      batch_size=8, rng=rng, progress=False)
+            for t, (xt, yt) in tests.items():
+                expected[name][t].append(bnlib.evaluate(model, xt, yt)[1])
+    assert list(acc) == list(runs) and all(list(a) == list(tests) for a in acc.values())
+    for name in runs:
+        for t in tests:
+            assert isinstance(acc[name][t], float) and 0.0 <= acc[name][t] <= 1.0
+            assert acc[name][t] == np.mean(expected[name][t]), (name, t)
+    assert set(models) == set(runs)
+    assert isinstance(models["BN, lengths 2-6"][0], NormRNN)
+    assert models["BN, lengths 2-6"][0].extrapolate == "last"
+    # the last repetition's model: it runs on sequences twice as long as in training
+    assert models["BN, all length 6"].eval()(tests["length 12"][0]).shape == (30, 2)
+
+
+def test_plot_rnn_length_experiment():
+    import matplotlib.pyplot as plt
+    runs = {"BN, lengths 2-6": ("bn", True), "LN, lengths 2-6": ("ln", True),
+            "BN, all length 6": ("bn", False)}
+    tests = drift_test_sets(6, num_samples=16, min_length=2, rng=0)
+    acc, models = rnn_length_experiment(runs, tests, seeds=1, max_len=6, hidden=3,
+                                        train_size=16, min_length=2, epochs=1,
+                                        batch_size=8, rng=1)
+    fig = plot_rnn_length_experiment(models, acc, runs, num_batches=2, num_runs=1,
+                                     variable="BN, lengths 2-6", fixed="BN, all length 6")
+    try:
+        a0, a1, a2 = fig.axes
+        rnn_var = models["BN, lengths 2-6"][0]
+        np.testing.assert_allclose(a0.lines[0].get_ydata(), rnn_var.active_counts / 2)
+        np.testing.assert_allclose(a1.lines[0].get_ydata(), rnn_var.running_var.mean(axis=1))
+        assert [ln.get_label() for ln in a0.lines[:2]] == ["lengths 2-6", "all length 6"]
+        assert len(a2.patches) == 9
+        np.testing.assert_allclose([p.get_height() for p in a2.patches[:3]],
+                                   [acc["BN, lengths 2-6"][t] for t in tests])
+        assert [t.get_text() for t in a2.get_xticklabels()] == [
+            "test lengths\n2-6", "test length\n6", "test length\n12"]
+        assert a2.get_title() == "mean accuracy over 1 runs"
+    finally:
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------ weight norm, invariances
