@@ -655,7 +655,7 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
 
     Returns:
         dict: ``models`` (the two networks), ``diffs`` (list of floats, one per parameter
-        array in :meth:`parameters` order: the largest absolute difference between the
+        array in ``model.parameters()`` order: the largest absolute difference between the
         two runs), ``bias_change`` (array (k,): the output layer's bias, beta with BN,
         of run b minus run a) and ``saturated`` (pair of floats: share of the last hidden
         layer's sigmoid inputs whose outputs are below 0.05 or above 0.95, per run).
