@@ -25,7 +25,7 @@ import copy
 import numpy as np
 
 from . import functional as F
-from .modules import Conv1d, Linear, _BatchNorm
+from .modules import Conv1d, Linear, BatchNormBase
 
 __all__ = [
     "ema_weights", "ema", "effective_window", "keras_to_torch_momentum",
@@ -198,7 +198,7 @@ def batchnorm_layers(model):
     """Every BatchNorm-like layer (BatchNorm1d/2d, ``BatchRenorm1d``) in ``model`` that
     keeps running statistics, in forward order."""
     return [m for m in model.modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats]
+            if isinstance(m, BatchNormBase) and m.track_running_stats]
 
 
 def precise_bn(model, batches, variance="population"):
@@ -303,7 +303,7 @@ def fold_batchnorm(layer, bn):
         a new Linear/Conv1d with a bias, same shapes, float64 parameters; the inputs
         are not modified.
     """
-    if not isinstance(bn, _BatchNorm):
+    if not isinstance(bn, BatchNormBase):
         raise ValueError(f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}")
     if not bn.track_running_stats:
         raise ValueError("fold_batchnorm: the BatchNorm layer keeps no running statistics "
@@ -333,7 +333,7 @@ def fold_batchnorm(layer, bn):
 
 # --------------------------------------------------------------------------- Batch Renorm
 
-class BatchRenorm1d(_BatchNorm):
+class BatchRenorm1d(BatchNormBase):
     """Batch Renormalization (Ioffe 2017) for (N, C) or (N, C, L) inputs.
 
     Training, per channel, with batch mean ``mu_B``, ``sigma_B = sqrt(var_B + eps)``

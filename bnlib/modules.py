@@ -311,7 +311,7 @@ class Sequential(Module):
         return f"Sequential(\n{inner}\n)"
 
 
-class _NormBase(Module):
+class NormBase(Module):
     """Shared bookkeeping for layers with an affine (weight, bias) pair."""
 
     def _init_affine(self, shape, affine):
@@ -331,7 +331,7 @@ class _NormBase(Module):
                 self.params["bias"].dtype)
 
 
-class _BatchNorm(_NormBase):
+class BatchNormBase(NormBase):
     """BatchNorm with PyTorch semantics.
 
     Training: normalize with the batch mean and *biased* variance; update
@@ -400,21 +400,21 @@ class _BatchNorm(_NormBase):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """BatchNorm over (N, C) or (N, C, L): per-channel statistics over N (and L)."""
 
     _ranks = (2, 3)
     _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """BatchNorm over (N, C, H, W): per-channel statistics over N, H and W (m = N*H*W)."""
 
     _ranks = (4,)
     _shape_doc = "a 4-D (N, C, H, W) input"
 
 
-class LayerNorm(_NormBase):
+class LayerNorm(NormBase):
     """Normalize each example over its last ``len(normalized_shape)`` axes.
 
     weight and bias have shape ``normalized_shape``. No running statistics: the same
@@ -448,7 +448,7 @@ class LayerNorm(_NormBase):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
-class RMSNorm(_NormBase):
+class RMSNorm(NormBase):
     """``x / sqrt(mean(x**2) + eps) * weight`` over the last axes: LayerNorm without
     centering and without bias (Zhang & Sennrich 2019). ``eps=None`` uses the machine
     epsilon of the input dtype, as PyTorch does.
@@ -481,7 +481,7 @@ class RMSNorm(_NormBase):
         return dx
 
 
-class GroupNorm(_NormBase):
+class GroupNorm(NormBase):
     """Normalize each example over groups of ``num_channels / num_groups`` channels
     (and all spatial positions) of an (N, C, *spatial) input; per-channel weight, bias.
     """
