@@ -12,15 +12,38 @@ PORT ?= 8000
 TOC ?= _toc.yml
 # jupyter-book, and the kernels it starts, must come from .venv
 VENV_PATH = PATH="$(CURDIR)/$(BIN):$$PATH"
-export OPENBLAS_NUM_THREADS ?= 1
-export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: help install test bench clean book serve lab site-test
+# Pinned numerics: every notebook execution (book, test, lab, seeds) gives the same
+# outputs on every x86-64 CPU. OpenBLAS and numpy otherwise pick their kernels by CPU
+# (AVX-512 here, AVX2 there), which moves results in the last digits and, through
+# training, in the third. `export X := v` overrides a value already in the environment.
+#   OPENBLAS_CORETYPE=Haswell  AVX2 kernels, available on every x86-64 CPU since 2013
+#   NPY_DISABLE_CPU_FEATURES   numpy's dispatch capped at AVX2 (numpy 2.4's target names)
+#   one thread                 BLAS results can depend on how the work is split
+ARCH := $(shell uname -m)
+EXACT := $(filter x86_64 amd64 AMD64,$(ARCH))
+export OPENBLAS_NUM_THREADS := 1
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+ifneq ($(EXACT),)
+export OPENBLAS_CORETYPE := Haswell
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+endif
+# strict: compare every output with the committed one (x86-64); lax: run every cell and
+# check every assert, compare no output (other platforms, or `make test NBVAL_MODE=lax`).
+NBVAL_MODE ?= $(if $(EXACT),strict,lax)
+NBVAL_FLAG = $(if $(filter lax,$(NBVAL_MODE)),--nbval-lax,--nbval)
+# `make seeds` reruns every chapter with these values of its SEED parameter.
+SEEDS ?= 1 2
+
+.PHONY: help install test seeds notebooks bench clean book serve lab site-test
 
 help:
 	@echo "make book       execute every chapter and build the site into _build/html"
 	@echo "make test       pytest on bnlib + nbval on the chapters"
+	@echo "make notebooks  re-execute chapters in place with pinned numerics (NB=path)"
+	@echo "make seeds      every chapter with other seeds (SEEDS=\"1 2\"); every assert must hold"
 	@echo "make serve      serve _build/html on http://localhost:8000"
 	@echo "make lab        open the chapters in JupyterLab"
 	@echo "make site-test  check every built page in headless Chromium, offline"
@@ -39,7 +62,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval chapters --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	@[ "$(NBVAL_MODE)" = strict ] || echo "make test: exact outputs are reproduced on x86-64 only; on $(ARCH) every cell runs and every assert is checked, outputs are not compared (nbval lax)"
+	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) chapters --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# Re-execute notebooks in place and save their outputs (what nbval compares against),
+# with the pinned numerics above: `make notebooks NB=chapters/03_test_time.ipynb`.
+NB ?= chapters/[0-9]*.ipynb
+notebooks: $(STAMP)
+	@ls $(NB) | xargs -P 2 -I{} sh -c 'start=$$(date +%s); \
+	  $(CURDIR)/$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 {} 2>&1 | grep -v "^\[NbConvertApp\]" ; \
+	  echo "executed {} in $$(( $$(date +%s) - start )) s"'
+
+# Every chapter with other values of its SEED parameter (papermill), two at a time.
+seeds: $(STAMP)
+	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs 2 --out _build/seeds
 
 bench: $(STAMP)
 	@$(BIN)/python -c 'import torch' 2>/dev/null || \

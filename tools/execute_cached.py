@@ -20,31 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
-import yaml
-
-
-def toc_notebooks(toc_file: Path, root: Path) -> list[Path]:
-    toc = yaml.safe_load(toc_file.read_text())
-    files = [toc.get("root")]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            for key in ("sections", "chapters", "parts"):
-                walk(entry.get(key))
-
-    for key in ("parts", "chapters", "sections"):
-        walk(toc.get(key))
-    out = []
-    for f in files:
-        if not f:
-            continue
-        p = root / f
-        p = p if p.suffix else p.with_suffix(".ipynb")
-        if p.suffix == ".ipynb" and p.exists():
-            out.append(p)
-    return out
+from toc import toc_notebooks
 
 
 def _execute(path: str, timeout: int):

@@ -24,21 +24,43 @@ import copy
 
 import numpy as np
 
-from . import functional as F
-from .modules import Conv1d, Linear, BatchNormBase
+from ..data import minibatches
+from ..models import make_mlp
+from ..modules import BatchNorm1d
+from ..optim import SGD
+from ..plotting import COLORS, caption_axes, small_multiples
+from ..surgery import batchnorm_layers, precise_bn
+from ..train import evaluate, fit
+from ..variants import BatchRenorm1d
+
+#: Layer widths of the chapter's MNIST-1D network: two hidden layers of 128.
+MLP_SIZES = [40, 128, 128, 10]
 
 __all__ = [
-    "ema_weights", "ema", "effective_window", "keras_to_torch_momentum",
-    "torch_to_keras_momentum", "simulate_drift", "ema_tracking_error", "precise_bn",
-    "batchnorm_layers", "fold_batchnorm", "BatchRenorm1d", "covariate_shift",
-    "draw_batch_dependence", "draw_drift", "bn_mlp",
-    "class_probabilities", "predictions_in_random_batches", "tracking_error_sweep",
-    "running_mean_distance", "ema_vs_precise", "train_mode_accuracy", "tiny_batch_runs",
-    "batches_of", "adabn_under_shift",
-    "draw_batch_dependence_sweep", "draw_tracking_error", "draw_ema_vs_precise",
+    "MLP_SIZES",
+    "ema_weights",
+    "ema",
+    "effective_window",
+    "keras_to_torch_momentum",
+    "torch_to_keras_momentum",
+    "simulate_drift",
+    "ema_tracking_error",
+    "covariate_shift",
+    "draw_batch_dependence",
+    "draw_drift",
+    "draw_batch_dependence_sweep",
+    "class_probabilities",
+    "predictions_in_random_batches",
+    "tracking_error_sweep",
+    "running_mean_distance",
+    "ema_vs_precise",
+    "train_mode_accuracy",
+    "tiny_batch_runs",
+    "adabn_under_shift",
+    "draw_tracking_error",
+    "draw_ema_vs_precise",
     "draw_shift_accuracy",
 ]
-
 
 # --------------------------------------------------------------------------- EMA
 
@@ -167,272 +189,6 @@ def ema_tracking_error(momentum, drift, batch_noise):
     return float(-drift * (1.0 - a) / a), float(batch_noise * np.sqrt(a / (2.0 - a)))
 
 
-# --------------------------------------------------------------------------- models
-
-def bn_mlp(in_features=40, hidden=128, out_features=10, depth=2, norm=None, rng=None):
-    """An MLP of ``depth`` blocks Linear -> norm -> ReLU, then a Linear head.
-
-    Args:
-        norm: a callable ``num_features -> Module`` (default ``BatchNorm1d``), e.g.
-            ``lambda c: BatchRenorm1d(c, momentum=0.01)``; None inside the blocks means
-            BatchNorm1d with PyTorch's defaults.
-        rng: seed or Generator for the Linear layers' initialization.
-
-    Returns:
-        a ``Sequential`` mapping (N, in_features) to (N, out_features) logits.
-    """
-    from .modules import BatchNorm1d, ReLU, Sequential
-
-    rng = np.random.default_rng(rng)
-    norm = BatchNorm1d if norm is None else norm
-    layers, width = [], in_features
-    for _ in range(depth):
-        layers += [Linear(width, hidden, rng=rng), norm(hidden), ReLU()]
-        width = hidden
-    return Sequential(*layers, Linear(width, out_features, rng=rng))
-
-
-# --------------------------------------------------------------------------- precise BN
-
-def batchnorm_layers(model):
-    """Every BatchNorm-like layer (BatchNorm1d/2d, ``BatchRenorm1d``) in ``model`` that
-    keeps running statistics, in forward order."""
-    return [m for m in model.modules()
-            if isinstance(m, BatchNormBase) and m.track_running_stats]
-
-
-def precise_bn(model, batches, variance="population"):
-    """Recompute every BatchNorm layer's ``running_mean``/``running_var`` over ``batches``.
-
-    The model runs forward once per batch in training mode (as during training, so each
-    layer sees the batch-normalized outputs of the layers before it); the per-channel
-    batch statistics of every BatchNorm layer are accumulated and replace the running
-    statistics at the end. Weights, biases and ``momentum`` are untouched; every
-    module's train/eval mode is restored. This is "precise BN" (Wu & Johnson 2021) on
-    training data, and AdaBN (Li et al. 2016) on unlabeled target-domain data.
-
-    Args:
-        model: a Module containing BatchNorm layers.
-        batches: an iterable of input arrays x (N, ...) or of ``(x, y)`` pairs (y ignored).
-        variance: what goes into ``running_var``:
-
-            * ``"population"`` (default): the exact variance (divide by the count) of all
-              values the layer saw over all batches, combined from per-batch means and
-              variances without loss of precision (Chan et al.'s pairwise update). With
-              batches that partition a data set, ``running_mean``/``running_var`` equal
-              ``x.mean(axis)``/``x.var(axis)`` of that layer's whole input.
-            * ``"batch_mean"``: the average of per-batch *unbiased* variances,
-              ``m/(m-1) E_B[sigma_B^2]`` (Ioffe & Szegedy's Algorithm 2; what PyTorch's
-              ``running_var`` holds with ``momentum=None``). Means are averaged per
-              batch, each batch weighted equally.
-
-            With batches of m values per channel the two differ by O(1/m) random
-            fluctuations only: both estimate the same population variance.
-
-    A ``BatchRenorm1d`` layer trains against its running statistics (an EMA of batch
-    standard deviations), so replacing them by population statistics changes what its
-    later layers were trained on; recompute them only if that is what you want.
-
-    Returns:
-        the model (changed in place).
-    """
-    if variance not in ("population", "batch_mean"):
-        raise ValueError(f"variance must be 'population' or 'batch_mean', got {variance!r}")
-    layers = batchnorm_layers(model)
-    if not layers:
-        raise ValueError("precise_bn: the model has no BatchNorm layer with running statistics")
-    modes = [(m, m.training) for m in model.modules()]
-    saved = [(bn.running_mean.copy(), bn.running_var.copy(), bn.num_batches_tracked)
-             for bn in layers]
-    acc = [dict(n=0.0, mean=0.0, m2=0.0, k=0, sum_mean=0.0, sum_var=0.0) for _ in layers]
-    model.train()
-    try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
-            for bn, a in zip(layers, acc):
-                cache = bn._cache
-                m = float(cache["m"])
-                mu = cache["mu"].reshape(-1).astype(np.float64)
-                var = cache["var"].reshape(-1).astype(np.float64)  # biased, per batch
-                # Chan et al.: merge (n, mean, M2) with this batch's (m, mu, m * var)
-                delta, n_new = mu - a["mean"], a["n"] + m
-                a["m2"] = a["m2"] + m * var + delta**2 * a["n"] * m / n_new
-                a["mean"] = a["mean"] + delta * m / n_new
-                a["n"] = n_new
-                a["k"] += 1
-                a["sum_mean"] = a["sum_mean"] + mu
-                a["sum_var"] = a["sum_var"] + var * m / (m - 1)
-    except BaseException:
-        for bn, (mean, var, nbt) in zip(layers, saved):
-            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, nbt
-        raise
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    if acc[0]["k"] == 0:
-        for bn, (mean, var, nbt) in zip(layers, saved):
-            bn.running_mean, bn.running_var, bn.num_batches_tracked = mean, var, nbt
-        raise ValueError("precise_bn: batches was empty (expected at least one batch)")
-    for bn, a in zip(layers, acc):
-        if variance == "population":
-            bn.running_mean, bn.running_var = a["mean"].copy(), a["m2"] / a["n"]
-        else:
-            bn.running_mean, bn.running_var = a["sum_mean"] / a["k"], a["sum_var"] / a["k"]
-        bn.num_batches_tracked = a["k"]
-    return model
-
-
-# --------------------------------------------------------------------------- folding
-
-def fold_batchnorm(layer, bn):
-    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine map.
-
-    In evaluation BatchNorm is per-channel affine: ``y = s * (z - running_mean) + beta`` with
-    ``s = gamma / sqrt(running_var + eps)``. Folding it into the layer before gives
-    ``W' = s * W`` (row c of W scaled by s_c) and ``b' = s * (b - running_mean) + beta``.
-
-    Args:
-        layer: a ``Linear`` (in, out) followed by BatchNorm1d(out) on (N, out),
-            or a ``Conv1d`` (C_in -> C_out) followed by BatchNorm1d(C_out)
-            on (N, C_out, L). The layer may or may not have a bias.
-        bn: the BatchNorm layer (its running statistics and affine parameters are used,
-            whatever its train/eval mode).
-
-    Returns:
-        a new Linear/Conv1d with a bias, same shapes, float64 parameters; the inputs
-        are not modified.
-    """
-    if not isinstance(bn, BatchNormBase):
-        raise ValueError(f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}")
-    if not bn.track_running_stats:
-        raise ValueError("fold_batchnorm: the BatchNorm layer keeps no running statistics "
-                         "(track_running_stats=False); nothing to fold")
-    if isinstance(layer, Linear):
-        out_ch = layer.out_features
-    elif isinstance(layer, Conv1d):
-        out_ch = layer.out_channels
-    else:
-        raise ValueError(f"fold_batchnorm: expected a Linear or Conv1d layer, "
-                         f"got {type(layer).__name__}")
-    if bn.num_features != out_ch:
-        raise ValueError(f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
-                         f"layer expects {bn.num_features} channels")
-    gamma = bn.params.get("weight", np.ones(out_ch)).astype(np.float64)
-    beta = bn.params.get("bias", np.zeros(out_ch)).astype(np.float64)
-    scale = gamma / np.sqrt(np.asarray(bn.running_var, np.float64) + bn.eps)
-    w = layer.params["weight"].astype(np.float64)
-    b = layer.params.get("bias", np.zeros(out_ch)).astype(np.float64)
-    folded = copy.copy(layer)  # same hyper-parameters (padding, stride ...), fresh state below
-    folded.params = {"weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
-                     "bias": scale * (b - bn.running_mean) + beta}
-    folded.grads, folded._cache = {}, None
-    folded.zero_grad()
-    return folded
-
-
-# --------------------------------------------------------------------------- Batch Renorm
-
-class BatchRenorm1d(BatchNormBase):
-    """Batch Renormalization (Ioffe 2017) for (N, C) or (N, C, L) inputs.
-
-    Training, per channel, with batch mean ``mu_B``, ``sigma_B = sqrt(var_B + eps)``
-    (biased batch variance) and the running estimates ``mu``, ``sigma``::
-
-        r = clip(sigma_B / sigma, 1/r_max, r_max)        # constants in the backward
-        d = clip((mu_B - mu) / sigma, -d_max, d_max)     # (no gradient flows through them)
-        x_hat = (x - mu_B) / sigma_B * r + d
-        y = gamma * x_hat + beta
-
-    Unclipped, ``x_hat = (x - mu) / sigma``: the training output is the evaluation output.
-    With ``r_max = 1, d_max = 0`` it is BatchNorm. Evaluation: ``y = gamma (x - mu) / sigma + beta``.
-
-    Running statistics, after r and d are computed (a = momentum, None = cumulative):
-
-    * ``running="std"`` (the paper): ``sigma <- sigma + a (sigma_B - sigma)``, an EMA of the
-      batch *standard deviations* (eps included). It is stored as
-      ``running_var = sigma**2 - eps``, so that the usual ``sqrt(running_var + eps)`` is
-      sigma; ``running_std`` gives sigma directly.
-    * ``running="var"``: PyTorch's BatchNorm rule, an EMA of the unbiased batch variances,
-      ``sigma = sqrt(running_var + eps)``. Then ``r_max=1, d_max=0`` reproduces
-      ``BatchNorm1d`` exactly, running statistics included.
-
-    The paper starts with r_max = 1, d_max = 0 and relaxes them during training; ``r_max``
-    and ``d_max`` are plain attributes, so a training loop can change them. After a
-    training forward, ``last_r`` and ``last_d`` (shape (C,)) hold the values used.
-    """
-
-    _ranks = (2, 3)
-    _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, r_max=3.0, d_max=5.0,
-                 affine=True, running="std"):
-        if r_max < 1.0 or d_max < 0.0:
-            raise ValueError(f"BatchRenorm1d: expected r_max >= 1 and d_max >= 0, "
-                             f"got r_max={r_max}, d_max={d_max}")
-        if running not in ("std", "var"):
-            raise ValueError(f"BatchRenorm1d: running must be 'std' or 'var', got {running!r}")
-        _check_momentum(momentum)
-        super().__init__(num_features, eps, momentum, affine)
-        self.r_max, self.d_max, self.running = float(r_max), float(d_max), running
-        self.last_r = self.last_d = None
-
-    @property
-    def running_std(self):
-        """sigma, the running standard deviation used to normalize: ``sqrt(running_var + eps)``."""
-        return np.sqrt(self.running_var + self.eps)
-
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        self._check_input(x)
-        m = x.size // x.shape[1]
-        if m <= 1:
-            raise ValueError(f"BatchRenorm1d: expected more than 1 value per channel when "
-                             f"training, got input of shape {x.shape} (m = {m})")
-        axes = F.batch_axes(x.ndim)
-        mu_b = x.mean(axis=axes).astype(np.float64)
-        sigma_b = np.sqrt(x.var(axis=axes).astype(np.float64) + self.eps)
-        sigma = self.running_std
-        r = np.clip(sigma_b / sigma, 1.0 / self.r_max, self.r_max)
-        d = np.clip((mu_b - self.running_mean) / sigma, -self.d_max, self.d_max)
-        gamma, beta = self._affine()
-        g = np.ones(self.num_features) if gamma is None else gamma
-        b = np.zeros(self.num_features) if beta is None else beta
-        # gamma * (x_hat0 * r + d) + beta == (gamma r) * x_hat0 + (gamma d + beta)
-        out, cache = F.batchnorm_forward(x, g * r, g * d + b, self.eps)
-        self._cache, self.last_r, self.last_d = cache, r, d
-        if self.track_running_stats:
-            self._update_running(cache)
-        return out
-
-    def _update_running(self, cache):
-        if self.running == "var":
-            return super()._update_running(cache)
-        mean = cache["mu"].reshape(-1).astype(np.float64)
-        sigma_b = np.sqrt(cache["var"].reshape(-1).astype(np.float64) + self.eps)
-        self.num_batches_tracked += 1
-        w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        self.running_mean = (1 - w) * self.running_mean + w * mean
-        sigma = (1 - w) * self.running_std + w * sigma_b
-        self.running_var = sigma**2 - self.eps
-
-    def backward(self, dout):
-        if not self.training:
-            return super().backward(dout)
-        cache = self._need_cache()
-        self._check_dout(dout, cache["x"].shape)
-        # r and d are constants: the BatchNorm backward with effective gamma = gamma * r
-        dx, dgamma_eff, dbeta = F.batchnorm_backward(dout, cache)
-        # d/dgamma of gamma * (r x_hat0 + d) summed: r * sum(dout x_hat0) + d * sum(dout)
-        self._store_grads(self.last_r * dgamma_eff + self.last_d * dbeta, dbeta)
-        return dx
-
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"r_max={self.r_max}, d_max={self.d_max}, running={self.running!r}")
-
-
 # --------------------------------------------------------------------------- deployment shift
 
 def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
@@ -471,7 +227,6 @@ def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
     Returns:
         (train_out, eval_out), each shape (m,).
     """
-    from .plotting import COLORS, caption_axes
 
     batch = np.asarray(batch, dtype=np.float64)
     x = batch.copy()
@@ -503,7 +258,6 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
         batch_noise: standard deviation of a batch value around the truth; if given, the
             title also shows the theoretical jitter.
     """
-    from .plotting import COLORS, caption_axes
 
     ax.plot(sim["step"], sim["batch"], ".", ms=2.5, color=COLORS["reference"], alpha=0.6,
             label="batch mean")
@@ -532,7 +286,6 @@ def draw_batch_dependence_sweep(batch, values, ncols=3, panel_size=(3.1, 2.5), y
         (fig, outputs) with ``outputs[v] = (train_out, eval_out)``, each shape (m,), for
         every v in ``values``.
     """
-    from .plotting import small_multiples
 
     fig, axes = small_multiples(len(values), ncols=ncols, panel_size=panel_size)
     outputs = {}
@@ -626,7 +379,7 @@ def ema_vs_precise(data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, r
     """Train identical networks that differ only in BatchNorm momentum; compare with precise BN.
 
     Draws one seed from ``rng`` for the initial weights (shared by all networks, built by
-    ``bn_mlp`` with ``BatchNorm1d(c, momentum=a)`` for each a in ``momenta``), then, every
+    ``make_mlp([40, 128, 128, 10], "relu")`` with ``BatchNorm1d(c, momentum=a)`` for each a in ``momenta``), then, every
     epoch: one seed for the shuffle (shared, so all networks see the same batches and,
     since running statistics play no part in training, keep the same weights), one epoch
     of plain SGD for each network, and ``precise_bn`` on a copy of the first network over
@@ -642,15 +395,11 @@ def ema_vs_precise(data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, r
         (epochs,): ``running_mean_distance`` from the precise statistics) and ``nets`` (the
         trained networks, in the order of ``momenta``).
     """
-    from .data import minibatches
-    from .modules import BatchNorm1d
-    from .optim import SGD
-    from .train import evaluate, fit
-
     rng = np.random.default_rng(rng)
     init_seed = int(rng.integers(2**31))
     keys = [f"ema {a:g}" for a in momenta]
-    nets = [bn_mlp(norm=lambda c, a=a: BatchNorm1d(c, momentum=a), rng=init_seed)
+    nets = [make_mlp(MLP_SIZES, "relu", norm=lambda c, a=a: BatchNorm1d(c, momentum=a),
+                     rng=init_seed)
             for a in momenta]
     opts = [SGD(net, lr=lr) for net in nets]
     acc = {k: [] for k in keys + ["precise"]}
@@ -692,8 +441,8 @@ def tiny_batch_runs(data, batch_sizes=(2, 4), init_seed=0, shuffle_seed=0, momen
 
     For each batch size m and each of ``"bn"`` (``BatchNorm1d``) and ``"renorm"``
     (``BatchRenorm1d`` with its default r_max = 3, d_max = 5), both with running-statistics
-    ``momentum``: a ``bn_mlp`` initialized from ``init_seed``, trained with SGD (momentum
-    0.9) for ``max_steps`` steps of batch size m, shuffled from ``shuffle_seed``.
+    ``momentum``: a ``make_mlp(MLP_SIZES, "relu")`` network initialized from
+    ``init_seed``, trained with SGD (momentum 0.9) for ``max_steps`` steps of batch size m, shuffled from ``shuffle_seed``.
 
     Args:
         data: a ``Dataset`` (x_train (N, D), y_train, x_test, y_test).
@@ -702,28 +451,18 @@ def tiny_batch_runs(data, batch_sizes=(2, 4), init_seed=0, shuffle_seed=0, momen
         dict ``{(key, m): (train_acc, test_acc)}``: the mean training-mode accuracy of the
         ``last`` steps and the test accuracy in evaluation mode.
     """
-    from .modules import BatchNorm1d
-    from .optim import SGD
-    from .train import evaluate, fit
-
     norms = {"bn": lambda c: BatchNorm1d(c, momentum=momentum),
              "renorm": lambda c: BatchRenorm1d(c, momentum=momentum)}
     runs = {}
     for m in batch_sizes:
         for key, norm in norms.items():
-            net = bn_mlp(norm=norm, rng=init_seed)
+            net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
             opt = SGD(net, lr=lr, momentum=0.9)
             hist = fit(net, opt, data.x_train, data.y_train, epochs=1, batch_size=m,
                        rng=shuffle_seed, progress=False, max_steps=max_steps)
             runs[key, m] = (float(np.mean(hist.acc[-last:])),
                             evaluate(net, data.x_test, data.y_test)[1])
     return runs
-
-
-def batches_of(x, size=64):
-    """Consecutive batches ``x[0:size], x[size:2 size], ...`` (a generator; the last may be
-    smaller), e.g. for ``precise_bn``. x: (N, ...) -> arrays (<= size, ...)."""
-    return (x[i:i + size] for i in range(0, len(x), size))
 
 
 def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng=None):
@@ -743,14 +482,13 @@ def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng
     Returns:
         ``{name: (shifted_acc, adabn_acc)}``.
     """
-    from .train import evaluate
 
     rng = np.random.default_rng(rng)
     results = {}
     for name, kw in shifts.items():
         x_target_test = covariate_shift(x_test, rng=rng, **kw)
         x_target = covariate_shift(x_train, rng=rng, **kw)
-        adapted = precise_bn(copy.deepcopy(model), batches_of(x_target, batch_size))
+        adapted = precise_bn(copy.deepcopy(model), x_target, batch_size=batch_size)
         results[name] = (evaluate(model, x_target_test, y_test)[1],
                          evaluate(adapted, x_target_test, y_test)[1])
     return results
@@ -767,7 +505,6 @@ def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
         sweeps: ``{drift: (rmse, theory)}`` from ``tracking_error_sweep``, each shape (G,);
             one line style per drift (the simulation is labelled once, on the last).
     """
-    from .plotting import COLORS, caption_axes
 
     last = list(sweeps)[-1]
     for (drift, (rmse, theory)), style in zip(sweeps.items(), styles):
@@ -793,7 +530,6 @@ def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
     """
     import matplotlib.pyplot as plt
 
-    from .plotting import COLORS, caption_axes
 
     fig, ax_dict = plt.subplot_mosaic([["acc", "gap"], ["stats", "key"]], figsize=figsize)
     axes = [ax_dict["acc"], ax_dict["gap"], ax_dict["stats"]]
@@ -833,7 +569,6 @@ def draw_shift_accuracy(ax, results, clean_acc):
         results: ``{name: (shifted_acc, adabn_acc)}`` from ``adabn_under_shift``.
         clean_acc: accuracy on unshifted test data (a dashed reference line).
     """
-    from .plotting import COLORS, caption_axes
 
     names = list(results)
     xs = np.arange(len(names))

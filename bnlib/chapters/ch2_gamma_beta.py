@@ -25,38 +25,68 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from . import functional as F
-from .data import load_mnist1d
-from .losses import mse_loss
-from .modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid
-from .optim import SGD, Adam
-from .plotting import COLORS
-from .probes import capture_inputs, make_mlp
-from .train import fit
+from .. import functional as F
+from ..data import load_mnist1d
+from ..losses import mse_loss
+from ..models import make_mlp
+from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
+from ..optim import SGD, Adam
+from ..plotting import COLORS
+from ..surgery import batchnorm_layers, capture_inputs
+from ..train import fit
 
 __all__ = [
-    "sample_skewed", "bn_stages", "draw_bn_histograms", "gamma_beta_view", "gamma_beta_grid",
+    "sample_skewed",
+    "bn_stages",
+    "draw_bn_histograms",
+    "gamma_beta_view",
+    "gamma_beta_grid",
     "gamma_beta_widget",
-    "sigmoid_linear_bound", "sigmoid_linear_regime", "plot_sigmoid_regime", "unit_input_ranges",
-    "draw_unit_ranges", "plot_learned_affine", "train_mlp", "linear_regime_shares",
-    "mean_shift_task", "mean_shift_model", "steps_to_target", "mean_shift_sweep",
-    "plot_mean_shift", "mean_shift_table", "mean_shift_pair",
-    "relu_active_fraction", "draw_relu_panel", "relu_view", "relu_widget", "relu_grid",
-    "active_fractions", "dead_unit_census", "census_table", "dead_unit_profile",
+    "sigmoid_linear_bound",
+    "sigmoid_linear_regime",
+    "unit_input_ranges",
+    "draw_unit_ranges",
+    "plot_sigmoid_regime",
+    "plot_learned_affine",
+    "train_mlp",
+    "linear_regime_shares",
+    "mean_shift_task",
+    "mean_shift_model",
+    "steps_to_target",
+    "mean_shift_sweep",
+    "plot_mean_shift",
+    "mean_shift_table",
+    "mean_shift_pair",
+    "relu_active_fraction",
+    "draw_relu_panel",
+    "relu_view",
+    "relu_widget",
+    "relu_grid",
+    "active_fractions",
+    "dead_unit_census",
+    "census_table",
+    "dead_unit_profile",
     "active_share_gap",
-    "bn_affine_parameters", "random_parameter_masks", "MaskedOptimizer", "train_subset",
-    "plot_subset_accuracy", "bn_gammas",
+    "bn_affine_parameters",
+    "random_parameter_masks",
+    "MaskedOptimizer",
+    "train_subset",
+    "plot_subset_accuracy",
+    "bn_gammas",
 ]
 
 #: Fixed histogram ranges, so panels drawn with different settings can be compared.
 _RANGE = (-12.0, 12.0)
+
+
 _ACT_RANGE = {"sigmoid": (0.0, 1.0), "relu": (0.0, 12.0)}
+
+
 _ACT_COLOR = "#333333"
+
+
 _MS_LABELS = {"plain": "Linear + bias", "bn": "Linear + BN (γ, β)"}
 
-
-def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 def _sigmoid(z):
@@ -427,10 +457,6 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     return fig, ranges
 
 
-def _bn_layers(model):
-    return [m for m in model.modules() if isinstance(m, BatchNorm1d)]
-
-
 def train_mlp(data, activation="sigmoid", norm="bn", width=128, depth=2, lr=1e-2, epochs=10,
               batch_size=100, rng=0, fit_rng=1):
     """Train a :func:`~bnlib.make_mlp` network (``depth`` hidden layers of ``width``) on
@@ -669,7 +695,6 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
             "saturated": (sat_a, sat_b)}
 
 
-
 # ----------------------------------------------------------------------------------------
 # ReLU: beta sets the fraction of active units
 
@@ -840,7 +865,7 @@ def dead_unit_profile(model, x, layer):
         ``gamma_dead``, ``gamma_live`` (medians of |gamma|), ``active_live`` (median
         active share of the live units); int ``n_dead``.
     """
-    bl = _bn_layers(model)[layer]
+    bl = batchnorm_layers(model)[layer]
     frac = active_fractions(model, x)[layer]
     gam = np.abs(bl.params["weight"])
     ratio = bl.params["bias"] / gam
@@ -856,7 +881,7 @@ def dead_unit_profile(model, x, layer):
 def active_share_gap(model, x, layer=0):
     """Mean over the units of one BN + ReLU layer of |measured active share on x (N, d_in)
     - Phi(beta / |gamma|)| (:func:`relu_active_fraction`). Returns a float."""
-    bl = _bn_layers(model)[layer]
+    bl = batchnorm_layers(model)[layer]
     phi = relu_active_fraction(bl.params["weight"], bl.params["bias"])
     return np.abs(active_fractions(model, x)[layer] - phi).mean()
 
@@ -1007,4 +1032,4 @@ def plot_subset_accuracy(results, chance=0.1, ax=None):
 def bn_gammas(model):
     """Every gamma of every BatchNorm1d in ``model``, concatenated in forward order:
     array (sum of the layers' widths,)."""
-    return np.concatenate([b.params["weight"] for b in _bn_layers(model)])
+    return np.concatenate([b.params["weight"] for b in batchnorm_layers(model)])

@@ -1,15 +1,5 @@
-"""Probes and model variants for the why-does-it-work experiments (chapter 4).
+"""Probes and experiment drivers for the why-does-it-work chapter (chapter 4).
 
-* :func:`make_mlp` builds the fully connected networks of Ioffe & Szegedy's Figure 1
-  (and deeper, linear or badly initialized variants), with no normalization, BatchNorm
-  or "noisy" BatchNorm, placed before or after the nonlinearity.
-* :class:`NoisyBatchNorm1d` is BatchNorm followed by a random shift and scale that change
-  at every training step (Santurkar et al. 2018, Section 2.1); :class:`GhostBatchNorm1d`
-  normalizes with the statistics of sub-batches ("ghost batches", Hoffer et al. 2017), so
-  the noise of the batch statistics can be changed without changing the gradient batch.
-* :func:`get_state` / :func:`set_state` / :func:`preserved` copy a model's parameters,
-  gradients, running statistics, random streams and caches out and back in, so that a
-  probe can run extra forward and backward passes and leave the model untouched.
 * :func:`internal_covariate_shift` measures ICS as Santurkar et al. define it (their
   Definition 2.1): the change of each layer's gradient when the layers before it take
   their update on the same batch.
@@ -17,261 +7,51 @@
   direction (Santurkar et al., Figure 4): loss range, gradient predictiveness and
   effective beta-smoothness.
 * :func:`probe_every` and :func:`series` attach such measurements to
-  :func:`bnlib.fit` as ``probes`` and read them back; :func:`percentile_probe` and
-  :func:`capture_inputs` look at the inputs of a network's layers.
-* :func:`recalibrate_bn` recomputes BatchNorm statistics with dropout switched off (the
-  dropout "variance shift" of Li et al. 2019).
+  :func:`bnlib.fit` as ``probes`` and read them back; :func:`percentile_probe` looks at
+  the inputs of a network's nonlinearities.
 * Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
   seeds), :func:`lr_sweep`, :func:`train_and_score`, :func:`weight_grad_norms`,
   :func:`mean_ics`, with the probe factories :func:`ics_probe` and :func:`landscape_probe`.
 * Figures of the chapter: :func:`plot_depth`, :func:`plot_noisy_bn`,
   :func:`plot_landscape`, :func:`plot_effective_lr`.
+
+The networks come from :func:`bnlib.make_mlp`; probes restore the model with
+:func:`bnlib.preserved`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
-from . import functional as F
-from .losses import softmax_cross_entropy
-from .modules import (BatchNorm1d, Conv1d, Dropout, Linear, Module, ReLU, Sequential,
-                      Sigmoid, Tanh)
-from .optim import SGD
-from .plotting import COLORS, LABELS, caption_axes
-from .train import evaluate, fit
+from ..losses import softmax_cross_entropy
+from ..models import make_mlp
+from ..modules import Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
+from ..optim import SGD
+from ..plotting import COLORS, LABELS, caption_axes
+from ..surgery import capture_inputs, preserved
+from ..train import evaluate, fit
 
 __all__ = [
-    "make_mlp", "NoisyBatchNorm1d", "GhostBatchNorm1d", "ACTIVATIONS",
-    "get_state", "set_state", "preserved",
-    "layer_groups", "loss_and_gradients", "internal_covariate_shift", "gradient_landscape",
-    "capture_inputs", "percentile_probe", "probe_every", "series",
-    "steps_to_accuracy", "recalibrate_bn",
-    "ics_probe", "landscape_probe", "first_weight_sq_norm", "train_mlps", "lr_sweep",
-    "weight_grad_norms", "mean_ics", "train_and_score",
-    "plot_depth", "plot_noisy_bn", "plot_landscape", "plot_effective_lr",
+    "layer_groups",
+    "loss_and_gradients",
+    "internal_covariate_shift",
+    "gradient_landscape",
+    "percentile_probe",
+    "probe_every",
+    "series",
+    "steps_to_accuracy",
+    "ics_probe",
+    "landscape_probe",
+    "first_weight_sq_norm",
+    "train_mlps",
+    "lr_sweep",
+    "weight_grad_norms",
+    "mean_ics",
+    "train_and_score",
+    "plot_depth",
+    "plot_noisy_bn",
+    "plot_landscape",
+    "plot_effective_lr",
 ]
-
-#: Activation names accepted by :func:`make_mlp` (``"linear"`` means no nonlinearity).
-ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": None}
-
-
-def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
-class NoisyBatchNorm1d(BatchNorm1d):
-    """BatchNorm1d followed by a random per-unit scale and shift, redrawn at every
-    training forward pass: Santurkar et al.'s "noisy BatchNorm".
-
-    At each training step, for the whole layer, a mean ``mu ~ U(-shift, shift)`` and a
-    scale ``s ~ U(scale[0], scale[1])`` are drawn; each unit j then gets its own
-    ``m_j ~ N(mu, unit_std**2)`` and ``s_j ~ N(s, unit_std**2)``, and the output is
-    ``s_j * BN(x)_j + m_j``. The next layer therefore sees inputs whose mean and variance
-    jump from step to step, although BN itself normalized them. In evaluation mode the
-    noise is off (plain BatchNorm with running statistics). The noise has its own ``rng``.
-
-    Input (N, C) or (N, C, L), output the same shape.
-    """
-
-    def __init__(self, num_features, shift=0.5, scale=(1.0, 1.25), unit_std=0.1, rng=None,
-                 eps=1e-5, momentum=0.1):
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        self.shift, self.scale, self.unit_std = shift, tuple(scale), unit_std
-        self.rng = _rng(rng)
-        self._noise = None
-
-    def forward(self, x):
-        out = super().forward(x)
-        if not self.training:
-            self._noise = None
-            return out
-        c = self.num_features
-        mu = self.rng.uniform(-self.shift, self.shift)
-        s = self.rng.uniform(*self.scale)
-        m_j = mu + self.unit_std * self.rng.standard_normal(c)
-        s_j = s + self.unit_std * self.rng.standard_normal(c)
-        shape = (1, c) + (1,) * (x.ndim - 2)
-        self._noise = (s_j.reshape(shape).astype(x.dtype), m_j.reshape(shape).astype(x.dtype))
-        return out * self._noise[0] + self._noise[1]
-
-    def backward(self, dout):
-        if self._noise is not None:
-            dout = dout * self._noise[0]
-        return super().backward(dout)
-
-    def extra_repr(self):
-        return (f"{self.num_features}, shift={self.shift}, scale={self.scale}, "
-                f"unit_std={self.unit_std}")
-
-
-class GhostBatchNorm1d(BatchNorm1d):
-    """BatchNorm1d whose training statistics come from "ghost" batches: the batch (N, C)
-    is split into N / ghost_size consecutive groups and each group is normalized with
-    its own mean and variance (Hoffer et al. 2017). The gradient batch stays N, so only
-    the noise of the statistics changes with ``ghost_size``. Running statistics average
-    the groups' statistics; evaluation is plain BatchNorm. Input and output (N, C).
-    """
-
-    def __init__(self, num_features, ghost_size, eps=1e-5, momentum=0.1):
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        if ghost_size < 2:
-            raise ValueError(f"GhostBatchNorm1d: ghost_size must be >= 2, got {ghost_size}")
-        self.ghost_size = ghost_size
-
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        self._check_input(x)
-        n, c = x.shape[0], self.num_features
-        g = self.ghost_size
-        if x.ndim != 2 or n % g:
-            raise ValueError(f"GhostBatchNorm1d: expected an (N, C) input with N a multiple of "
-                             f"ghost_size={g}, got shape {x.shape}")
-        gamma = self.params["weight"].reshape(1, 1, c)
-        beta = self.params["bias"].reshape(1, 1, c)
-        out, cache = F.norm_forward(x.reshape(n // g, g, c), gamma, beta, (1,), self.eps)
-        self._update_running({"m": g, "mu": cache["mu"].mean(axis=0),
-                              "var": cache["var"].mean(axis=0)})
-        self._cache = cache
-        return out.reshape(n, c)
-
-    def backward(self, dout):
-        cache = self._need_cache()
-        if cache["x"].ndim == 2:  # evaluation-mode forward
-            return super().backward(dout)
-        k, g, c = cache["x"].shape
-        self._check_dout(dout, (k * g, c))
-        dx, dgamma, dbeta = F.norm_backward(dout.reshape(k, g, c), cache)
-        self._store_grads(dgamma, dbeta)
-        return dx.reshape(k * g, c)
-
-    def extra_repr(self):
-        return f"{self.num_features}, ghost_size={self.ghost_size}"
-
-
-def make_mlp(sizes, activation="sigmoid", norm=None, rng=None, *, position="before",
-             weight_scale=1.0, dropout=0.0, noise=None, ghost_size=None):
-    """A fully connected network ``Linear -> [norm] -> activation -> ... -> Linear``.
-
-    Args:
-        sizes: layer widths ``[d_in, h_1, ..., h_k, d_out]``; k hidden layers, each
-            ``Linear(h_{i-1}, h_i)`` followed by normalization and the activation, then
-            a final ``Linear(h_k, d_out)`` producing the logits (N, d_out).
-        activation: ``"sigmoid"``, ``"tanh"``, ``"relu"`` or ``"linear"`` (none: a deep
-            linear network).
-        norm: None, ``"bn"`` (:class:`~bnlib.BatchNorm1d`) or ``"noisy_bn"``
-            (:class:`NoisyBatchNorm1d`, with keyword arguments ``noise``).
-        rng: seed or Generator for the weights (and the noise and dropout streams).
-        position: ``"before"`` the nonlinearity (Ioffe & Szegedy's placement; the Linear
-            has no bias, beta replaces it) or ``"after"`` it (the Linear keeps its bias).
-        weight_scale: multiplies every initial weight matrix (PyTorch's
-            U(-1/sqrt(fan_in), 1/sqrt(fan_in)) init times this); values far from 1 give
-            the "poor initialization" of section 2.
-        dropout: if > 0, a :class:`~bnlib.Dropout` after each hidden activation (so it
-            sits *before* the next layer's BatchNorm, Li et al.'s problematic order).
-        noise: keyword arguments for :class:`NoisyBatchNorm1d` (``norm="noisy_bn"``).
-        ghost_size: with ``norm="bn"``, use :class:`GhostBatchNorm1d` with this size.
-
-    Returns:
-        a :class:`~bnlib.Sequential`.
-    """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"make_mlp: activation must be one of {sorted(ACTIVATIONS)}, "
-                         f"got {activation!r}")
-    if norm not in (None, "bn", "noisy_bn"):
-        raise ValueError(f"make_mlp: norm must be None, 'bn' or 'noisy_bn', got {norm!r}")
-    if position not in ("before", "after"):
-        raise ValueError(f"make_mlp: position must be 'before' or 'after', got {position!r}")
-    if len(sizes) < 2:
-        raise ValueError(f"make_mlp: expected at least [d_in, d_out], got sizes={sizes}")
-    rng = _rng(rng)
-    act = ACTIVATIONS[activation]
-
-    def norm_layer(c):
-        if norm == "bn":
-            return BatchNorm1d(c) if ghost_size is None else GhostBatchNorm1d(c, ghost_size)
-        return NoisyBatchNorm1d(c, rng=rng.spawn(1)[0], **(noise or {}))
-
-    layers = []
-    for d_in, d_out in zip(sizes[:-2], sizes[1:-1]):
-        lin = Linear(d_in, d_out, bias=norm is None or position == "after", rng=rng)
-        lin.params["weight"] *= weight_scale
-        layers.append(lin)
-        if norm is not None and position == "before":
-            layers.append(norm_layer(d_out))
-        if act is not None:
-            layers.append(act())
-        if norm is not None and position == "after":
-            layers.append(norm_layer(d_out))
-        if dropout:
-            layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
-    last = Linear(sizes[-2], sizes[-1], rng=rng)
-    last.params["weight"] *= weight_scale
-    layers.append(last)
-    return Sequential(*layers)
-
-
-# ----------------------------------------------------------------------------------------
-# Saving and restoring everything a probe could disturb
-
-
-def get_state(model: Module) -> dict:
-    """A copy of everything a forward/backward pass can change in ``model``.
-
-    Parameters and gradients (copied), BatchNorm running statistics and counters, the
-    state of every module's random stream (``module.rng``, e.g. dropout and noisy BN),
-    and each module's forward cache and train/eval flag (kept by reference: a forward
-    pass replaces a cache, it never edits it). Restore with :func:`set_state`.
-    """
-    mods = list(model.modules())
-    return {
-        "params": [{k: v.copy() for k, v in m.params.items()} for m in mods],
-        "grads": [{k: v.copy() for k, v in m.grads.items()} for m in mods],
-        "running": [(m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
-                    if hasattr(m, "running_mean") else None for m in mods],
-        "rng": [m.rng.bit_generator.state if isinstance(getattr(m, "rng", None),
-                                                        np.random.Generator) else None
-                for m in mods],
-        "cache": [(m._cache, getattr(m, "_noise", None)) for m in mods],
-        "training": [m.training for m in mods],
-    }
-
-
-def set_state(model: Module, state: dict) -> Module:
-    """Put back a state taken by :func:`get_state` (parameters copied in place, so
-    optimizers holding ``(module, name)`` pairs keep working). Returns ``model``."""
-    mods = list(model.modules())
-    if len(mods) != len(state["params"]):
-        raise ValueError(f"set_state: the state has {len(state['params'])} modules, "
-                         f"the model {len(mods)}")
-    for i, m in enumerate(mods):
-        for k, v in state["params"][i].items():
-            np.copyto(m.params[k], v)
-        for k, v in state["grads"][i].items():
-            m.grads[k] = v.copy()
-        if state["running"][i] is not None:
-            mean, var, n = state["running"][i]
-            m.running_mean, m.running_var, m.num_batches_tracked = mean.copy(), var.copy(), n
-        if state["rng"][i] is not None:
-            m.rng.bit_generator.state = state["rng"][i]
-        m._cache = state["cache"][i][0]
-        if hasattr(m, "_noise"):
-            m._noise = state["cache"][i][1]
-        m.training = state["training"][i]
-    return model
-
-
-@contextmanager
-def preserved(model: Module):
-    """``with preserved(model): ...`` runs the block and then restores ``model`` exactly
-    (see :func:`get_state`), even if the block raises."""
-    state = get_state(model)
-    try:
-        yield model
-    finally:
-        set_state(model, state)
-
 
 # ----------------------------------------------------------------------------------------
 # Gradients, internal covariate shift and the loss landscape
@@ -398,37 +178,6 @@ def gradient_landscape(model, x, y, lr, multipliers=(0.5, 1.0, 1.5, 2.0, 2.5, 3.
             "grad_norm": gnorm}
 
 
-# ----------------------------------------------------------------------------------------
-# Looking inside a Sequential, and attaching probes to fit()
-
-
-def capture_inputs(model: Sequential, x, kind, mode="eval"):
-    """The inputs to every top-level layer of type ``kind`` when ``model`` runs on x.
-
-    Args:
-        model: a :class:`~bnlib.Sequential`.
-        x: inputs (N, d_in).
-        kind: a module class (or tuple of classes), e.g. ``Sigmoid`` for the inputs of
-            each sigmoid, ``BatchNorm1d`` for what each BN layer normalizes.
-        mode: ``"eval"`` (running statistics, no dropout) or ``"train"`` (batch
-            statistics of x, dropout and noise on). The model is left untouched.
-
-    Returns:
-        list of arrays (N, C), one per matching layer, in order.
-    """
-    if mode not in ("eval", "train"):
-        raise ValueError(f"capture_inputs: mode must be 'eval' or 'train', got {mode!r}")
-    found = []
-    with preserved(model):
-        model.train(mode == "train")
-        h = x
-        for layer in model.layers:
-            if isinstance(layer, kind):
-                found.append(h.copy())
-            h = layer(h)
-    return found
-
-
 def percentile_probe(x, layer=-1, unit=0, q=(15, 50, 85), kind=(Sigmoid, Tanh, ReLU),
                      mode="train"):
     """A probe for :func:`bnlib.fit`: percentiles ``q`` of the input to one nonlinearity.
@@ -486,30 +235,6 @@ def steps_to_accuracy(history, target):
         if a >= target:
             return s
     return None
-
-
-def recalibrate_bn(model, x, batch_size=200):
-    """Recompute every BatchNorm's running statistics on x with dropout switched off.
-
-    The cure for the dropout "variance shift" (Li et al. 2019): BN layers see inputs in
-    training mode (batch statistics, cumulative average over the batches of x, shape
-    (N, d_in)) while Dropout layers are in evaluation mode, so the stored variance is
-    the one the network will meet at test time. Parameters are not changed.
-    Returns ``model`` in evaluation mode.
-    """
-    bns = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
-    saved = [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.training = True
-    for i in range(0, len(x), batch_size):
-        if len(x[i:i + batch_size]) > 1:
-            model(x[i:i + batch_size])
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------------------

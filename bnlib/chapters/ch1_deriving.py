@@ -1,21 +1,27 @@
-"""Figures of graphs and tensor blocks drawn with matplotlib (chapters 1 and 5).
+"""Figures and experiments of the derivation chapter (chapter 1).
 
-Chapter 1 uses :func:`draw_bn_graph` (the computational graph of batch norm),
+:func:`draw_bn_graph` (the computational graph of batch norm),
 :func:`plot_gradient_geometry` (the backward pass as a regression residual),
 :func:`weight_scale_sweep` and :func:`plot_weight_scale_sweep` (scale invariance:
-larger weights get smaller updates). Each function is self-contained.
+larger weights get smaller updates), and :func:`markdown_table` for tables in outputs.
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import functional as F
-from .plotting import COLORS
+from .. import functional as F
+from ..plotting import COLORS
 
-__all__ = ["BN_GRAPH_NODES", "BN_GRAPH_EDGES", "draw_bn_graph", "plot_gradient_geometry",
-           "weight_scale_sweep", "plot_weight_scale_sweep", "markdown_table",
-           "plot_norm_axes"]
+__all__ = [
+    "BN_GRAPH_NODES",
+    "BN_GRAPH_EDGES",
+    "markdown_table",
+    "draw_bn_graph",
+    "plot_gradient_geometry",
+    "weight_scale_sweep",
+    "plot_weight_scale_sweep",
+]
 
 #: Node name -> label drawn in the graph (inputs first, then the STAGED_NODES operations).
 BN_GRAPH_NODES = {
@@ -33,12 +39,14 @@ BN_GRAPH_NODES = {
     "out": r"$y = z + \beta$",
 }
 
+
 #: Forward edges of the graph (parent, child); x and x_c each feed two nodes.
 BN_GRAPH_EDGES = (
     ("x", "mu"), ("x", "xc"), ("mu", "xc"), ("xc", "sq"), ("sq", "var"), ("var", "std"),
     ("std", "inv_std"), ("xc", "x_hat"), ("inv_std", "x_hat"), ("x_hat", "scaled"),
     ("gamma", "scaled"), ("scaled", "out"), ("beta", "out"),
 )
+
 
 _POS = {"x": (0.0, 0.0), "mu": (1.0, 1.0), "xc": (2.1, 0.0), "sq": (3.2, 1.0),
         "var": (4.75, 1.0), "std": (6.6, 1.0), "inv_std": (8.3, 1.0), "x_hat": (8.9, 0.0),
@@ -248,47 +256,4 @@ def plot_weight_scale_sweep(res, figsize=(10.0, 3.4)):
     a2.set_xlabel("gradient step")
     a2.set_ylabel(r"mean row norm $|w_t| / |w_0|$")
     a2.set_title("row norms grow, small ones fastest")
-    return fig
-
-
-# ---------------------------------------------------------------- chapter 5: normalized axes
-
-def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups=2,
-                   index=(1, 1, 0), figsize=(10.0, 3.0)):
-    """Four (N, C, spatial) blocks with the set that shares one mean and variance shaded.
-
-    Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
-    voxels (C to the right, N into the page, the flattened spatial axes H, W upwards) and
-    fills, in the method's book colour, the entries normalized together with the entry at
-    ``index`` (from :func:`bnlib.sequence.normalized_mask`; "gn" uses ``num_groups``).
-
-    Returns:
-        The Figure; each axes has ``gid="norm-axes:<method>"`` and, as ``ax.mask``, the
-        boolean mask (shape ``shape``) it shaded.
-    """
-    from .plotting import LABELS
-    from .sequence import normalized_mask
-
-    n, c, s = shape
-    fig = plt.figure(figsize=figsize, layout="constrained")
-    for k, method in enumerate(methods):
-        ax = fig.add_subplot(1, len(methods), k + 1, projection="3d")
-        mask = normalized_mask(method, shape, index, num_groups)
-        shaded = mask.transpose(1, 0, 2)                     # voxel axes: x = C, y = N, z = HW
-        ax.voxels(~shaded, facecolors="#d9d9d920", edgecolor="#9090907f", linewidth=0.4)
-        ax.voxels(shaded, facecolors=COLORS[method], edgecolor="#404040", linewidth=0.5)
-        ax.set_box_aspect((c, n, s), zoom=0.88)
-        ax.view_init(elev=22, azim=-58)
-        ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
-        ax.set_xlabel("C", labelpad=-12)
-        ax.set_ylabel("N", labelpad=-12)
-        ax.set_zlabel("H, W", labelpad=-12)
-        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
-            axis.pane.set_visible(False)
-            axis.line.set_color("0.5")
-        ax.grid(False)
-        title = LABELS[method] + (f" (G={num_groups})" if method == "gn" else "")
-        ax.set_title(f"{title}\nm = {int(mask.sum())}", fontsize=10)
-        ax.set_gid(f"norm-axes:{method}")
-        ax.mask = mask
     return fig

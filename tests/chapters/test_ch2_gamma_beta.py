@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from scipy.stats import norm, skew  # noqa: E402
 
 import bnlib  # noqa: E402
-from bnlib import intuition as I  # noqa: E402
+from bnlib.chapters import ch2_gamma_beta as ch2  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def _close_figures():
 
 @pytest.mark.parametrize("mean,spread,sk", [(0.0, 1.0, 0.0), (2.0, 1.5, 1.0), (-3.0, 0.5, -1.5)])
 def test_sample_skewed_moments(mean, spread, sk):
-    x = I.sample_skewed(200_000, mean, spread, sk, rng=0)
+    x = ch2.sample_skewed(200_000, mean, spread, sk, rng=0)
     assert x.shape == (200_000,)
     np.testing.assert_allclose(x.mean(), mean, atol=0.02 * spread)
     np.testing.assert_allclose(x.std(), spread, rtol=0.02)
@@ -30,15 +30,15 @@ def test_sample_skewed_moments(mean, spread, sk):
 
 
 def test_sample_skewed_is_seeded_and_checks_spread():
-    np.testing.assert_array_equal(I.sample_skewed(10, 1, 2, 1, rng=3), I.sample_skewed(10, 1, 2, 1, rng=3))
+    np.testing.assert_array_equal(ch2.sample_skewed(10, 1, 2, 1, rng=3), ch2.sample_skewed(10, 1, 2, 1, rng=3))
     with pytest.raises(ValueError, match="spread"):
-        I.sample_skewed(10, spread=0.0)
+        ch2.sample_skewed(10, spread=0.0)
 
 
 @pytest.mark.parametrize("gamma,beta", [(0.5, -1.0), (1.0, 0.0), (3.0, 2.0), (-2.0, 0.5)])
 def test_bn_stages_mean_is_beta_and_variance_is_gamma_squared(gamma, beta):
-    x = I.sample_skewed(1000, 4.0, 3.0, 1.0, rng=1)
-    st = I.bn_stages(x, gamma, beta, "relu", eps=1e-5)
+    x = ch2.sample_skewed(1000, 4.0, 3.0, 1.0, rng=1)
+    st = ch2.bn_stages(x, gamma, beta, "relu", eps=1e-5)
     assert set(st) == {"input", "x_hat", "bn", "activation"}
     np.testing.assert_allclose(st["bn"].mean(), beta, atol=1e-12)
     np.testing.assert_allclose(st["bn"].var(), gamma**2 * x.var() / (x.var() + 1e-5), rtol=1e-10)
@@ -52,25 +52,25 @@ def test_bn_stages_mean_is_beta_and_variance_is_gamma_squared(gamma, beta):
 
 def test_bn_stages_rejects_bad_input():
     with pytest.raises(ValueError, match="nonlinearity"):
-        I.bn_stages(np.ones(4), 1, 0, "tanhh")
+        ch2.bn_stages(np.ones(4), 1, 0, "tanhh")
     with pytest.raises(ValueError, match=r"shape \(m,\)"):
-        I.bn_stages(np.ones((4, 2)), 1, 0)
+        ch2.bn_stages(np.ones((4, 2)), 1, 0)
 
 
 def test_draw_bn_histograms_returns_the_stats_it_draws():
-    x = I.sample_skewed(2000, 1.0, 2.0, 0.5, rng=2)
+    x = ch2.sample_skewed(2000, 1.0, 2.0, 0.5, rng=2)
     fig, axes = plt.subplots(1, 3)
-    st = I.draw_bn_histograms(axes, x, 2.0, -1.0, "sigmoid")
+    st = ch2.draw_bn_histograms(axes, x, 2.0, -1.0, "sigmoid")
     np.testing.assert_allclose([st["bn_mean"], st["bn_var"]], [-1.0, 4.0], rtol=1e-4, atol=1e-12)
-    a = I.bn_stages(x, 2.0, -1.0)["activation"]
+    a = ch2.bn_stages(x, 2.0, -1.0)["activation"]
     np.testing.assert_allclose(st["saturated"], np.mean((a < 0.05) | (a > 0.95)))
     assert all(len(ax.patches) >= 1 for ax in axes)
 
 
 def test_view_and_grid_draw_the_same_panel():
-    fig, st = I.gamma_beta_view(1.5, 0.5, 2.0, 1.5, 1.0, "relu", n=3000, seed=4)
-    x = I.sample_skewed(3000, 2.0, 1.5, 1.0, rng=4)
-    fig2, rows = I.gamma_beta_grid([(1.0, 0.0), (1.5, 0.5)], x, "relu")
+    fig, st = ch2.gamma_beta_view(1.5, 0.5, 2.0, 1.5, 1.0, "relu", n=3000, seed=4)
+    x = ch2.sample_skewed(3000, 2.0, 1.5, 1.0, rng=4)
+    fig2, rows = ch2.gamma_beta_grid([(1.0, 0.0), (1.5, 0.5)], x, "relu")
     assert rows[1] == st
     assert len(fig2.axes) == 6
 
@@ -78,7 +78,7 @@ def test_view_and_grid_draw_the_same_panel():
 # ---------------------------------------------------------------- widgets
 
 def test_gamma_beta_widget_redraws_when_a_slider_moves():
-    w = I.gamma_beta_widget(n=2000, seed=0)
+    w = ch2.gamma_beta_widget(n=2000, seed=0)
     assert set(w.controls) == {"gamma", "beta", "mean", "spread", "skew", "nonlinearity"}
     np.testing.assert_allclose(w.last_stats["bn_var"], 1.0, rtol=1e-3)
     w.controls["gamma"].value = 3.0
@@ -87,7 +87,7 @@ def test_gamma_beta_widget_redraws_when_a_slider_moves():
     np.testing.assert_allclose(w.last_stats["bn_mean"], -2.0, atol=1e-12)
     w.controls["nonlinearity"].value = "relu"
     np.testing.assert_allclose(w.last_stats["active"], np.mean(
-        I.bn_stages(I.sample_skewed(2000, 2.0, 1.5, 1.0, rng=0), 3.0, -2.0)["bn"] > 0))
+        ch2.bn_stages(ch2.sample_skewed(2000, 2.0, 1.5, 1.0, rng=0), 3.0, -2.0)["bn"] > 0))
     before = w.last_stats["input_mean"]
     w.controls["mean"].value = -3.0          # the input moves, the BN output does not
     assert w.last_stats["input_mean"] < before - 4
@@ -95,7 +95,7 @@ def test_gamma_beta_widget_redraws_when_a_slider_moves():
 
 
 def test_relu_widget_redraws_when_a_slider_moves():
-    w = I.relu_widget(n=4000, seed=1)
+    w = ch2.relu_widget(n=4000, seed=1)
     np.testing.assert_allclose(w.last_stats["active"], 0.5, atol=0.03)
     w.controls["beta"].value = -1.0
     np.testing.assert_allclose(w.last_stats["predicted"], norm.cdf(-1.0))
@@ -106,22 +106,22 @@ def test_relu_widget_redraws_when_a_slider_moves():
 
 @pytest.mark.parametrize("tol", [0.01, 0.05, 0.1, 0.3])
 def test_sigmoid_linear_bound_solves_the_ratio(tol):
-    z = I.sigmoid_linear_bound(tol)
-    ratio = (I._sigmoid(z) - 0.5) / (z / 4)
+    z = ch2.sigmoid_linear_bound(tol)
+    ratio = (ch2._sigmoid(z) - 0.5) / (z / 4)
     np.testing.assert_allclose(ratio, 1 - tol, rtol=1e-9)
     with pytest.raises(ValueError):
-        I.sigmoid_linear_bound(1.5)
+        ch2.sigmoid_linear_bound(1.5)
 
 
 def test_sigmoid_linear_regime_matches_the_normal_cdf():
     z = np.random.default_rng(0).standard_normal(200_000)
-    r = I.sigmoid_linear_regime(z, 0.1)
-    np.testing.assert_allclose(r["fraction"], 2 * norm.cdf(I.sigmoid_linear_bound(0.1)) - 1,
+    r = ch2.sigmoid_linear_regime(z, 0.1)
+    np.testing.assert_allclose(r["fraction"], 2 * norm.cdf(ch2.sigmoid_linear_bound(0.1)) - 1,
                                atol=0.005)
     assert r["r2"] > 0.98 and r["saturated"] < 0.01
-    big = I.sigmoid_linear_regime(8 * z, 0.1)
+    big = ch2.sigmoid_linear_regime(8 * z, 0.1)
     assert big["saturated"] > 0.6 and big["r2"] < r["r2"]
-    assert I.sigmoid_linear_regime(0.01 * z)["r2"] > 0.99999
+    assert ch2.sigmoid_linear_regime(0.01 * z)["r2"] > 0.99999
 
 
 def test_unit_input_ranges_and_figures():
@@ -129,44 +129,44 @@ def test_unit_input_ranges_and_figures():
     net = bnlib.make_mlp([5, 8, 6, 3], "sigmoid", "bn", rng=0)
     net.train()
     net(data.x_train)                                       # fill the running statistics
-    r = I.unit_input_ranges(net, data.x_train)
+    r = ch2.unit_input_ranges(net, data.x_train)
     assert [a.shape for a in r] == [(3, 8), (3, 6)]
     assert np.all(r[0][0] <= r[0][1]) and np.all(r[0][1] <= r[0][2])
-    fig, ranges = I.plot_learned_affine(net, data.x_train)
+    fig, ranges = ch2.plot_learned_affine(net, data.x_train)
     assert len(fig.axes) == 3
-    fig, table = I.plot_sigmoid_regime([0.5, 1.0, 2.0], betas=(0.0,), n=2000)
+    fig, table = ch2.plot_sigmoid_regime([0.5, 1.0, 2.0], betas=(0.0,), n=2000)
     assert [t["saturated"] for t in table[0.0]] == sorted(t["saturated"] for t in table[0.0])
 
 
 # ---------------------------------------------------------------- mean-shift experiment
 
 def test_mean_shift_task_and_models():
-    x0, t0 = I.mean_shift_task(0.0, n=64, d=5, k=3, rng=1)
-    x5, t5 = I.mean_shift_task(5.0, n=64, d=5, k=3, rng=1)
+    x0, t0 = ch2.mean_shift_task(0.0, n=64, d=5, k=3, rng=1)
+    x5, t5 = ch2.mean_shift_task(5.0, n=64, d=5, k=3, rng=1)
     np.testing.assert_array_equal(x0, x5)
     np.testing.assert_allclose(t5 - t0, 5.0)
-    plain, bn = I.mean_shift_model(False, d=5, k=3), I.mean_shift_model(True, d=5, k=3)
+    plain, bn = ch2.mean_shift_model(False, d=5, k=3), ch2.mean_shift_model(True, d=5, k=3)
     assert isinstance(bn[-1], bnlib.BatchNorm1d) and "bias" not in bn[-2].params
     assert "bias" in plain[-1].params
     np.testing.assert_array_equal(plain[0].params["weight"], bn[0].params["weight"])
 
 
 def test_steps_to_target_counts_updates():
-    x, t = I.mean_shift_task(1.0, n=64, rng=0)
-    net = I.mean_shift_model(True)
-    r = I.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=7)
+    x, t = ch2.mean_shift_task(1.0, n=64, rng=0)
+    net = ch2.mean_shift_model(True)
+    r = ch2.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=7)
     assert r["steps"] is None and len(r["loss"]) == 8 and r["mean"].shape == (8, 2)
-    net = I.mean_shift_model(True)
-    r = I.steps_to_target(net, bnlib.SGD(net, lr=1.0), x, t, loss_target=1e9)
+    net = ch2.mean_shift_model(True)
+    r = ch2.steps_to_target(net, bnlib.SGD(net, lr=1.0), x, t, loss_target=1e9)
     assert r["steps"] == 0
 
 
 def test_with_bn_a_mean_shift_only_changes_beta():
     nets = []
     for shift in (0.0, 4.0):
-        x, t = I.mean_shift_task(shift, n=64, rng=0)
-        net = I.mean_shift_model(True)
-        I.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=20)
+        x, t = ch2.mean_shift_task(shift, n=64, rng=0)
+        net = ch2.mean_shift_model(True)
+        ch2.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=20)
         nets.append(net)
     for (m0, k), (m1, _) in zip(nets[0].parameters(), nets[1].parameters()):
         if isinstance(m0, bnlib.BatchNorm1d) and k == "bias":
@@ -178,9 +178,9 @@ def test_with_bn_a_mean_shift_only_changes_beta():
 
 
 def test_mean_shift_sweep_and_plot():
-    runs = I.mean_shift_sweep([0.0, 2.0], [0.3], max_steps=30, loss_target=0.5)
+    runs = ch2.mean_shift_sweep([0.0, 2.0], [0.3], max_steps=30, loss_target=0.5)
     assert set(runs) == {(b, s, 0.3) for b in (False, True) for s in (0.0, 2.0)}
-    fig, best = I.plot_mean_shift(runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30)
+    fig, best = ch2.plot_mean_shift(runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30)
     assert set(best) == {(b, s) for b in (False, True) for s in (0.0, 2.0)}
     assert all(lr == 0.3 for _, lr in best.values())
 
@@ -188,23 +188,23 @@ def test_mean_shift_sweep_and_plot():
 # ---------------------------------------------------------------- ReLU
 
 def test_relu_active_fraction():
-    np.testing.assert_allclose(I.relu_active_fraction(1.0, 0.0), 0.5)
-    np.testing.assert_allclose(I.relu_active_fraction(2.0, -1.0), norm.cdf(-0.5))
-    np.testing.assert_allclose(I.relu_active_fraction(-2.0, -1.0), norm.cdf(-0.5))  # |gamma|
-    assert I.relu_active_fraction(0.0, 1.0) == 1.0 and I.relu_active_fraction(0.0, -1.0) == 0.0
-    out = I.relu_active_fraction(np.array([1.0, 2.0]), np.array([0.0, 2.0]))
+    np.testing.assert_allclose(ch2.relu_active_fraction(1.0, 0.0), 0.5)
+    np.testing.assert_allclose(ch2.relu_active_fraction(2.0, -1.0), norm.cdf(-0.5))
+    np.testing.assert_allclose(ch2.relu_active_fraction(-2.0, -1.0), norm.cdf(-0.5))  # |gamma|
+    assert ch2.relu_active_fraction(0.0, 1.0) == 1.0 and ch2.relu_active_fraction(0.0, -1.0) == 0.0
+    out = ch2.relu_active_fraction(np.array([1.0, 2.0]), np.array([0.0, 2.0]))
     np.testing.assert_allclose(out, norm.cdf([0.0, 1.0]))
     x_hat = np.random.default_rng(0).standard_normal(100_000)
     for g, b in [(1.0, -1.0), (0.5, 0.3), (-3.0, 2.0)]:
-        np.testing.assert_allclose(np.mean(g * x_hat + b > 0), I.relu_active_fraction(g, b),
+        np.testing.assert_allclose(np.mean(g * x_hat + b > 0), ch2.relu_active_fraction(g, b),
                                    atol=0.005)
 
 
 def test_relu_panels():
     x_hat = np.random.default_rng(0).standard_normal(3000)
-    fig, measured = I.relu_grid(x_hat, [(1.0, -1.0), (2.0, 0.5)])
+    fig, measured = ch2.relu_grid(x_hat, [(1.0, -1.0), (2.0, 0.5)])
     np.testing.assert_allclose(measured, [np.mean(x_hat > 1.0), np.mean(2 * x_hat + 0.5 > 0)])
-    fig, st = I.relu_view(1.0, 0.5, n=3000, seed=0)
+    fig, st = ch2.relu_view(1.0, 0.5, n=3000, seed=0)
     np.testing.assert_allclose(st["predicted"], norm.cdf(0.5))
 
 
@@ -212,14 +212,14 @@ def test_active_fractions_and_dead_units():
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, rng=0)
     net = bnlib.make_mlp([5, 8, 3], "relu", None, rng=0)
     net[0].params["bias"][:3] = -100.0                      # three units that never fire
-    fr = I.active_fractions(net, data.x_train)
+    fr = ch2.active_fractions(net, data.x_train)
     assert len(fr) == 1 and fr[0].shape == (8,)
     assert np.all(fr[0][:3] == 0) and np.all(fr[0][3:] > 0)
 
 
 def test_dead_unit_census_small():
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
-    rows = I.dead_unit_census(data, [0.05], width=8, epochs=1, batch_size=50)
+    rows = ch2.dead_unit_census(data, [0.05], width=8, epochs=1, batch_size=50)
     assert [r["norm"] for r in rows] == [None, "bn"]
     assert all(len(r["dead"]) == 2 and 0 <= r["test_acc"] <= 1 for r in rows)
 
@@ -231,7 +231,7 @@ def _net():
 
 
 def test_bn_affine_parameters():
-    pairs = I.bn_affine_parameters(_net())
+    pairs = ch2.bn_affine_parameters(_net())
     assert [(type(m).__name__, k) for m, k in pairs] == [("BatchNorm1d", "weight"),
                                                          ("BatchNorm1d", "bias")] * 2
     assert sum(m.params[k].size for m, k in pairs) == 2 * (8 + 6)
@@ -240,13 +240,13 @@ def test_bn_affine_parameters():
 def test_random_parameter_masks():
     net = _net()
     pairs = [(m, k) for m, k in net.parameters() if not isinstance(m, bnlib.BatchNorm1d)]
-    masks = I.random_parameter_masks(pairs, 17, rng=0)
+    masks = ch2.random_parameter_masks(pairs, 17, rng=0)
     assert [mk.shape for mk in masks] == [m.params[k].shape for m, k in pairs]
     assert sum(int(mk.sum()) for mk in masks) == 17
-    again = I.random_parameter_masks(pairs, 17, rng=0)
+    again = ch2.random_parameter_masks(pairs, 17, rng=0)
     assert all(np.array_equal(a, b) for a, b in zip(masks, again))
     with pytest.raises(ValueError, match="count"):
-        I.random_parameter_masks(pairs, 10**6)
+        ch2.random_parameter_masks(pairs, 10**6)
 
 
 @pytest.mark.parametrize("make_opt", [lambda p: bnlib.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
@@ -255,9 +255,9 @@ def test_masked_optimizer_moves_only_chosen_entries(make_opt):
     data = bnlib.make_gaussian_classes(n_train=100, n_test=10, dim=5, rng=0)
     net = _net()
     pairs = net.parameters()
-    masks = I.random_parameter_masks(pairs, 20, rng=1)
+    masks = ch2.random_parameter_masks(pairs, 20, rng=1)
     start = [m.params[k].copy() for m, k in pairs]
-    opt = I.MaskedOptimizer(make_opt(pairs), masks)
+    opt = ch2.MaskedOptimizer(make_opt(pairs), masks)
     assert opt.num_trainable() == 20 and opt.lr > 0
     bnlib.fit(net, opt, data.x_train, data.y_train, epochs=3, batch_size=20, rng=0, progress=False)
     moved = 0
@@ -271,17 +271,17 @@ def test_masked_optimizer_checks_masks():
     net = _net()
     opt = bnlib.SGD(net, lr=0.1)
     with pytest.raises(ValueError, match="masks"):
-        I.MaskedOptimizer(opt, [])
+        ch2.MaskedOptimizer(opt, [])
     bad = [np.ones((2, 2), bool) for _ in opt.params]
     with pytest.raises(ValueError, match="shape"):
-        I.MaskedOptimizer(opt, bad)
+        ch2.MaskedOptimizer(opt, bad)
 
 
 @pytest.mark.parametrize("which", ["bn", "random", "all"])
 def test_train_subset_trains_what_it_says(which):
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
     ref = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
-    res = I.train_subset(which, data, width=16, depth=1, lr=0.03, epochs=2, batch_size=50)
+    res = ch2.train_subset(which, data, width=16, depth=1, lr=0.03, epochs=2, batch_size=50)
     net = res["model"]
     n_bn = 2 * 16
     changed = sum(int(np.sum(m.params[k] != r.params[k]))
@@ -302,18 +302,13 @@ def test_train_subset_trains_what_it_says(which):
         assert bn_same
     assert 0.0 <= res["test_acc"] <= 1.0
     with pytest.raises(ValueError, match="which"):
-        I.train_subset("some")
-
-
-def test_public_names_are_exported():
-    for name in I.__all__:
-        assert getattr(bnlib, name) is getattr(I, name)
+        ch2.train_subset("some")
 
 
 def test_plot_subset_accuracy():
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
-    res = I.train_subset("bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50)
-    ax = I.plot_subset_accuracy([(res, "C0", "BN only")])
+    res = ch2.train_subset("bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50)
+    ax = ch2.plot_subset_accuracy([(res, "C0", "BN only")])
     assert len(ax.lines) == 2 and ax.get_ylim()[0] == 0
 
 
@@ -325,7 +320,7 @@ def _tiny_data():
 
 def test_train_mlp_matches_make_mlp_and_fit():
     data = _tiny_data()
-    net, hist = I.train_mlp(data, "sigmoid", "bn", width=8, depth=2, lr=1e-2, epochs=2,
+    net, hist = ch2.train_mlp(data, "sigmoid", "bn", width=8, depth=2, lr=1e-2, epochs=2,
                             batch_size=50, rng=3, fit_rng=4)
     ref = bnlib.make_mlp([5, 8, 8, 3], "sigmoid", "bn", rng=3)
     ref_hist = bnlib.fit(ref, bnlib.Adam(ref, lr=1e-2), data.x_train, data.y_train, epochs=2,
@@ -338,13 +333,13 @@ def test_train_mlp_matches_make_mlp_and_fit():
 def test_linear_regime_shares():
     net = bnlib.make_mlp([5, 8, 6, 3], "sigmoid", "bn", rng=0)
     x = np.random.default_rng(0).standard_normal((300, 5))
-    shares = I.linear_regime_shares(net, x, 1.0)
+    shares = ch2.linear_regime_shares(net, x, 1.0)
     assert [s.shape for s in shares] == [(8,), (6,)]
     zs = bnlib.capture_inputs(net, x, bnlib.Sigmoid, mode="eval")
     for s, z in zip(shares, zs):
         np.testing.assert_array_equal(s, np.mean(np.abs(z) <= 1.0, axis=0))
     assert 0 < shares[0].min() < 1
-    assert all(np.all(s == 1.0) for s in I.linear_regime_shares(net, x, 1e6))
+    assert all(np.all(s == 1.0) for s in ch2.linear_regime_shares(net, x, 1e6))
 
 
 def test_mean_shift_table():
@@ -352,7 +347,7 @@ def test_mean_shift_table():
             for s in (0.0, 3.0) for lr in (0.3, 1.0)}
     runs[True, 0.0, 0.3]["steps"] = 12
     runs[False, 3.0, 1.0]["diverged"] = True
-    lines = I.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
+    lines = ch2.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
     assert lines[0] == "output layer         lr    shift 0.0  shift 3.0"
     assert lines[1] == "Linear + bias       0.3          >50        >50"
     assert lines[2] == "Linear + bias       1.0          >50   diverged"
@@ -362,7 +357,7 @@ def test_mean_shift_table():
 
 @pytest.mark.parametrize("bn", [True, False])
 def test_mean_shift_pair(bn):
-    pair = I.mean_shift_pair(bn, 0.0, 4.0, steps=20, lr=0.3, rng=0)
+    pair = ch2.mean_shift_pair(bn, 0.0, 4.0, steps=20, lr=0.3, rng=0)
     a, b = pair["models"]
     assert len(pair["diffs"]) == len(a.parameters())
     assert len(pair["saturated"]) == 2 and all(0 <= s <= 1 for s in pair["saturated"])
@@ -378,7 +373,7 @@ def test_mean_shift_pair(bn):
 def test_census_table():
     census = [{"norm": None, "lr": 0.1, "dead": [0, 3], "test_acc": 0.5},
               {"norm": "bn", "lr": 1.0, "dead": [1, 2], "test_acc": 0.25}]
-    assert I.census_table(census, width=8).split("\n") == [
+    assert ch2.census_table(census, width=8).split("\n") == [
         "without BN lr=0.1: dead units per layer [0, 3] of 8, test accuracy 0.500",
         "with BN    lr=1.0: dead units per layer [1, 2] of 8, test accuracy 0.250"]
 
@@ -389,21 +384,21 @@ def test_dead_unit_profile_and_active_share_gap():
     bl = [m for m in net.modules() if isinstance(m, bnlib.BatchNorm1d)][1]
     bl.params["bias"][:2] = -50.0                     # two units that never fire
     bl.params["weight"][:2] = 0.5
-    p = I.dead_unit_profile(net, x, layer=1)
+    p = ch2.dead_unit_profile(net, x, layer=1)
     assert p["n_dead"] == 2 and np.array_equal(p["dead"], np.arange(6) < 2)
     np.testing.assert_allclose(p["ratio"], bl.params["bias"] / np.abs(bl.params["weight"]))
     assert p["ratio_dead"] == p["ratio_dead_max"] == -100.0 and p["gamma_dead"] == 0.5
     assert p["ratio_live"] == 0.0 and p["gamma_live"] == 1.0
     assert p["active_live"] == np.median(p["active"][2:]) > 0
     # the first layer's inputs are zero-mean: Phi(beta/|gamma|) = 1/2 predicts its share
-    assert I.active_share_gap(net, x, layer=0) < 0.1
-    frac = I.active_fractions(net, x)[1]
-    expected = np.mean(np.abs(frac - I.relu_active_fraction(bl.params["weight"],
+    assert ch2.active_share_gap(net, x, layer=0) < 0.1
+    frac = ch2.active_fractions(net, x)[1]
+    expected = np.mean(np.abs(frac - ch2.relu_active_fraction(bl.params["weight"],
                                                              bl.params["bias"])))
-    np.testing.assert_allclose(I.active_share_gap(net, x, layer=1), expected)
+    np.testing.assert_allclose(ch2.active_share_gap(net, x, layer=1), expected)
 
 
 def test_bn_gammas():
     net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
-    g = I.bn_gammas(net)
+    g = ch2.bn_gammas(net)
     assert g.shape == (14,) and np.all(g == 1.0)

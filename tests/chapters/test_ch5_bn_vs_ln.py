@@ -4,13 +4,25 @@ import numpy as np
 import pytest
 
 import bnlib
-from bnlib import check_module_gradients, numerical_gradient, rel_error
+from bnlib import (
+    NormRNN,
+    check_module_gradients,
+    rnn_classifier,
+)
 from bnlib import functional as F
-from bnlib.sequence import (BA2016_TABLE1, TRANSFORMATIONS, LastStep, NormRNN, WeightNormLinear,
-                            batch_size_sweep, conv1d_net, invariance_html, invariance_table,
-                            drift_test_sets, make_drift_task, make_norm, normalized_mask,
-                            plot_rnn_length_experiment, reduction_axes, rnn_classifier,
-                            rnn_length_experiment)
+from bnlib.chapters.ch5_bn_vs_ln import (
+    BA2016_TABLE1,
+    TRANSFORMATIONS,
+    batch_size_sweep,
+    drift_test_sets,
+    invariance_html,
+    invariance_table,
+    make_drift_task,
+    normalized_mask,
+    plot_rnn_length_experiment,
+    reduction_axes,
+    rnn_length_experiment,
+)
 
 GRAD_TOL = 1e-6
 
@@ -66,110 +78,6 @@ def _randomize(m, rng):
         m.params["weight"][...] = rng.uniform(0.5, 1.5, m.params["weight"].shape)
     m.params["bias"][...] = rng.normal(0.0, 0.3, m.params["bias"].shape)
     return m
-
-
-@pytest.mark.parametrize("norm", ["bn", "ln", None])
-def test_rnn_bptt_gradients(norm):
-    rng = np.random.default_rng(1)
-    m = _randomize(NormRNN(3, 5, norm=norm, max_len=6, rng=2), rng)
-    errs = check_module_gradients(m, rng.normal(size=(4, 6, 3)), rng=3)
-    assert max(errs.values()) < GRAD_TOL, errs
-
-
-@pytest.mark.parametrize("norm", ["bn", "ln", None])
-def test_rnn_bptt_gradients_with_variable_lengths(norm):
-    rng = np.random.default_rng(4)
-    m = _randomize(NormRNN(2, 4, norm=norm, max_len=7, rng=5), rng)
-    x = rng.normal(size=(6, 7, 2))  # at least 3 sequences active at every step
-    x[1, 5:] = np.nan
-    x[2, 3:] = np.nan
-    x[4, 6:] = np.nan
-    r = rng.normal(size=(6, 7, 4))
-
-    def loss():
-        return float(np.sum(m(x) * r))
-
-    m(x)
-    dx = m.backward(r)
-    assert np.all(dx[np.isnan(x)] == 0.0)
-    active = ~np.isnan(x)
-    num_dx = numerical_gradient(loss, x)
-    assert rel_error(dx[active], num_dx[active]) < GRAD_TOL
-    for k in m.params:
-        assert rel_error(m.grads[k], numerical_gradient(loss, m.params[k])) < GRAD_TOL, k
-
-
-def test_rnn_carries_state_after_the_end_and_ln_is_batch_independent():
-    rng = np.random.default_rng(6)
-    x = rng.normal(size=(4, 6, 1))
-    x[0, 3:] = np.nan
-    ln = NormRNN(1, 5, norm="ln", rng=0)
-    out = ln(x)
-    np.testing.assert_array_equal(out[0, 3:], np.repeat(out[0, 2:3], 3, axis=0))
-    alone = ln(x[:1])  # batch of one, training mode: same values
-    np.testing.assert_allclose(alone[0], out[0], atol=1e-12)
-    np.testing.assert_allclose(ln.eval()(x), out, atol=1e-12)
-
-
-def test_rnn_bn_per_step_running_statistics():
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(8, 4, 2))
-    m = NormRNN(2, 3, norm="bn", max_len=5, rng=1)
-    out = m(x)
-    # step 0 sees x_0 only: its batch mean is the mean of x_0 W_ih^T
-    a0 = x[:, 0] @ m.params["weight_ih"].T
-    np.testing.assert_allclose(m.running_mean[0], 0.1 * a0.mean(0), atol=1e-12)
-    np.testing.assert_allclose(m.running_var[0], 0.9 + 0.1 * a0.var(0, ddof=1), atol=1e-12)
-    assert np.all(m.running_mean[4] == 0) and np.all(m.active_counts == [8, 8, 8, 8, 0])
-    assert out.shape == (8, 4, 3)
-    m.eval()
-    with pytest.raises(ValueError, match="no running statistics for time step 5"):
-        m(rng.normal(size=(2, 6, 2)))
-    m.extrapolate = "last"
-    assert m(rng.normal(size=(2, 6, 2))).shape == (2, 6, 3)
-
-
-def test_rnn_bn_alone_at_a_step_is_erased():
-    rng = np.random.default_rng(8)
-    x = rng.normal(size=(3, 5, 1))
-    x[1:, 3:] = np.nan  # only sequence 0 runs in steps 3 and 4
-    m = _randomize(NormRNN(1, 4, norm="bn", max_len=5, rng=2), rng)
-    out = m(x)
-    np.testing.assert_allclose(out[0, 3], np.tanh(m.params["bias"]), atol=1e-12)
-    x2 = x.copy()
-    x2[0, :] += 5.0
-    np.testing.assert_allclose(m(x2)[0, -1], out[0, -1], atol=1e-12)
-
-
-def test_rnn_bad_input():
-    m = NormRNN(2, 3, norm="bn", max_len=4, rng=0)
-    with pytest.raises(ValueError, match="expected input"):
-        m(np.zeros((2, 4, 3)))
-    with pytest.raises(ValueError, match="longer than max_len"):
-        m(np.zeros((2, 5, 2)))
-    with pytest.raises(ValueError, match="more than 1 example"):
-        m(np.zeros((1, 4, 2)))
-    x = np.zeros((2, 4, 2))
-    x[0, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN padding"):
-        m(x)
-    with pytest.raises(ValueError, match="max_len"):
-        NormRNN(2, 3, norm="bn")
-    with pytest.raises(ValueError, match="norm"):
-        NormRNN(2, 3, norm="gn")
-
-
-def test_last_step_and_classifier():
-    rng = np.random.default_rng(9)
-    h = rng.normal(size=(2, 3, 4))
-    ls = LastStep()
-    np.testing.assert_array_equal(ls(h), h[:, -1])
-    d = ls.backward(np.ones((2, 4)))
-    assert d[:, -1].sum() == 8 and d[:, :-1].sum() == 0
-    model = rnn_classifier(1, 6, 2, norm="ln", rng=0)
-    assert model(rng.normal(size=(5, 7, 1))).shape == (5, 2)
-    errs = check_module_gradients(model, rng.normal(size=(3, 4, 1)), rng=1)
-    assert errs["x"] < GRAD_TOL
 
 
 def test_make_drift_task():
@@ -263,20 +171,6 @@ def test_plot_rnn_length_experiment():
 
 # ------------------------------------------------------------------ weight norm, invariances
 
-def test_weight_norm_gradients_and_row_scale_invariance():
-    rng = np.random.default_rng(10)
-    m = WeightNormLinear(4, 3, rng=0)
-    m.params["g"][...] = rng.uniform(0.5, 2.0, 3)
-    m.params["bias"][...] = rng.normal(size=3)
-    x = rng.normal(size=(5, 4))
-    errs = check_module_gradients(m, x, rng=1)
-    assert max(errs.values()) < GRAD_TOL, errs
-    out = m(x)
-    m.params["v"] *= np.array([[2.0], [0.1], [7.0]])
-    np.testing.assert_allclose(m(x), out, atol=1e-12)
-    with pytest.raises(ValueError, match="expected input"):
-        m(np.zeros((2, 3)))
-
 
 def test_invariance_table_matches_ba_kiros_hinton_table_1():
     table, changes = invariance_table(return_changes=True)
@@ -297,28 +191,6 @@ def test_invariance_table_instance_norm_and_rms():
 
 
 # ------------------------------------------------------------------ Conv1d batch-size experiment
-
-def test_make_norm_kinds():
-    assert isinstance(make_norm("bn", 8), bnlib.BatchNorm1d)
-    ln = make_norm("ln", 8)
-    assert isinstance(ln, bnlib.GroupNorm) and ln.num_groups == 1
-    assert make_norm("gn", 8, num_groups=4).num_groups == 4
-    assert isinstance(make_norm("in", 8), bnlib.InstanceNorm1d)
-    assert make_norm("none", 8) is None
-    with pytest.raises(ValueError, match="norm must be"):
-        make_norm("batch", 8)
-
-
-@pytest.mark.parametrize("norm", ["bn", "ln", "gn", "in", "none"])
-def test_conv1d_net_shapes_and_gradients(norm):
-    rng = np.random.default_rng(11)
-    model = conv1d_net(norm, channels=4, num_layers=2, length=12, rng=0)
-    assert model(rng.normal(size=(3, 1, 12))).shape == (3, 10)
-    x = rng.uniform(0.1, 1.0, (3, 1, 12))
-    errs = check_module_gradients(model, x, rng=1)
-    assert errs["x"] < GRAD_TOL, errs
-    n_norm = sum(isinstance(m, (bnlib.BatchNorm1d, bnlib.GroupNorm)) for m in model.modules())
-    assert n_norm == (0 if norm == "none" else 2)
 
 
 def test_batch_size_sweep_small():
@@ -410,10 +282,3 @@ def test_instancenorm1d_parity_with_torch():
         np.testing.assert_allclose(ours.eval()(x), theirs.eval()(xt).detach().numpy(), atol=1e-12)
 
 
-def test_layernorm_over_channels_and_length_parity_with_torch_groupnorm_one_group():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(17)
-    x = rng.normal(size=(3, 4, 5))
-    ours = make_norm("ln", 4)
-    theirs = torch.nn.GroupNorm(1, 4, dtype=torch.float64)
-    np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), atol=1e-12)

@@ -7,8 +7,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bnlib import diagrams  # noqa: E402
 from bnlib import functional as F  # noqa: E402
+from bnlib.chapters import ch1_deriving as ch1  # noqa: E402
 
 
 def _gids(fig, prefix):
@@ -25,21 +25,21 @@ def _staged_example(seed=0):
 
 
 def test_graph_has_one_node_per_operation_plus_inputs():
-    fig = diagrams.draw_bn_graph()
+    fig = ch1.draw_bn_graph()
     assert isinstance(fig, Figure)
     nodes = _gids(fig, "node:")
     expected = {"x", "gamma", "beta"} | {name for name, _ in F.STAGED_NODES}
     assert sorted(f"node:{n}" for n in expected) == nodes
     assert len(nodes) == len(F.STAGED_NODES) + 3
-    assert len(_gids(fig, "edge:")) == len(diagrams.BN_GRAPH_EDGES)
+    assert len(_gids(fig, "edge:")) == len(ch1.BN_GRAPH_EDGES)
     assert not _gids(fig, "grad:") and not _gids(fig, "value:")
     plt.close(fig)
 
 
 def test_graph_edges_connect_known_nodes_and_every_node_is_reached():
-    names = set(diagrams.BN_GRAPH_NODES)
-    children = {c for _, c in diagrams.BN_GRAPH_EDGES}
-    for p, c in diagrams.BN_GRAPH_EDGES:
+    names = set(ch1.BN_GRAPH_NODES)
+    children = {c for _, c in ch1.BN_GRAPH_EDGES}
+    for p, c in ch1.BN_GRAPH_EDGES:
         assert p in names and c in names
     assert children == names - {"x", "gamma", "beta"}
 
@@ -47,7 +47,7 @@ def test_graph_edges_connect_known_nodes_and_every_node_is_reached():
 def test_graph_annotations_from_staged_trace():
     cache, trace = _staged_example()
     values = {"x": cache["x"], "mu": cache["mu"], "var": cache["var"]}
-    fig = diagrams.draw_bn_graph(values=values, grads=trace)
+    fig = ch1.draw_bn_graph(values=values, grads=trace)
     assert len(_gids(fig, "grad:")) == len(F.STAGED_NODES) + 1  # every node and x
     assert len(_gids(fig, "value:")) == 3
     texts = [a.get_text() for a in fig.findobj() if (a.get_gid() or "") == "grad:out"]
@@ -57,7 +57,7 @@ def test_graph_annotations_from_staged_trace():
 
 def test_graph_draws_into_given_axes():
     fig, ax = plt.subplots()
-    assert diagrams.draw_bn_graph(ax=ax) is fig
+    assert ch1.draw_bn_graph(ax=ax) is fig
     plt.close(fig)
 
 
@@ -67,7 +67,7 @@ def test_gradient_geometry_residual_panel():
     dy = rng.normal(size=(9, 1)) + x
     _, cache = F.batchnorm_forward(x, np.array([2.0]), np.array([0.5]), eps=0.0)
     dx, _, _ = F.batchnorm_backward(dy, cache)
-    fig = diagrams.plot_gradient_geometry(cache["x_hat"][:, 0], dy[:, 0], dx[:, 0], 2.0,
+    fig = ch1.plot_gradient_geometry(cache["x_hat"][:, 0], dy[:, 0], dx[:, 0], 2.0,
                                           cache["inv_std"].item())
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     (resid,) = [a for a in fig.axes[1].collections if a.get_gid() == "residual"]
@@ -82,7 +82,7 @@ def test_gradient_geometry_residual_panel():
 
 def test_weight_scale_sweep_shapes_and_inverse_square_law():
     scales = [0.5, 1.0, 2.0]
-    res = diagrams.weight_scale_sweep(scales, steps=5, m=32)
+    res = ch1.weight_scale_sweep(scales, steps=5, m=32)
     assert res["loss"].shape == (3, 6) and res["norm"].shape == (3, 6)
     assert res["angle"].shape == (3, 5) and res["rel_step"].shape == (3, 5)
     np.testing.assert_allclose(res["loss"][:, 0], res["loss"][0, 0], rtol=1e-4)  # eps breaks exact invariance
@@ -93,26 +93,20 @@ def test_weight_scale_sweep_shapes_and_inverse_square_law():
 
 
 def test_plot_weight_scale_sweep():
-    res = diagrams.weight_scale_sweep([0.5, 1.0, 2.0], steps=3, m=16)
-    fig = diagrams.plot_weight_scale_sweep(res)
+    res = ch1.weight_scale_sweep([0.5, 1.0, 2.0], steps=3, m=16)
+    fig = ch1.plot_weight_scale_sweep(res)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     assert len(fig.axes[0].lines) == 3 and len(fig.axes[2].lines) == 3
     plt.close(fig)
 
 
 def test_brief_summaries():
-    assert diagrams._brief(np.array([[1.23456]])) == "1.23"
-    assert diagrams._brief(np.ones((4, 3))).endswith("=3.46")
-
-
-@pytest.mark.parametrize("name", diagrams.__all__)
-def test_public_names_exported(name):
-    import bnlib
-    assert getattr(bnlib, name) is getattr(diagrams, name)
+    assert ch1._brief(np.array([[1.23456]])) == "1.23"
+    assert ch1._brief(np.ones((4, 3))).endswith("=3.46")
 
 
 def test_markdown_table():
-    text = diagrams.markdown_table(["a", "b"], [[1, "x"], ["2.50", "y"]])
+    text = ch1.markdown_table(["a", "b"], [[1, "x"], ["2.50", "y"]])
     assert text.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | x |", "| 2.50 | y |"]
     with pytest.raises(ValueError, match="expected 2"):
-        diagrams.markdown_table(["a", "b"], [[1]])
+        ch1.markdown_table(["a", "b"], [[1]])

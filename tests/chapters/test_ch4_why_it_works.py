@@ -4,10 +4,21 @@ import numpy as np
 import pytest
 
 import bnlib
-from bnlib.probes import (GhostBatchNorm1d, NoisyBatchNorm1d, capture_inputs, get_state,
-                          gradient_landscape, internal_covariate_shift, layer_groups,
-                          loss_and_gradients, make_mlp, percentile_probe, preserved,
-                          probe_every, recalibrate_bn, series, set_state, steps_to_accuracy)
+from bnlib import (
+    make_mlp,
+    preserved,
+)
+from bnlib.chapters import ch4_why_it_works as ch4
+from bnlib.chapters.ch4_why_it_works import (
+    gradient_landscape,
+    internal_covariate_shift,
+    layer_groups,
+    loss_and_gradients,
+    percentile_probe,
+    probe_every,
+    series,
+    steps_to_accuracy,
+)
 
 
 def _batch(rng, n=12, d=5, k=3):
@@ -40,154 +51,28 @@ def _assert_same(a, b):
 
 # ------------------------------------------------------------------------- make_mlp
 
-@pytest.mark.parametrize("norm", [None, "bn", "noisy_bn"])
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
-def test_make_mlp_shapes_and_layers(norm, activation):
-    model = make_mlp([5, 7, 6, 3], activation, norm, rng=0)
-    x, _ = _batch(0)
-    assert model(x).shape == (12, 3)
-    linears = [m for m in model.layers if isinstance(m, bnlib.Linear)]
-    assert len(linears) == 3
-    norms = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)]
-    assert len(norms) == (0 if norm is None else 2)
-    if norm == "noisy_bn":
-        assert all(isinstance(m, NoisyBatchNorm1d) for m in norms)
-    # BN before the nonlinearity: the hidden Linear layers have no bias (beta replaces it)
-    assert all(("bias" in m.params) == (norm is None) for m in linears[:-1])
-    assert "bias" in linears[-1].params
-
-
-def test_make_mlp_position_after_keeps_bias_and_order():
-    model = make_mlp([4, 5, 2], "relu", "bn", rng=0, position="after")
-    kinds = [type(m).__name__ for m in model.layers]
-    assert kinds == ["Linear", "ReLU", "BatchNorm1d", "Linear"]
-    assert "bias" in model[0].params
-
-
-def test_make_mlp_weight_scale_and_dropout():
-    a = make_mlp([4, 5, 2], "sigmoid", None, rng=3)
-    b = make_mlp([4, 5, 2], "sigmoid", None, rng=3, weight_scale=10.0)
-    np.testing.assert_allclose(b[0].params["weight"], 10 * a[0].params["weight"])
-    c = make_mlp([4, 5, 5, 2], "relu", "bn", rng=0, dropout=0.5)
-    assert sum(isinstance(m, bnlib.Dropout) for m in c.layers) == 2
-
-
-def test_make_mlp_bad_arguments():
-    with pytest.raises(ValueError, match="activation"):
-        make_mlp([3, 2], "softplus")
-    with pytest.raises(ValueError, match="norm"):
-        make_mlp([3, 4, 2], norm="ln")
-    with pytest.raises(ValueError, match="position"):
-        make_mlp([3, 4, 2], norm="bn", position="middle")
-    with pytest.raises(ValueError, match="sizes"):
-        make_mlp([3])
-
-
-def test_bn_mlp_hidden_output_invariant_to_weight_scale():
-    # scaling the weights that feed a BN layer changes nothing (up to BN's eps, which is
-    # negligible once the pre-activations are large: compare scales 100 and 1000)
-    x, _ = _batch(1)
-    hidden = []
-    for scale in (100.0, 1000.0):
-        model = make_mlp([5, 6, 6, 2], "sigmoid", "bn", rng=4)
-        for m in model.layers[:-1]:
-            if isinstance(m, bnlib.Linear):
-                m.params["weight"] *= scale
-        hidden.append(capture_inputs(model, x, bnlib.Linear, mode="train")[-1])
-    np.testing.assert_allclose(hidden[0], hidden[1], rtol=1e-5)
-
 
 # ------------------------------------------------------------------------- noisy BN
-
-def test_noisy_bn_eval_is_plain_bn_and_train_is_noisy():
-    x, _ = _batch(2, n=50, d=4)
-    noisy, plain = NoisyBatchNorm1d(4, rng=0), bnlib.BatchNorm1d(4)
-    y1, y2 = noisy(x), noisy(x)
-    assert not np.allclose(y1, y2)                # new noise at every training step
-    plain(x), plain(x)                            # the same two updates of the statistics
-    np.testing.assert_allclose(noisy.running_mean, plain.running_mean)
-    np.testing.assert_allclose(noisy.running_var, plain.running_var)
-    noisy.eval(), plain.eval()
-    np.testing.assert_allclose(noisy(x), plain(x))
-    np.testing.assert_allclose(noisy.backward(np.ones_like(x)), plain.backward(np.ones_like(x)))
-
-
-def test_noisy_bn_noise_ranges():
-    x, _ = _batch(3, n=400, d=30)
-    noisy = NoisyBatchNorm1d(30, shift=0.5, scale=(1.0, 1.25), unit_std=0.0, rng=1)
-    for _ in range(20):
-        y = noisy(x)
-        mean, std = y.mean(0), y.std(0)
-        np.testing.assert_allclose(mean, mean[0], atol=1e-12)   # unit_std 0: one shift per layer
-        assert -0.5 <= mean[0] <= 0.5
-        assert 1.0 - 1e-3 <= std[0] <= 1.25 + 1e-3
-
-
-def test_noisy_bn_gradients():
-    x, _ = _batch(4, n=8, d=3)
-    noisy = NoisyBatchNorm1d(3, rng=2)
-    noisy.params["weight"][:] = [0.5, 1.5, 2.0]
-    noisy.params["bias"][:] = [0.1, -0.2, 0.3]
-    state = noisy.rng.bit_generator.state
-    r = np.random.default_rng(5).normal(size=(8, 3))
-
-    def loss():                                   # replay the same noise on every call
-        noisy.rng.bit_generator.state = state
-        return float(np.sum(noisy(x) * r))
-
-    loss()
-    dx = noisy.backward(r)
-    analytic = {k: noisy.grads[k].copy() for k in noisy.params}
-    assert bnlib.rel_error(dx, bnlib.numerical_gradient(loss, x)) < 1e-7
-    for k, p in noisy.params.items():
-        assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
 
 
 # ------------------------------------------------------------------------- ghost BN
 
-def test_ghost_bn_with_full_ghost_equals_bn():
-    x, _ = _batch(6, n=16, d=4)
-    ghost, plain = GhostBatchNorm1d(4, ghost_size=16), bnlib.BatchNorm1d(4)
-    np.testing.assert_allclose(ghost(x), plain(x))
-    r = np.random.default_rng(0).normal(size=x.shape)
-    np.testing.assert_allclose(ghost.backward(r), plain.backward(r))
-    np.testing.assert_allclose(ghost.grads["weight"], plain.grads["weight"])
-    np.testing.assert_allclose(ghost.running_var, plain.running_var)
-
-
-def test_ghost_bn_normalizes_each_group_and_gradcheck():
-    x, _ = _batch(7, n=12, d=3)
-    ghost = GhostBatchNorm1d(3, ghost_size=4)
-    ghost.params["weight"][:] = [0.5, 2.0, -1.0]
-    y = ghost(x).reshape(3, 4, 3)
-    np.testing.assert_allclose(y.mean(axis=1), np.zeros((3, 3)) + ghost.params["bias"], atol=1e-12)
-    errors = bnlib.check_module_gradients(ghost, x, rng=0)
-    assert max(errors.values()) < 1e-7
-    with pytest.raises(ValueError, match="multiple"):
-        ghost(x[:10])
-
 
 # ------------------------------------------------------------------------- state
 
-def test_get_set_state_round_trip_and_preserved():
+def test_preserved_restores_the_model_after_training_and_probes():
     x, y = _batch(8, d=5)
     model = make_mlp([5, 6, 6, 3], "relu", "noisy_bn", rng=0, dropout=0.2)
     before = _snapshot(model)
-    state = get_state(model)
-    bnlib.fit(model, bnlib.SGD(model, 0.5), x, y, epochs=3, batch_size=4, progress=False, rng=0)
-    set_state(model, state)
+    with preserved(model):
+        bnlib.fit(model, bnlib.SGD(model, 0.5), x, y, epochs=3, batch_size=4, progress=False,
+                  rng=0)
     _assert_same(before, _snapshot(model))
     with preserved(model):
         model.eval()
         loss_and_gradients(model.train(), x, y)
         model[0].params["weight"] += 1.0
     _assert_same(before, _snapshot(model))
-
-
-def test_set_state_rejects_other_model():
-    a, b = make_mlp([3, 4, 2], rng=0), make_mlp([3, 4, 4, 2], rng=0)
-    with pytest.raises(ValueError, match="modules"):
-        set_state(b, get_state(a))
 
 
 # ------------------------------------------------------------------------- ICS
@@ -324,39 +209,6 @@ def test_probe_with_and_without_fit_gives_same_training():
     np.testing.assert_array_equal(finals[0], finals[1])
 
 
-def test_capture_inputs_and_bad_mode():
-    x, _ = _batch(14, d=5)
-    model = make_mlp([5, 6, 6, 3], "sigmoid", "bn", rng=0)
-    found = capture_inputs(model, x, bnlib.Sigmoid, mode="train")
-    assert len(found) == 2 and found[0].shape == (12, 6)
-    np.testing.assert_allclose(found[0].mean(0), 0.0, atol=1e-12)  # BN output, beta = 0
-    with pytest.raises(ValueError, match="mode"):
-        capture_inputs(model, x, bnlib.Sigmoid, mode="test")
-
-
-def test_recalibrate_bn_uses_dropout_free_statistics():
-    data = bnlib.make_gaussian_classes(n_train=200, n_test=20, dim=4, num_classes=2, rng=2)
-    model = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
-    bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
-              batch_size=20, progress=False, rng=0)
-    momentum = [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
-    recalibrate_bn(model, data.x_train, batch_size=200)
-    assert not model.training
-    assert momentum == [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
-    bn2 = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)][1]
-    z = capture_inputs(model, data.x_train, bnlib.BatchNorm1d, mode="eval")[1]
-    # close, not equal: while recalibrating, the first BN normalizes with the batch's
-    # biased variance, in evaluation with its running (unbiased) variance
-    np.testing.assert_allclose(bn2.running_mean, z.mean(0), rtol=0.02, atol=1e-3)
-    np.testing.assert_allclose(bn2.running_var, z.var(0, ddof=1), rtol=0.02)
-    # the dropout-free variance is smaller than the one stored in training
-    trained = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
-    bnlib.fit(trained, bnlib.SGD(trained, 0.1), data.x_train, data.y_train, epochs=3,
-              batch_size=20, progress=False, rng=0)
-    stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][1].running_var
-    assert np.median(bn2.running_var / stored) < 1.0
-
-
 # ------------------------------------------------------------------ experiment drivers
 
 def _data(seed=0, n=120, d=6, k=3):
@@ -367,8 +219,8 @@ def _data(seed=0, n=120, d=6, k=3):
 def test_ics_and_landscape_probes_match_direct_calls():
     x, y = _data()
     model = make_mlp([6, 8, 8, 3], "sigmoid", "bn", rng=0)
-    p_ics = bnlib.ics_probe(1, 0.1, x, y, 16, rng=5)
-    p_land = bnlib.landscape_probe(1, 0.1, x, y, 16, rng=5)
+    p_ics = ch4.ics_probe(1, 0.1, x, y, 16, rng=5)
+    p_land = ch4.landscape_probe(1, 0.1, x, y, 16, rng=5)
     idx = np.random.default_rng(5).choice(len(x), size=16, replace=False)
     want_ics = internal_covariate_shift(model, x[idx], y[idx], 0.1)
     want_land = gradient_landscape(model, x[idx], y[idx], 0.1)
@@ -382,21 +234,21 @@ def test_ics_and_landscape_probes_match_direct_calls():
 def test_first_weight_sq_norm():
     model = make_mlp([4, 5, 2], "relu", None, rng=1)
     w = model[0].params["weight"]                      # (5, 4)
-    assert bnlib.first_weight_sq_norm(model) == pytest.approx(float((w ** 2).sum()))
+    assert ch4.first_weight_sq_norm(model) == pytest.approx(float((w ** 2).sum()))
 
 
 def test_train_mlps_matches_a_hand_written_loop():
     x, y = _data()
     kw = dict(epochs=3, max_steps=10, batch_size=20, test=(x[:40], y[:40]), eval_every=5)
-    runs, models = bnlib.train_mlps([("plain", None), ("bn", "bn")], [6, 8, 3], "relu",
+    runs, models = ch4.train_mlps([("plain", None), ("bn", "bn")], [6, 8, 3], "relu",
                                     x, y, 0.1, init=3, order=4,
-                                    probes=lambda: {"w2": bnlib.first_weight_sq_norm},
+                                    probes=lambda: {"w2": ch4.first_weight_sq_norm},
                                     mlp={"weight_scale": 2.0}, **kw)
     assert list(runs) == list(models) == ["plain", "bn"]
     for key, norm in [("plain", None), ("bn", "bn")]:
         model = make_mlp([6, 8, 3], "relu", norm, rng=3, weight_scale=2.0)
         h = bnlib.fit(model, bnlib.SGD(model, 0.1), x, y, rng=4, progress=False,
-                      probes={"w2": bnlib.first_weight_sq_norm}, **kw)
+                      probes={"w2": ch4.first_weight_sq_norm}, **kw)
         np.testing.assert_array_equal(runs[key].loss, h.loss)
         np.testing.assert_array_equal(runs[key].test_acc, h.test_acc)
         assert runs[key].probes["w2"] == h.probes["w2"]
@@ -407,7 +259,7 @@ def test_train_mlps_matches_a_hand_written_loop():
 def test_lr_sweep_records_losses_divergence_and_landscape():
     x, y = _data()
     rates = np.array([0.01, 0.1, 1e200])
-    sweep = bnlib.lr_sweep(rates, [6, 8, 3], "relu", x, y, init=0, order=1, steps=8,
+    sweep = ch4.lr_sweep(rates, [6, 8, 3], "relu", x, y, init=0, order=1, steps=8,
                            batch_size=20, land_rates=(rates[1],), land_every=4,
                            land_seed=2)
     assert list(sweep) == ["plain", "bn"]
@@ -428,7 +280,7 @@ def test_weight_grad_norms_leaves_model_untouched():
     x, y = _data()
     model = make_mlp([6, 8, 8, 3], "sigmoid", "bn", rng=0)
     before = _snapshot(model)
-    norms = bnlib.weight_grad_norms(model, x[:20], y[:20])
+    norms = ch4.weight_grad_norms(model, x[:20], y[:20])
     _assert_same(before, _snapshot(model))
     assert norms.shape == (3,)
     _, grads = loss_and_gradients(model, x[:20], y[:20])
@@ -442,14 +294,14 @@ def test_mean_ics_averages_after_the_first_checkpoint():
     h.step = [1, 2, 3]
     h.probes["ics"] = [{"l2": np.array([9.0, 9.0])}, {"l2": np.array([1.0, 2.0])},
                        {"l2": np.array([3.0, 4.0])}]
-    out = bnlib.mean_ics(h, quantities=("l2",))
+    out = ch4.mean_ics(h, quantities=("l2",))
     np.testing.assert_allclose(out["l2"], [2.0, 3.0])
 
 
 def test_train_and_score():
     x, y = _data()
     model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
-    r = bnlib.train_and_score(model, 0.1, x[:80], y[:80], (x[80:], y[80:]), epochs=2,
+    r = ch4.train_and_score(model, 0.1, x[:80], y[:80], (x[80:], y[80:]), epochs=2,
                               batch_size=20, rng=0)
     assert (r["train_loss"], r["train_acc"]) == bnlib.evaluate(model, x[:80], y[:80])
     assert (r["test_loss"], r["test_acc"]) == bnlib.evaluate(model, x[80:], y[80:])
@@ -460,29 +312,29 @@ def test_figures_draw_and_summarize():
     import matplotlib.pyplot as plt
     x, y = _data()
     kw = dict(epochs=3, max_steps=8, batch_size=20, test=(x[:40], y[:40]), eval_every=4)
-    runs, _ = bnlib.train_mlps(
+    runs, _ = ch4.train_mlps(
         [("plain", None), ("bn", "bn")], [6, 8, 3], "sigmoid", x, y, 0.1, init=0, order=1,
-        probes=lambda: {"land": bnlib.landscape_probe(4, 0.1, x, y, 20, rng=2),
+        probes=lambda: {"land": ch4.landscape_probe(4, 0.1, x, y, 20, rng=2),
                         "pct": probe_every(4, percentile_probe(x[:30], unit=None))},
         **kw)
-    fig, axes = bnlib.plot_depth(runs, {"plain": np.array([1e-3, 1.0]),
+    fig, axes = ch4.plot_depth(runs, {"plain": np.array([1e-3, 1.0]),
                                         "bn": np.array([0.5, 1.0])})
     assert axes.shape == (2,)
     plt.close(fig)
     pct = {k: series(h, "pct") for k, h in runs.items()}       # (T,), (T, 3, 8)
     move = {k: p.max(0).mean(0) - p.min(0).mean(0) for k, (s, p) in pct.items()}
-    fig, axes = bnlib.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
+    fig, axes = ch4.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
     assert len(axes) == 3
     plt.close(fig)
     land = {("a", k): h for k, h in runs.items()}
-    fig, summary = bnlib.plot_landscape(land)
+    fig, summary = ch4.plot_landscape(land)
     assert list(summary) == [("a", "plain"), ("a", "bn")]
     _, L = series(runs["bn"], "land", "loss")
     assert summary["a", "bn"][0] == pytest.approx((L.max(1) - L.min(1)).mean())
     plt.close(fig)
-    sweep = bnlib.lr_sweep([0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5,
+    sweep = ch4.lr_sweep([0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5,
                            batch_size=20)
-    fig, eff = bnlib.plot_effective_lr(sweep["bn"], rows=8)
+    fig, eff = ch4.plot_effective_lr(sweep["bn"], rows=8)
     _, w2 = series(sweep["bn"][1]["hist"], "w2")
     assert eff[0.1] == pytest.approx(0.1 / (w2[-1] / 8))
     plt.close(fig)

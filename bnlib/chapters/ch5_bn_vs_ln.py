@@ -1,38 +1,83 @@
 """Normalization across axes and in recurrent networks (chapter 5).
 
-* :func:`reduction_axes`, :func:`normalized_mask`: which entries of an
-  (N, C, *spatial) tensor share one mean and variance under BN, LN, IN, GN, RMSNorm.
-* :class:`NormRNN`: an Elman RNN whose summed inputs are normalized at every time
-  step, by BatchNorm with per-time-step statistics or by LayerNorm per example,
-  with backpropagation through time written out; :class:`LastStep` and
-  :func:`rnn_classifier` turn it into a sequence classifier.
-* :class:`WeightNormLinear` (Salimans & Kingma 2016) and :func:`invariance_table`,
-  the numerical checks behind Table 1 of Ba, Kiros & Hinton (2016).
-* :func:`conv1d_net` and :func:`batch_size_sweep`: the small Conv1d network and the
-  batch-size experiment of Wu & He (2018), Figure 1.
+* :func:`reduction_axes`, :func:`normalized_mask`, :func:`plot_norm_axes`: which
+  entries of an (N, C, *spatial) tensor share one mean and variance under BN, LN, IN,
+  GN, RMSNorm.
+* :func:`invariance_table`: the numerical checks behind Table 1 of Ba, Kiros & Hinton
+  (2016), with :class:`bnlib.WeightNormLinear`.
+* :func:`batch_size_sweep`: the batch-size experiment of Wu & He (2018), Figure 1, on
+  :func:`bnlib.conv1d_net`.
 * :func:`make_drift_task`: a synthetic sequence classification task of any length;
   :func:`drift_test_sets`, :func:`rnn_length_experiment` and
-  :func:`plot_rnn_length_experiment`: BN per time step vs LN on lengths seen and unseen
-  in training.
+  :func:`plot_rnn_length_experiment`: BN per time step vs LN (:class:`bnlib.NormRNN`)
+  on lengths seen and unseen in training.
 """
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-from . import functional as F
-from .modules import (BatchNorm1d, Conv1d, Flatten, GroupNorm, InstanceNorm1d, Linear,
-                      Module, ReLU, Sequential)
-from .optim import SGD, Adam
-from .train import evaluate, fit
+from .. import functional as F
+from ..models import conv1d_net, rnn_classifier
+from ..optim import SGD, Adam
+from ..plotting import COLORS, LABELS
+from ..train import evaluate, fit
 
 __all__ = [
-    "reduction_axes", "normalized_mask",
-    "NormRNN", "LastStep", "rnn_classifier", "make_drift_task",
-    "drift_test_sets", "rnn_length_experiment", "plot_rnn_length_experiment",
-    "WeightNormLinear", "TRANSFORMATIONS", "BA2016_TABLE1", "invariance_table",
+    "plot_norm_axes",
+    "reduction_axes",
+    "normalized_mask",
+    "make_drift_task",
+    "drift_test_sets",
+    "rnn_length_experiment",
+    "plot_rnn_length_experiment",
+    "TRANSFORMATIONS",
+    "BA2016_TABLE1",
+    "invariance_table",
     "invariance_html",
-    "make_norm", "conv1d_net", "batch_size_sweep",
+    "batch_size_sweep",
 ]
+
+# ---------------------------------------------------------------- chapter 5: normalized axes
+
+def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups=2,
+                   index=(1, 1, 0), figsize=(10.0, 3.0)):
+    """Four (N, C, spatial) blocks with the set that shares one mean and variance shaded.
+
+    Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
+    voxels (C to the right, N into the page, the flattened spatial axes H, W upwards) and
+    fills, in the method's book colour, the entries normalized together with the entry at
+    ``index`` (from :func:`bnlib.sequence.normalized_mask`; "gn" uses ``num_groups``).
+
+    Returns:
+        The Figure; each axes has ``gid="norm-axes:<method>"`` and, as ``ax.mask``, the
+        boolean mask (shape ``shape``) it shaded.
+    """
+
+    n, c, s = shape
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    for k, method in enumerate(methods):
+        ax = fig.add_subplot(1, len(methods), k + 1, projection="3d")
+        mask = normalized_mask(method, shape, index, num_groups)
+        shaded = mask.transpose(1, 0, 2)                     # voxel axes: x = C, y = N, z = HW
+        ax.voxels(~shaded, facecolors="#d9d9d920", edgecolor="#9090907f", linewidth=0.4)
+        ax.voxels(shaded, facecolors=COLORS[method], edgecolor="#404040", linewidth=0.5)
+        ax.set_box_aspect((c, n, s), zoom=0.88)
+        ax.view_init(elev=22, azim=-58)
+        ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
+        ax.set_xlabel("C", labelpad=-12)
+        ax.set_ylabel("N", labelpad=-12)
+        ax.set_zlabel("H, W", labelpad=-12)
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            axis.pane.set_visible(False)
+            axis.line.set_color("0.5")
+        ax.grid(False)
+        title = LABELS[method] + (f" (G={num_groups})" if method == "gn" else "")
+        ax.set_title(f"{title}\nm = {int(mask.sum())}", fontsize=10)
+        ax.set_gid(f"norm-axes:{method}")
+        ax.mask = mask
+    return fig
+
 
 # --------------------------------------------------------------------------- axes
 
@@ -86,188 +131,6 @@ def normalized_mask(method: str, shape: tuple, index: tuple, num_groups: int = 2
     for key in per[method]:
         same &= key == key[index[0], index[1]]
     return np.broadcast_to(same.reshape((n, c) + (1,) * (len(shape) - 2)), shape).copy()
-
-
-# --------------------------------------------------------------------------- recurrent
-
-class NormRNN(Module):
-    """Elman RNN with the summed inputs normalized at every time step.
-
-    For x of shape (N, T, D) and h_0 = 0, at each step t::
-
-        a_t = x_t W_ih^T + h_{t-1} W_hh^T         (N, H)   summed inputs
-        z_t = gamma * norm_t(a_t) + beta                    (no norm: z_t = a_t + beta)
-        h_t = tanh(z_t)
-
-    ``norm="ln"``: LayerNorm over the H units of each example (Ba et al. 2016), the same
-    computation at every step, in training and evaluation. ``norm="bn"``: BatchNorm over
-    the examples of the batch, *separately for each time step*, with one pair of running
-    statistics per step (Cooijmans et al. 2017), each of shape (max_len, H); gamma and
-    beta are shared by all steps. In evaluation a step ``t >= max_len`` has no statistics:
-    ``extrapolate="error"`` raises, ``"last"`` reuses those of step ``max_len - 1``.
-
-    Variable lengths: a sequence that has ended is padded with NaN. From its first NaN
-    step on it is *inactive*: its hidden state is carried unchanged (so the last output
-    is the state after its own last step) and it takes no part in the step's BatchNorm
-    statistics. A step with a single active sequence in training normalizes it with its
-    own statistics (x_hat = 0: its information is erased; PyTorch's BatchNorm would
-    refuse) and does not update the running statistics.
-
-    Parameters: ``weight_ih`` (H, D), ``weight_hh`` (H, H), ``weight`` (gamma, (H,), absent
-    without a norm), ``bias`` (beta, (H,)). Output: all hidden states, (N, T, H).
-    """
-
-    def __init__(self, input_size, hidden_size, norm="ln", max_len=None, eps=1e-5,
-                 momentum=0.1, extrapolate="error", gamma_init=1.0, rng=None):
-        super().__init__()
-        if norm not in ("bn", "ln", None):
-            raise ValueError(f"norm must be 'bn', 'ln' or None, got {norm!r}")
-        if norm == "bn" and not max_len:
-            raise ValueError("norm='bn' keeps statistics per time step: give max_len")
-        if extrapolate not in ("error", "last"):
-            raise ValueError(f"extrapolate must be 'error' or 'last', got {extrapolate!r}")
-        rng = np.random.default_rng(rng)
-        self.input_size, self.hidden_size, self.norm = input_size, hidden_size, norm
-        self.max_len, self.eps, self.momentum, self.extrapolate = max_len, eps, momentum, extrapolate
-        bound = 1.0 / np.sqrt(input_size)
-        self.params["weight_ih"] = rng.uniform(-bound, bound, (hidden_size, input_size))
-        q, r = np.linalg.qr(rng.normal(size=(hidden_size, hidden_size)))
-        self.params["weight_hh"] = q * np.sign(np.diag(r))  # orthogonal
-        if norm is not None:
-            self.params["weight"] = np.full(hidden_size, float(gamma_init))
-        self.params["bias"] = np.zeros(hidden_size)
-        self.zero_grad()
-        if norm == "bn":
-            self.running_mean = np.zeros((max_len, hidden_size))
-            self.running_var = np.ones((max_len, hidden_size))
-            self.active_counts = np.zeros(max_len, dtype=np.int64)  # sequences seen per step
-
-    def _stats(self, t):
-        if t >= self.max_len:
-            if self.extrapolate == "error":
-                raise ValueError(f"NormRNN(norm='bn'): no running statistics for time step {t}; "
-                                 f"they exist for steps 0..{self.max_len - 1} (max_len={self.max_len}). "
-                                 "Use extrapolate='last' to reuse the last step's statistics")
-            t = self.max_len - 1
-        return self.running_mean[t], self.running_var[t]
-
-    def _normalize(self, a, t):
-        gamma, beta = self.params.get("weight"), self.params["bias"]
-        if self.norm is None:
-            return a + beta, None
-        if self.norm == "ln":
-            return F.norm_forward(a, gamma, beta, (1,), self.eps)
-        stats = None if self.training else self._stats(t)
-        z, cache = F.norm_forward(a, gamma, beta, (0,), self.eps, stats=stats)
-        n = a.shape[0]
-        if self.training and n > 1:
-            mom = self.momentum
-            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * cache["mu"][0]
-            self.running_var[t] = ((1 - mom) * self.running_var[t]
-                                   + mom * cache["var"][0] * n / (n - 1))
-        if self.training:
-            self.active_counts[t] += n
-        return z, cache
-
-    def forward(self, x):
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"NormRNN: expected input (N, T, {self.input_size}), got {x.shape}")
-        n, steps, _ = x.shape
-        if self.norm == "bn" and self.training:
-            if steps > self.max_len:
-                raise ValueError(f"NormRNN(norm='bn'): training sequence of {steps} steps is "
-                                 f"longer than max_len={self.max_len}")
-            if n < 2:
-                raise ValueError(f"NormRNN(norm='bn'): expected more than 1 example per batch "
-                                 f"when training, got N={n}")
-        active = ~np.isnan(x).any(axis=2)                     # (N, T)
-        if np.any(active[:, 1:] & ~active[:, :-1]):
-            raise ValueError("NormRNN: NaN padding must come after a sequence's last step")
-        w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
-        h = np.zeros((n, self.hidden_size), dtype=x.dtype)
-        out = np.empty((n, steps, self.hidden_size), dtype=x.dtype)
-        caches = []
-        for t in range(steps):
-            idx = np.flatnonzero(active[:, t])
-            full = len(idx) == n
-            x_t, h_prev = (x[:, t], h) if full else (x[idx, t], h[idx])
-            if len(idx):
-                z, nc = self._normalize(x_t @ w_ih.T + h_prev @ w_hh.T, t)
-                h_act = np.tanh(z)
-                h = h_act if full else h.copy()
-                if not full:
-                    h[idx] = h_act
-            else:
-                nc, h_act = None, h_prev
-            out[:, t] = h
-            caches.append((None if full else idx, x_t, h_prev, nc, h_act))
-        self._cache = caches
-        return out
-
-    def backward(self, dout):
-        """Backpropagation through time. dout: dL/dh_t for every step, (N, T, H).
-        Fills ``grads`` and returns dL/dx, (N, T, D) (zero at padded steps)."""
-        caches = self._need_cache()
-        n, steps = dout.shape[0], len(caches)
-        self._check_dout(dout, (n, steps, self.hidden_size))
-        w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
-        grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        dx = np.zeros((n, steps, self.input_size), dtype=dout.dtype)
-        dh = np.zeros((n, self.hidden_size), dtype=dout.dtype)   # dL/dh_t from later steps
-        for t in reversed(range(steps)):
-            idx, x_t, h_prev, nc, h_act = caches[t]
-            dh = dh + dout[:, t]
-            if len(x_t) == 0:
-                continue                                       # nobody active: h passes through
-            dh_act = dh if idx is None else dh[idx]
-            dz = dh_act * (1.0 - h_act**2)                     # through tanh
-            if self.norm is None:
-                da = dz
-                grads["bias"] += dz.sum(axis=0)
-            else:
-                da, dgamma, dbeta = F.norm_backward(dz, nc)    # through the normalization
-                grads["weight"] += dgamma
-                grads["bias"] += dbeta
-            grads["weight_ih"] += da.T @ x_t
-            grads["weight_hh"] += da.T @ h_prev
-            dh_prev = da @ w_hh                                # to the previous step
-            if idx is None:
-                dx[:, t] = da @ w_ih
-                dh = dh_prev
-            else:
-                dx[idx, t] = da @ w_ih
-                dh = dh.copy()
-                dh[idx] = dh_prev                              # inactive rows: carried as is
-        self.grads = grads
-        return dx
-
-    def extra_repr(self):
-        return (f"{self.input_size}, {self.hidden_size}, norm={self.norm!r}"
-                + (f", max_len={self.max_len}" if self.norm == "bn" else ""))
-
-
-class LastStep(Module):
-    """(N, T, H) -> (N, H): the hidden state after the last step; backward puts the
-    gradient at that step and zeros elsewhere."""
-
-    def forward(self, x):
-        self._cache = x.shape
-        return x[:, -1]
-
-    def backward(self, dout):
-        shape = self._need_cache()
-        dx = np.zeros(shape, dtype=dout.dtype)
-        dx[:, -1] = dout
-        return dx
-
-
-def rnn_classifier(input_size, hidden_size, num_classes, norm="ln", max_len=None, rng=None,
-                   **rnn_kwargs):
-    """``Sequential(NormRNN, LastStep, Linear)``: (N, T, D) -> logits (N, num_classes)."""
-    rng = np.random.default_rng(rng)
-    return Sequential(NormRNN(input_size, hidden_size, norm=norm, max_len=max_len, rng=rng,
-                              **rnn_kwargs),
-                      LastStep(), Linear(hidden_size, num_classes, rng=rng))
 
 
 def make_drift_task(num_samples, length, rng=None, drift=0.15, noise=1.0, min_length=None):
@@ -355,7 +218,6 @@ def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
     """
     import matplotlib.pyplot as plt
 
-    from .plotting import COLORS
 
     rnn_var, rnn_fix = models[variable][0], models[fixed][0]
     steps = np.arange(len(rnn_var.active_counts))
@@ -393,59 +255,6 @@ def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
     return fig
 
 
-# --------------------------------------------------------------------------- invariances
-
-class WeightNormLinear(Module):
-    """Weight-normalized linear layer (Salimans & Kingma 2016): ``y = x W^T + b`` with
-    each row ``W_i = g_i v_i / ||v_i||``.
-
-    Parameters ``v`` (out, in), ``g`` (out,), ``bias`` (out,); input (..., in) ->
-    output (..., out). The output does not change when a row of v is rescaled.
-    """
-
-    def __init__(self, in_features, out_features, bias=True, rng=None):
-        super().__init__()
-        bound = 1.0 / np.sqrt(in_features)
-        rng = np.random.default_rng(rng)
-        v = rng.uniform(-bound, bound, (out_features, in_features))
-        self.params["v"] = v
-        self.params["g"] = np.linalg.norm(v, axis=1)  # starts equal to the plain layer
-        if bias:
-            self.params["bias"] = np.zeros(out_features)
-        self.in_features, self.out_features = in_features, out_features
-        self.zero_grad()
-
-    def weight(self):
-        """The effective weight matrix W, shape (out, in)."""
-        v = self.params["v"]
-        return self.params["g"][:, None] * v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    def forward(self, x):
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"WeightNormLinear: expected input (..., {self.in_features}), "
-                             f"got {x.shape}")
-        out = x @ self.weight().T
-        if "bias" in self.params:
-            out = out + self.params["bias"]
-        self._cache = x
-        return out
-
-    def backward(self, dout):
-        x = self._need_cache()
-        self._check_dout(dout, x.shape[:-1] + (self.out_features,))
-        x2, d2 = x.reshape(-1, self.in_features), dout.reshape(-1, self.out_features)
-        dw = d2.T @ x2                                          # dL/dW, (out, in)
-        v, g = self.params["v"], self.params["g"]
-        norm = np.linalg.norm(v, axis=1, keepdims=True)
-        v_hat = v / norm
-        dg = np.sum(dw * v_hat, axis=1)                         # dL/dg_i = dW_i . v_i/||v_i||
-        self.grads["g"] = dg
-        self.grads["v"] = g[:, None] / norm * (dw - dg[:, None] * v_hat)
-        if "bias" in self.params:
-            self.grads["bias"] = d2.sum(axis=0)
-        return dout @ self.weight()
-
-
 def _transform(name, w, x, rng):
     """Apply one of :data:`TRANSFORMATIONS` to the weights (C, D) and data (N, D, L)."""
     c, d = w.shape
@@ -468,6 +277,7 @@ def _transform(name, w, x, rng):
 TRANSFORMATIONS = ("weight matrix re-scaling", "weight matrix re-centering",
                    "weight vector re-scaling", "dataset re-scaling", "dataset re-centering",
                    "single training case re-scaling")
+
 
 #: Ba, Kiros & Hinton (2016), Table 1: True = invariant.
 BA2016_TABLE1 = {
@@ -540,51 +350,6 @@ def invariance_html(table, labels=None):
         rows.append(f"<tr><td>{labels.get(method, method)}</td>{cells}</tr>")
     return (f"<table class=\"table\"><thead><tr><th>invariant?</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-# --------------------------------------------------------------------------- batch size
-
-def make_norm(kind, channels, num_groups=4):
-    """A normalization layer for (N, C, L) activations, or None for ``"none"``.
-
-    ``"bn"`` BatchNorm1d(C) (statistics over N and L); ``"ln"`` GroupNorm(1, C), i.e.
-    LayerNorm over (C, L) with per-channel gamma and beta, as in Wu & He (2018);
-    ``"gn"`` GroupNorm(num_groups, C); ``"in"`` InstanceNorm1d(C, affine=True).
-    """
-    if kind == "bn":
-        return BatchNorm1d(channels)
-    if kind == "ln":
-        return GroupNorm(1, channels)
-    if kind == "gn":
-        return GroupNorm(num_groups, channels)
-    if kind == "in":
-        return InstanceNorm1d(channels, affine=True)
-    if kind == "none":
-        return None
-    raise ValueError(f"norm must be 'bn', 'ln', 'gn', 'in' or 'none', got {kind!r}")
-
-
-def conv1d_net(norm="bn", channels=32, num_layers=3, num_groups=4, length=40, in_channels=1,
-               num_classes=10, kernel_size=5, rng=None):
-    """Blocks of Conv1d(stride 2) -> norm -> ReLU, then Flatten -> Linear.
-
-    Input (N, in_channels, length) -> logits (N, num_classes). Each block halves the
-    length (40 -> 20 -> 10 -> 5 with three blocks). The convolutions have no bias when a
-    normalization follows (its beta does that job). "ln" and "gn" are GroupNorm layers
-    (see :func:`make_norm`).
-    """
-    rng = np.random.default_rng(rng)
-    layers, c_in, size = [], in_channels, length
-    for _ in range(num_layers):
-        layers.append(Conv1d(c_in, channels, kernel_size, stride=2, padding=kernel_size // 2,
-                             bias=norm == "none", rng=rng))
-        layer = make_norm(norm, channels, num_groups)
-        if layer is not None:
-            layers.append(layer)
-        layers.append(ReLU())
-        c_in, size = channels, (size + 2 * (kernel_size // 2) - kernel_size) // 2 + 1
-    layers += [Flatten(), Linear(channels * size, num_classes, rng=rng)]
-    return Sequential(*layers)
 
 
 def batch_size_sweep(data, norms=("bn", "ln", "gn"), batch_sizes=(2, 4, 8, 16, 32, 64),

@@ -5,13 +5,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import bnlib  # noqa: E402
-from bnlib.sequence import normalized_mask  # noqa: E402
+from bnlib.chapters import ch5_bn_vs_ln as ch5
+from bnlib.chapters.ch5_bn_vs_ln import normalized_mask  # noqa: E402
 
 
 def test_plot_norm_axes_panels_and_masks():
     shape = (4, 6, 5)
-    fig = bnlib.plot_norm_axes(shape=shape, num_groups=2, index=(0, 1, 0))
+    fig = ch5.plot_norm_axes(shape=shape, num_groups=2, index=(0, 1, 0))
     axes = fig.get_axes()
     assert [ax.get_gid() for ax in axes] == ["norm-axes:bn", "norm-axes:ln", "norm-axes:in",
                                             "norm-axes:gn"]
@@ -26,7 +26,7 @@ def test_plot_norm_axes_panels_and_masks():
 
 
 def test_plot_norm_axes_other_methods():
-    fig = bnlib.plot_norm_axes(methods=("bn", "rms"), shape=(2, 4, 3), index=(1, 0, 2))
+    fig = ch5.plot_norm_axes(methods=("bn", "rms"), shape=(2, 4, 3), index=(1, 0, 2))
     assert len(fig.get_axes()) == 2
     assert fig.get_axes()[1].mask.sum() == 12
     plt.close(fig)

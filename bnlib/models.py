@@ -1,0 +1,147 @@
+"""Model builders shared by the chapters, with one convention for normalization.
+
+Every builder takes ``norm=``, one of:
+
+* ``None``: no normalization (the layer before keeps its bias);
+* a name: ``"bn"`` BatchNorm1d, ``"ln"`` LayerNorm (as ``GroupNorm(1, C)``, per-channel
+  gamma and beta), ``"gn"`` GroupNorm, ``"in"`` InstanceNorm1d, ``"ghost_bn"``
+  :class:`~bnlib.GhostBatchNorm1d`, ``"noisy_bn"`` :class:`~bnlib.NoisyBatchNorm1d`;
+* a callable ``num_features -> Module``, e.g. ``lambda c: BatchNorm1d(c, momentum=0.01)``.
+
+:func:`norm_layer` turns any of them into a layer. When a normalization follows a Linear
+or Conv1d, that layer has no bias: beta does its job.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .modules import (
+    BatchNorm1d,
+    Conv1d,
+    Dropout,
+    Flatten,
+    GroupNorm,
+    InstanceNorm1d,
+    Linear,
+    Module,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    _rng,
+)
+from .variants import GhostBatchNorm1d, LastStep, NoisyBatchNorm1d, NormRNN
+
+__all__ = ["ACTIVATIONS", "NORMS", "norm_layer", "make_mlp", "conv1d_net", "rnn_classifier"]
+
+#: Activation names accepted by :func:`make_mlp` (``"linear"`` means no nonlinearity).
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": None}
+
+#: Normalization names accepted by every builder's ``norm=``.
+NORMS = ("bn", "ln", "gn", "in", "ghost_bn", "noisy_bn")
+
+Norm = str | Callable[[int], Module] | None
+
+
+def norm_layer(norm: Norm, num_features: int, *, num_groups: int = 4, ghost_size: int = 16,
+               noise: dict | None = None, rng=None) -> Module | None:
+    """The normalization layer ``norm`` names for ``num_features`` channels, or None.
+
+    ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise`` (keyword
+    arguments of :class:`~bnlib.NoisyBatchNorm1d`) and ``rng`` by ``"noisy_bn"``.
+    Inputs of the layers: (N, C) or (N, C, L).
+    """
+    if norm is None:
+        return None
+    if callable(norm):
+        return norm(num_features)
+    if norm == "bn":
+        return BatchNorm1d(num_features)
+    if norm == "ln":
+        return GroupNorm(1, num_features)
+    if norm == "gn":
+        return GroupNorm(num_groups, num_features)
+    if norm == "in":
+        return InstanceNorm1d(num_features, affine=True)
+    if norm == "ghost_bn":
+        return GhostBatchNorm1d(num_features, ghost_size)
+    if norm == "noisy_bn":
+        return NoisyBatchNorm1d(num_features, rng=rng, **(noise or {}))
+    raise ValueError(f"norm must be None, a callable or one of {NORMS}, got {norm!r}")
+
+
+def make_mlp(sizes, activation="sigmoid", norm: Norm = None, rng=None, *, position="before",
+             weight_scale=1.0, dropout=0.0, **norm_options) -> Sequential:
+    """A fully connected network ``Linear -> [norm] -> activation -> ... -> Linear``.
+
+    Args:
+        sizes: layer widths ``[d_in, h_1, ..., h_k, d_out]``: k hidden layers, each
+            ``Linear(h_{i-1}, h_i)`` followed by normalization and the activation, then a
+            final ``Linear(h_k, d_out)`` giving the logits (N, d_out).
+        activation: ``"sigmoid"``, ``"tanh"``, ``"relu"`` or ``"linear"`` (none: a deep
+            linear network).
+        norm: see the module docstring; ``norm_options`` go to :func:`norm_layer`.
+        rng: seed or Generator for the weights (and the noise and dropout streams).
+        position: ``"before"`` the nonlinearity (Ioffe & Szegedy's placement; the Linear
+            has no bias) or ``"after"`` it (the Linear keeps its bias).
+        weight_scale: multiplies every initial weight matrix (PyTorch's
+            U(-1/sqrt(fan_in), 1/sqrt(fan_in)) init times this).
+        dropout: if > 0, a :class:`~bnlib.Dropout` after each hidden activation (so it
+            sits before the next layer's normalization).
+
+    Returns:
+        a :class:`~bnlib.Sequential` mapping (N, d_in) to (N, d_out).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"make_mlp: activation must be one of {sorted(ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    if position not in ("before", "after"):
+        raise ValueError(f"make_mlp: position must be 'before' or 'after', got {position!r}")
+    if len(sizes) < 2:
+        raise ValueError(f"make_mlp: expected at least [d_in, d_out], got sizes={sizes}")
+    rng = _rng(rng)
+    act = ACTIVATIONS[activation]
+    layers = []
+    for d_in, d_out in zip(sizes[:-2], sizes[1:-1]):
+        lin = Linear(d_in, d_out, bias=norm is None or position == "after", rng=rng)
+        lin.params["weight"] *= weight_scale
+        normalize = norm_layer(norm, d_out, rng=rng.spawn(1)[0], **norm_options)
+        block = [lin, normalize, act() if act else None]
+        if position == "after":
+            block[1], block[2] = block[2], block[1]
+        layers += [layer for layer in block if layer is not None]
+        if dropout:
+            layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
+    last = Linear(sizes[-2], sizes[-1], rng=rng)
+    last.params["weight"] *= weight_scale
+    return Sequential(*layers, last)
+
+
+def conv1d_net(norm: Norm = "bn", channels=32, num_layers=3, num_groups=4, length=40,
+               in_channels=1, num_classes=10, kernel_size=5, rng=None) -> Sequential:
+    """Blocks of Conv1d(stride 2) -> norm -> ReLU, then Flatten -> Linear.
+
+    Input (N, in_channels, length) -> logits (N, num_classes). Each block halves the
+    length (40 -> 20 -> 10 -> 5 with three blocks).
+    """
+    rng = _rng(rng)
+    layers, c_in, size = [], in_channels, length
+    pad = kernel_size // 2
+    for _ in range(num_layers):
+        layers.append(Conv1d(c_in, channels, kernel_size, stride=2, padding=pad,
+                             bias=norm is None, rng=rng))
+        normalize = norm_layer(norm, channels, num_groups=num_groups)
+        layers += ([normalize] if normalize is not None else []) + [ReLU()]
+        c_in, size = channels, (size + 2 * pad - kernel_size) // 2 + 1
+    return Sequential(*layers, Flatten(), Linear(channels * size, num_classes, rng=rng))
+
+
+def rnn_classifier(input_size, hidden_size, num_classes, norm="ln", max_len=None, rng=None,
+                   **rnn_kwargs) -> Sequential:
+    """``Sequential(NormRNN, LastStep, Linear)``: (N, T, D) -> logits (N, num_classes).
+
+    ``norm`` is ``"ln"``, ``"bn"`` (statistics per time step: give ``max_len``) or None.
+    """
+    rng = _rng(rng)
+    rnn = NormRNN(input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs)
+    return Sequential(rnn, LastStep(), Linear(hidden_size, num_classes, rng=rng))

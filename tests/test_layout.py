@@ -1,0 +1,57 @@
+"""The package layout: the core exports its names explicitly, chapter code stays in
+bnlib/chapters/ (one module per notebook) and never imports another chapter."""
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import bnlib
+
+PACKAGE = Path(bnlib.__file__).parent
+CHAPTERS = sorted((PACKAGE / "chapters").glob("ch*.py"))
+NOTEBOOKS = sorted((PACKAGE.parent / "chapters").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
+    tree = ast.parse(path.read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_no_star_imports(path):
+    stars = [n.lineno for n in _imports(path)
+             if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)]
+    assert not stars, f"{path.name}: star import on line(s) {stars}"
+
+
+def test_all_is_what_the_package_exports():
+    submodules = {"chapters", "data", "fastpath", "gradcheck", "losses", "models", "modules",
+                  "optim", "surgery", "train", "variants"}
+    public = {n for n in dir(bnlib) if not n.startswith("_")} - submodules
+    assert set(bnlib.__all__) == public
+    for name in bnlib.__all__:
+        assert getattr(bnlib, name) is not None
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_module_imports_the_core_only(path):
+    for node in _imports(path):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = [a.name for a in node.names]
+            assert "chapters" not in module, f"{path.name} imports {module}"
+            assert not (node.level == 1 and any(n.startswith("ch") for n in names)), (
+                f"{path.name} imports another chapter: {names}")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_names_stay_out_of_the_core_namespace(path):
+    module = importlib.import_module(f"bnlib.chapters.{path.stem}")
+    leaked = [n for n in module.__all__ if n in bnlib.__all__]
+    assert not leaked, f"{path.stem} names exported by bnlib: {leaked}"
+
+
+def test_one_chapter_module_per_notebook():
+    stems = {f"ch{int(p.stem[:2])}_{p.stem[3:]}" for p in NOTEBOOKS}
+    assert stems == {p.stem for p in CHAPTERS}

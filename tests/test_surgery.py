@@ -1,0 +1,260 @@
+"""bnlib.surgery: finding BN layers, precise BN, folding, capturing inputs, restoring a model."""
+import copy
+
+import numpy as np
+import pytest
+
+import bnlib
+from bnlib import (
+    BatchNorm1d,
+    BatchRenorm1d,
+    Conv1d,
+    Linear,
+    ReLU,
+    Sequential,
+    capture_inputs,
+    fold_batchnorm,
+    make_mlp,
+    precise_bn,
+)
+
+
+def _mlp(rng, c_in=5, h=6):
+    return Sequential(Linear(c_in, h, rng=rng), BatchNorm1d(h), ReLU(),
+                      Linear(h, h, rng=rng), BatchNorm1d(h), ReLU(), Linear(h, 3, rng=rng))
+
+
+def _batch(rng, n=12, d=5, k=3):
+    rng = np.random.default_rng(rng)
+    return rng.normal(size=(n, d)), rng.integers(0, k, size=n)
+
+
+
+def test_precise_bn_single_layer_equals_full_data_statistics():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (200, 4)) * np.array([1.0, 10.0, 0.1, 1e3])
+    bn = BatchNorm1d(4)
+    bn.params["weight"][:] = 2.0
+    weight = bn.params["weight"].copy()
+    bn.eval()
+    batches = [x[i:i + 25] for i in range(0, 200, 25)]
+    precise_bn(bn, batches, variance="population")
+    np.testing.assert_allclose(bn.running_mean, x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, x.var(axis=0), rtol=1e-12)
+    assert not bn.training and bn.num_batches_tracked == 8
+    np.testing.assert_array_equal(bn.params["weight"], weight)
+    # unequal batch sizes, (x, y) pairs and a generator are fine
+    sizes = [7, 50, 3, 140]
+    pairs = ((b, None) for b in np.split(x, np.cumsum(sizes)[:-1]))
+    precise_bn(bn, pairs, variance="population")
+    np.testing.assert_allclose(bn.running_var, x.var(axis=0), rtol=1e-12)
+    # Algorithm 2: the mean of per-batch unbiased variances, the mean of per-batch means
+    precise_bn(bn, batches, variance="batch_mean")
+    xb = x.reshape(8, 25, 4)
+    np.testing.assert_allclose(bn.running_mean, xb.mean(axis=1).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, xb.var(axis=1, ddof=1).mean(axis=0), rtol=1e-12)
+
+
+def test_precise_bn_3d_input_counts_every_position():
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, (12, 3, 5))
+    bn = BatchNorm1d(3)
+    precise_bn(bn, [x[:4], x[4:]], variance="population")
+    np.testing.assert_allclose(bn.running_mean, x.mean(axis=(0, 2)), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, x.var(axis=(0, 2)), rtol=1e-12)
+
+
+def test_precise_bn_deep_model_matches_manual_train_mode_pass():
+    rng = np.random.default_rng(2)
+    model = _mlp(rng)
+    x = rng.normal(size=(60, 5))
+    batches = [x[i:i + 20] for i in range(0, 60, 20)]
+    reference = copy.deepcopy(model).train()
+    inputs = {1: [], 4: []}  # layer index -> its inputs over the batches
+    for xb in batches:
+        h = xb
+        for i, layer in enumerate(reference.layers):
+            if i in inputs:
+                inputs[i].append(h)
+            h = layer(h)
+    params = {(id(m), k): m.params[k].copy() for m, k in model.parameters()}
+    model.eval()
+    model[4].train()  # a mixed mode is restored too
+    precise_bn(model, batches, variance="population")
+    for i, hs in inputs.items():
+        h = np.concatenate(hs)
+        np.testing.assert_allclose(model[i].running_mean, h.mean(axis=0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(model[i].running_var, h.var(axis=0), rtol=1e-10)
+    assert [m.training for m in model.layers] == [False] * 4 + [True] + [False] * 2
+    for m, k in model.parameters():
+        np.testing.assert_array_equal(m.params[k], params[(id(m), k)])
+
+
+def test_precise_bn_bad_input():
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        precise_bn(Sequential(Linear(3, 2, rng=0)), [np.ones((4, 3))])
+    bn = BatchNorm1d(2)
+    before = bn.running_var.copy()
+    with pytest.raises(ValueError, match="empty"):
+        precise_bn(bn, [])
+    np.testing.assert_array_equal(bn.running_var, before)
+    with pytest.raises(ValueError, match="variance"):
+        precise_bn(bn, [np.ones((4, 2))], variance="unbiased")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_linear_matches_unfolded_pair_float32(bias):
+    rng = np.random.default_rng(3)
+    lin = Linear(10, 6, bias=bias, rng=rng)
+    bn = BatchNorm1d(6)
+    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 6)
+    bn.params["bias"][:] = rng.normal(size=6)
+    bn.running_mean = rng.normal(size=6)
+    bn.running_var = rng.uniform(0.2, 3.0, 6)
+    bn.eval()
+    folded = fold_batchnorm(lin, bn)
+    assert isinstance(folded, Linear) and folded is not lin and "bias" in folded.params
+    x = rng.normal(size=(32, 10)).astype(np.float32)
+    ref = bn(lin(x))
+    out = folded(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(folded(x.astype(np.float64)), bn(lin(x.astype(np.float64))),
+                               rtol=1e-12, atol=1e-12)
+    assert ("bias" in lin.params) == bias  # the original layer is unchanged
+
+
+def test_fold_conv1d_matches_unfolded_pair():
+    rng = np.random.default_rng(4)
+    conv = Conv1d(3, 4, 5, stride=2, padding=1, rng=rng)
+    bn = BatchNorm1d(4)
+    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 4)
+    bn.params["bias"][:] = rng.normal(size=4)
+    x = rng.normal(size=(8, 3, 20))
+    for _ in range(3):  # real running statistics from a few training batches
+        bn(conv(x + rng.normal(size=x.shape)))
+    bn.eval()
+    folded = fold_batchnorm(conv, bn)
+    assert isinstance(folded, Conv1d) and (folded.stride, folded.padding) == (2, 1)
+    np.testing.assert_allclose(folded(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(folded(x32), bn(conv(x32)), rtol=1e-6, atol=1e-6)
+
+
+def test_fold_bad_input():
+    with pytest.raises(ValueError, match="4 outputs"):
+        fold_batchnorm(Linear(3, 4, rng=0), BatchNorm1d(5))
+    with pytest.raises(ValueError, match="Linear or Conv1d"):
+        fold_batchnorm(ReLU(), BatchNorm1d(5))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        fold_batchnorm(Linear(3, 4, rng=0), Linear(4, 4, rng=0))
+
+
+def test_renorm_float32_and_precise_bn():
+    rng = np.random.default_rng(12)
+    model = Sequential(Linear(4, 3, rng=rng), BatchRenorm1d(3), ReLU())
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    assert model(x).dtype == np.float32
+    precise_bn(model, [x[:20], x[20:]], variance="population")
+    h = model[0](x.astype(np.float64))
+    np.testing.assert_allclose(model[1].running_mean, h.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model[1].running_var, h.var(axis=0), rtol=1e-5)
+
+
+def test_renorm_and_precise_bn_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    xs = rng.normal(1.0, 2.0, (5, 8, 3))
+    tbn = torch.nn.BatchNorm1d(3, momentum=None, dtype=torch.float64)
+    for x in xs:
+        tbn(torch.from_numpy(x))
+    bn = BatchNorm1d(3)
+    precise_bn(bn, list(xs), variance="batch_mean")  # momentum=None is Algorithm 2
+    np.testing.assert_allclose(bn.running_mean, tbn.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=1e-12)
+    lin = torch.nn.Linear(3, 2, dtype=torch.float64)
+    tbn2 = torch.nn.BatchNorm1d(2, dtype=torch.float64)
+    with torch.no_grad():
+        tbn2.running_mean[:] = torch.tensor([0.3, -1.0])
+        tbn2.running_var[:] = torch.tensor([2.0, 0.5])
+        tbn2.weight[:] = torch.tensor([1.5, 0.7])
+        tbn2.bias[:] = torch.tensor([0.1, 0.2])
+    tbn2.eval()
+    ours_lin = Linear(3, 2, rng=0)
+    ours_lin.params["weight"] = lin.weight.detach().numpy().copy()
+    ours_lin.params["bias"] = lin.bias.detach().numpy().copy()
+    ours_bn = BatchNorm1d(2)
+    ours_bn.running_mean = tbn2.running_mean.numpy().copy()
+    ours_bn.running_var = tbn2.running_var.numpy().copy()
+    ours_bn.params["weight"] = tbn2.weight.detach().numpy().copy()
+    ours_bn.params["bias"] = tbn2.bias.detach().numpy().copy()
+    x = rng.normal(size=(5, 3))
+    with torch.no_grad():
+        ref = tbn2(lin(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(fold_batchnorm(ours_lin, ours_bn)(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_bn_mlp_hidden_output_invariant_to_weight_scale():
+    # scaling the weights that feed a BN layer changes nothing (up to BN's eps, which is
+    # negligible once the pre-activations are large: compare scales 100 and 1000)
+    x, _ = _batch(1)
+    hidden = []
+    for scale in (100.0, 1000.0):
+        model = make_mlp([5, 6, 6, 2], "sigmoid", "bn", rng=4)
+        for m in model.layers[:-1]:
+            if isinstance(m, bnlib.Linear):
+                m.params["weight"] *= scale
+        hidden.append(capture_inputs(model, x, bnlib.Linear, mode="train")[-1])
+    np.testing.assert_allclose(hidden[0], hidden[1], rtol=1e-5)
+
+
+def test_precise_bn_population_variance_is_too_small_after_the_first_layer():
+    # Layer 2's inputs are batch-normalized upstream, so their batch means barely vary:
+    # pooling gives about (m-1)/m of the variance that layer meets in evaluation mode,
+    # while the average of unbiased per-batch variances matches it.
+    x = np.random.default_rng(3).normal(size=(4096, 8))
+    model = make_mlp([8, 16, 16, 2], "relu", "bn", rng=0)
+    ratio = {}
+    for variance in ("population", "batch_mean"):
+        for m in (4, 256):
+            net = precise_bn(copy.deepcopy(model), x, variance=variance, batch_size=m)
+            seen = capture_inputs(net, x, BatchNorm1d, mode="eval")[1].var(axis=0)
+            ratio[variance, m] = np.median(net[4].running_var / seen)
+    assert ratio["population", 4] < ratio["batch_mean", 4] - 0.05
+    for variance in ("population", "batch_mean"):  # large batches: both estimators agree
+        assert 0.95 < ratio[variance, 256] < 1.05, ratio
+
+
+def test_capture_inputs_and_bad_mode():
+    x, _ = _batch(14, d=5)
+    model = make_mlp([5, 6, 6, 3], "sigmoid", "bn", rng=0)
+    found = capture_inputs(model, x, bnlib.Sigmoid, mode="train")
+    assert len(found) == 2 and found[0].shape == (12, 6)
+    np.testing.assert_allclose(found[0].mean(0), 0.0, atol=1e-12)  # BN output, beta = 0
+    with pytest.raises(ValueError, match="mode"):
+        capture_inputs(model, x, bnlib.Sigmoid, mode="test")
+
+
+def test_precise_bn_uses_dropout_free_statistics():
+    data = bnlib.make_gaussian_classes(n_train=200, n_test=20, dim=4, num_classes=2, rng=2)
+    model = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
+    bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
+              batch_size=20, progress=False, rng=0)
+    momentum = [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
+    model.train()
+    precise_bn(model, data.x_train, batch_size=200)
+    assert all(m.training for m in model.modules())  # modes are restored
+    model.eval()
+    assert momentum == [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
+    bn2 = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)][1]
+    z = capture_inputs(model, data.x_train, bnlib.BatchNorm1d, mode="eval")[1]
+    # close, not equal: while recalibrating, the first BN normalizes with the batch's
+    # biased variance, in evaluation with its running (unbiased) variance
+    np.testing.assert_allclose(bn2.running_mean, z.mean(0), rtol=0.02, atol=1e-3)
+    np.testing.assert_allclose(bn2.running_var, z.var(0, ddof=1), rtol=0.02)
+    # the dropout-free variance is smaller than the one stored in training
+    trained = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
+    bnlib.fit(trained, bnlib.SGD(trained, 0.1), data.x_train, data.y_train, epochs=3,
+              batch_size=20, progress=False, rng=0)
+    stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][1].running_var
+    assert np.median(bn2.running_var / stored) < 1.0
