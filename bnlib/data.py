@@ -8,9 +8,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pathlib
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,12 +82,32 @@ def load_mnist1d(num_samples=5000, seed=42, train_split=0.8, dtype=np.float64, *
             raw = make_dataset(_ObjectView(args))
         finally:
             np.random.set_state(state)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, x=raw["x"], y=raw["y"], x_test=raw["x_test"], y_test=raw["y_test"])
-        os.replace(tmp, path)
+        _save_npz_atomic(path, x=raw["x"], y=raw["y"], x_test=raw["x_test"],
+                        y_test=raw["y_test"])
     with np.load(path) as f:
         return Dataset(f["x"].astype(dtype), f["y"].astype(np.int64),
                        f["x_test"].astype(dtype), f["y_test"].astype(np.int64))
+
+
+def _save_npz_atomic(path, **arrays):
+    """Write ``arrays`` to the .npz file ``path`` so that no reader sees a partial file.
+
+    The data goes to a temporary file with a unique name in the same directory
+    (``tempfile.mkstemp``), which ``os.replace`` then renames to ``path`` in one atomic
+    step. Two processes writing the same cache file at once therefore never share a
+    temporary file; the last rename wins, and both wrote the same data. On any error
+    the temporary file is removed.
+    """
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class _ObjectView:

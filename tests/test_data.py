@@ -145,6 +145,68 @@ def test_load_mnist1d_is_deterministic(tmp_path, monkeypatch):
     assert len(list((tmp_path / "b").glob("mnist1d_*.npz"))) == 3  # one file per setting
 
 
+def _fake_generator(monkeypatch, barrier=None):
+    """Replace the MNIST-1D generator by a quick deterministic one, and make every cache
+    write wait at ``barrier`` after writing its data and before the rename, so that
+    concurrent writers overlap for certain."""
+    import mnist1d.data
+
+    def make_dataset(args):
+        rng = np.random.default_rng(args.seed)
+        n_train = int(args.num_samples * args.train_split)
+        x = rng.normal(size=(args.num_samples, 40))
+        y = rng.integers(0, 10, args.num_samples)
+        return {"x": x[:n_train], "y": y[:n_train], "x_test": x[n_train:],
+                "y_test": y[n_train:]}
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", make_dataset)
+    if barrier is not None:
+        savez = np.savez_compressed
+
+        def savez_then_wait(file, **arrays):
+            savez(file, **arrays)
+            barrier.wait()
+
+        monkeypatch.setattr(np, "savez_compressed", savez_then_wait)
+
+
+def test_concurrent_cache_writers_do_not_collide(cache, monkeypatch):
+    """Two notebooks generating the same data set at once: each writes its own temporary
+    file and renames it into place, so both succeed and no temporary file is left."""
+    import threading
+
+    _fake_generator(monkeypatch, barrier=threading.Barrier(2, timeout=30))
+    results, errors = [None, None], []
+
+    def load(i):
+        try:
+            results[i] = bnlib.load_mnist1d(num_samples=50)
+        except Exception as err:  # reported below, with the thread's exception
+            errors.append(err)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    np.testing.assert_array_equal(results[0].x_train, results[1].x_train)
+    assert [p.name for p in cache.iterdir()] == [next(cache.glob("mnist1d_*.npz")).name]
+
+
+def test_a_failed_cache_write_leaves_no_file(cache, monkeypatch):
+    _fake_generator(monkeypatch)
+
+    def disk_full(file, **arrays):
+        file.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        bnlib.load_mnist1d(num_samples=50)
+    assert list(cache.iterdir()) == []  # neither a cache file nor a temporary one
+
+
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BNLIB_CACHE", str(tmp_path / "x" / "y"))
     assert D.cache_dir() == tmp_path / "x" / "y" and (tmp_path / "x" / "y").is_dir()
