@@ -18,7 +18,7 @@ import numpy as np
 from . import functional as F
 
 __all__ = ["CheckResult", "check_batchnorm_forward", "check_batchnorm_backward",
-           "check_layernorm_forward", "check_layernorm_backward"]
+           "check_layernorm_forward", "check_layernorm_backward", "DMU_TERM", "DVAR_TERM"]
 
 TOL = 1e-6
 
@@ -60,10 +60,28 @@ def _cases(rng_seed=0):
 
 
 def _as_tuple(result, k):
-    """Accept ``out`` or ``(out, cache)`` from a forward; a k-tuple from a backward."""
-    if k == 1 and isinstance(result, tuple):
-        return (result[0],)
-    return tuple(result) if k > 1 else (result,)
+    """Accept ``out`` or ``(out, cache)`` from a forward (k = 1); from a backward, the
+    outputs as a tuple (a single array counts as one output, so that a missing output
+    is reported rather than the rows of dx taken for outputs)."""
+    if k == 1:
+        return (result[0],) if isinstance(result, tuple) else (result,)
+    if result is None or isinstance(result, np.ndarray):
+        return () if result is None else (result,)
+    return tuple(result)
+
+
+def _count_problem(names, got):
+    """A sentence saying which outputs are missing or extra, or None if the count is right."""
+    if len(got) == len(names):
+        return None
+    expected = f"expected {len(names)} ({', '.join(names)})"
+    if len(got) < len(names):
+        missing = ", ".join(names[len(got):])
+        return (f"your function returned {len(got)} output(s), {expected}: {missing} "
+                f"{'is' if len(names) - len(got) == 1 else 'are'} missing; return all of "
+                f"them, in this order")
+    return (f"your function returned {len(got)} outputs, {expected}; return exactly these, "
+            f"in this order")
 
 
 _FALLBACK_HINT = {
@@ -82,8 +100,11 @@ def _compare(name, names, run_candidate, run_reference, mistakes):
         except Exception as err:  # the reader's code raised: report it plainly
             return CheckResult(name, False, [f"your function raised {type(err).__name__}: {err} "
                                              f"on the case {case['label']}"])
+        problem = _count_problem(names, got)
+        if problem:
+            return CheckResult(name, False, [problem])
         want = run_reference(case)
-        for label, g, w in zip(names, got, want):
+        for label, g, w in zip(names, got, want, strict=True):
             g = np.asarray(g, dtype=np.float64)
             if g.shape != w.shape:
                 return CheckResult(name, False, [f"{label} has shape {g.shape}, expected {w.shape} "
@@ -185,6 +206,14 @@ def check_layernorm_forward(fn):
 
 
 # ---------------------------------------------------------------- backward mistakes
+#: The two terms of dx that exist because x also feeds the batch mean and variance,
+#: as the hints write them: dx = dx_hat * inv_std + DMU_TERM + DVAR_TERM, where
+#: dx_hat = dout * gamma, inv_std = 1 / sqrt(var + eps), sums run over each
+#: normalized group (the batch for BatchNorm, the features for LayerNorm) and m is
+#: its size.
+DMU_TERM = "-inv_std * sum(dx_hat) / m"
+DVAR_TERM = "-inv_std * x_hat * sum(dx_hat * x_hat) / m"
+
 def _bwd_variant(kind, axis=0):
     """Reference gradients with one deliberate mistake, for the diagnosis."""
     def run(c):
@@ -216,10 +245,11 @@ def _bwd_variant(kind, axis=0):
 
 
 _BACKWARD_MISTAKES = {
-    "forgot the dmu term: x feeds the mean too, which adds -sum(dx_hat) / m to every "
-    "entry": _bwd_variant("no_dmu"),
-    "forgot the dvar term: x feeds the variance too, which adds -x_hat * sum(dx_hat * x_hat) "
-    "/ m": _bwd_variant("no_dvar"),
+    f"forgot the dmu term: x feeds the mean too, which adds {DMU_TERM} to every entry "
+    "(inv_std = 1 / sqrt(var + eps), dx_hat = dout * gamma, sums over the batch)":
+        _bwd_variant("no_dmu"),
+    f"forgot the dvar term: x feeds the variance too, which adds {DVAR_TERM} "
+    "(sums over the batch)": _bwd_variant("no_dvar"),
     "treated the mean and variance as constants (that is the eval-mode gradient, "
     "dx = gamma * dout / sqrt(var + eps))": _bwd_variant("constant_stats"),
     "forgot to multiply dout by gamma before back-propagating into x_hat": _bwd_variant("no_gamma"),
@@ -271,8 +301,11 @@ def check_layernorm_backward(backward, forward=None):
         return run
 
     mistakes = {
-        "forgot the dmu term (-sum over features of dx_hat, divided by n)": ln_mistake("no_dmu"),
-        "forgot the dvar term (-x_hat * sum over features of dx_hat * x_hat, divided by n)":
+        f"forgot the dmu term: x feeds each example's mean too, which adds {DMU_TERM} "
+        "(sums over that example's features, m = the number of features)":
+            ln_mistake("no_dmu"),
+        f"forgot the dvar term: x feeds each example's variance too, which adds "
+        f"{DVAR_TERM} (sums over that example's features, m = the number of features)":
             ln_mistake("no_dvar"),
         "treated the per-example mean and variance as constants": ln_mistake("constant_stats"),
     }

@@ -226,3 +226,77 @@ def test_result_repr_is_the_report():
     result = E.check_batchnorm_forward(bn_forward)
     assert repr(result) == result.report
     assert result.report.startswith("batchnorm forward: PASSED")
+
+
+# ------------------------------------------------------------------ missing outputs
+@pytest.mark.parametrize("check,reference", [
+    (E.check_batchnorm_backward, F.batchnorm_backward),
+    (E.check_layernorm_backward, F.layernorm_backward),
+])
+def test_a_backward_with_too_few_or_too_many_outputs_fails(check, reference):
+    """zip() used to stop at the shorter list, so (dx, dgamma) passed."""
+    result = check(lambda d, c: reference(d, c)[:2])
+    assert not result.passed
+    assert ("your function returned 2 output(s), expected 3 (dx, dgamma, dbeta): dbeta is "
+            "missing") in result.report
+    result = check(lambda d, c: reference(d, c)[0])  # dx alone, not a tuple
+    assert not result.passed
+    assert "returned 1 output(s), expected 3 (dx, dgamma, dbeta): dgamma, dbeta are missing" \
+        in result.report
+    result = check(lambda d, c: None)
+    assert not result.passed and "returned 0 output(s)" in result.report
+    result = check(lambda d, c: (*reference(d, c), np.zeros(3)))
+    assert not result.passed
+    assert "returned 4 outputs, expected 3 (dx, dgamma, dbeta); return exactly these" \
+        in result.report
+
+
+# ------------------------------------------------------------------ the hints' formulas
+def _evaluate(term, dout, gamma, x_hat, inv_std, axis):
+    """The value of a hint's formula, with sums over the normalized groups (``axis``)."""
+    names = {"inv_std": inv_std, "x_hat": x_hat, "dx_hat": dout * gamma,
+             "m": x_hat.shape[axis], "sum": lambda a: np.sum(a, axis=axis, keepdims=True)}
+    return eval(term, {"__builtins__": {}}, names)  # the two constant strings of E
+
+
+@pytest.mark.parametrize("kind,axis", [("batchnorm", 0), ("layernorm", 1)])
+def test_hint_formulas_are_the_terms_of_dx(kind, axis):
+    """dx = dx_hat * inv_std + DMU_TERM + DVAR_TERM, each as the hints write it; and
+    leaving one out gives exactly the gradient of that catalogued mistake."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(1.5, 2.0, (6, 4))
+    gamma, beta = rng.uniform(0.5, 2.0, 4), rng.normal(size=4)
+    dout = rng.normal(size=x.shape)
+    forward = F.batchnorm_forward if kind == "batchnorm" else F.layernorm_forward
+    _, cache = forward(x, gamma, beta)
+    dx = F.norm_backward(dout, cache)[0]
+    x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+    dmu, dvar = (_evaluate(t, dout, gamma, x_hat, inv_std, axis)
+                 for t in (E.DMU_TERM, E.DVAR_TERM))
+    np.testing.assert_allclose(dout * gamma * inv_std + dmu + dvar, dx, rtol=1e-12,
+                               atol=1e-12)
+    assert np.all(np.abs(dmu) > 1e-3) and np.all(np.abs(dvar) > 1e-6)  # both matter here
+    # the mistakes named by these hints leave out exactly these terms
+    check = E.check_batchnorm_backward if kind == "batchnorm" else E.check_layernorm_backward
+    hints = _causes(check)
+    for term, mistake, missing in (("dmu", "no_dmu", dmu), ("dvar", "no_dvar", dvar)):
+        if kind == "batchnorm":
+            _, own_cache = bn_forward_with_cache(x, gamma, beta, 1e-5)
+            dx_wrong = bn_backward(dout, own_cache, mistake=mistake)[0]
+        else:
+            dx_wrong = ln_backward(dout, cache, mistake=mistake)[0]
+        np.testing.assert_allclose(dx - dx_wrong, np.broadcast_to(missing, dx.shape),
+                                   rtol=1e-9, atol=1e-12)
+        hint = next(h for h in hints if h.startswith(f"forgot the {term} term"))
+        assert (E.DMU_TERM if term == "dmu" else E.DVAR_TERM) in hint
+
+
+def _causes(check):
+    """The hint texts a checker can give, from a run of each catalogued mistake."""
+    kinds = ("no_dmu", "no_dvar")
+    if check is E.check_batchnorm_backward:
+        runs = [check(lambda d, c, k=k: bn_backward(d, c, mistake=k),
+                      forward=bn_forward_with_cache) for k in kinds]
+    else:
+        runs = [check(lambda d, c, k=k: ln_backward(d, c, mistake=k)) for k in kinds]
+    return [r.cause for r in runs]
