@@ -476,3 +476,225 @@ def test_instance_norm_needs_more_than_one_position():
                                              r"channel \(length L > 1\), got input of shape "
                                              r"\(4, 3, 1\)"):
             module(np.ones((4, 3, 1)))
+
+
+# ------------------------------------------------------------------ input type and dtype
+NORM_LAYERS = {
+    "BatchNorm1d": (lambda: bnlib.BatchNorm1d(4), (8, 4)),
+    "BatchNorm1d_eval": (lambda: bnlib.BatchNorm1d(4).eval(), (8, 4)),
+    "BatchNorm2d": (lambda: bnlib.BatchNorm2d(4), (2, 4, 2, 2)),
+    "LayerNorm": (lambda: bnlib.LayerNorm(4), (8, 4)),
+    "GroupNorm": (lambda: bnlib.GroupNorm(2, 4), (2, 4, 4)),
+    "InstanceNorm1d": (lambda: bnlib.InstanceNorm1d(4), (2, 4, 4)),
+    "RMSNorm": (lambda: bnlib.RMSNorm(4), (8, 4)),
+}
+OTHER_LAYERS = {
+    "Linear": (lambda: bnlib.Linear(4, 2), (8, 4)),
+    "Conv1d": (lambda: bnlib.Conv1d(4, 2, 3), (2, 4, 4)),
+    "ReLU": (bnlib.ReLU, (8, 4)),
+    "Sigmoid": (bnlib.Sigmoid, (8, 4)),
+    "Tanh": (bnlib.Tanh, (8, 4)),
+    "Dropout": (lambda: bnlib.Dropout(0.5, rng=0), (8, 4)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+@pytest.mark.parametrize("name", list(NORM_LAYERS) + list(OTHER_LAYERS))
+def test_integer_and_bool_input_is_refused(name, dtype):
+    """BatchNorm1d(4)(np.arange(32).reshape(8, 4)) used to return integers."""
+    factory, shape = {**NORM_LAYERS, **OTHER_LAYERS}[name]
+    x = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    cls = name.split("_")[0]
+    with pytest.raises(TypeError, match=rf"{cls} input has dtype {np.dtype(dtype).name}, "
+                                        r"expected a floating-point array \(float32 or "
+                                        r"float64\).*convert it to float first"):
+        factory()(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", NORM_LAYERS)
+def test_norm_layers_keep_the_float_dtype(name, dtype):
+    factory, shape = NORM_LAYERS[name]
+    module = factory()
+    x = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    out = module(x)
+    assert out.dtype == dtype and out.shape == shape
+    assert module.backward(np.ones_like(out)).dtype == dtype
+    if name == "BatchNorm1d":
+        np.testing.assert_allclose(out[:, 0], (x[:, 0] - 14) / np.sqrt(84 + 1e-5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(NORM_LAYERS) + list(OTHER_LAYERS))
+def test_a_list_input_gets_a_type_error(name):
+    factory, shape = {**NORM_LAYERS, **OTHER_LAYERS}[name]
+    rows = np.ones(shape).tolist()
+    cls = name.split("_")[0]
+    with pytest.raises(TypeError, match=rf"{cls} input must be a numpy array, got list; "
+                                        r"convert it first, e\.g\. np\.asarray"):
+        factory()(rows)
+    with pytest.raises(TypeError, match=r"Flatten input must be a numpy array, got list"):
+        bnlib.Flatten()(rows)
+
+
+@pytest.mark.parametrize("factory,shape,bad,expected", [
+    (lambda: bnlib.BatchNorm1d(4), (8, 4), ("weight", (5,)), (4,)),
+    (lambda: bnlib.BatchNorm2d(4), (2, 4, 2, 2), ("bias", (1, 4)), (4,)),
+    (lambda: bnlib.LayerNorm((2, 4)), (3, 2, 4), ("weight", (4,)), (2, 4)),
+    (lambda: bnlib.GroupNorm(2, 4), (2, 4, 3), ("bias", (2,)), (4,)),
+    (lambda: bnlib.RMSNorm(4), (8, 4), ("weight", (3,)), (4,)),
+])
+def test_a_parameter_of_the_wrong_shape_is_named(factory, shape, bad, expected):
+    module = factory()
+    name, bad_shape = bad
+    module.params[name] = np.ones(bad_shape)
+    cls = type(module).__name__
+    with pytest.raises(ValueError, match=rf"{cls}: params\['{name}'\] has shape "
+                                         rf"{re.escape(str(bad_shape))}, expected "
+                                         rf"{re.escape(str(expected))}"):
+        module(np.random.default_rng(0).normal(size=shape))
+
+
+def test_integer_dout_is_refused():
+    for module, x in [(bnlib.BatchNorm1d(3), np.ones((4, 3))), (bnlib.Linear(3, 2), np.ones((4, 3)))]:
+        out = module(x + np.arange(12).reshape(4, 3))
+        with pytest.raises(TypeError, match=rf"{type(module).__name__}.backward: dout has "
+                                            r"dtype int64"):
+            module.backward(np.ones(out.shape, np.int64))
+
+
+# ------------------------------------------------------------------ ReLU at the extremes
+def test_relu_at_infinity_and_nan():
+    x = np.array([[-np.inf, -1.0, 0.0, 2.0, np.inf, np.nan]])
+    relu = bnlib.ReLU()
+    with np.errstate(invalid="raise"):  # no inf * 0 anywhere
+        out = relu(x)
+        np.testing.assert_array_equal(out, [[0.0, 0.0, 0.0, 2.0, np.inf, np.nan]])
+        dx = relu.backward(np.full(x.shape, 3.0))
+        np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0, 3.0, 3.0, 0.0]])
+        # an infinite upstream gradient where x <= 0 is blocked, not turned into NaN
+        dx = relu.backward(np.full(x.shape, np.inf))
+        np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0, np.inf, np.inf, 0.0]])
+    assert relu(x.astype(np.float32)).dtype == np.float32
+    assert relu.backward(np.ones(x.shape, np.float32)).dtype == np.float32
+
+
+# ------------------------------------------------------------------ grads are overwritten
+def test_backward_overwrites_grads_it_does_not_accumulate():
+    """Unlike PyTorch's .grad, grads hold the last backward's gradient only (the training
+    loops rely on this: no zero_grad() between steps)."""
+    rng = np.random.default_rng(20)
+    model = bnlib.Sequential(bnlib.Linear(3, 4, rng=rng), bnlib.BatchNorm1d(4))
+    x1, x2 = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    dy1, dy2 = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    model(x2)
+    model.backward(dy2)
+    alone = {(id(m), k): m.grads[k].copy() for m, k in model.parameters()}
+    model(x1)
+    model.backward(dy1)
+    model(x2)
+    model.backward(dy2)
+    for m, k in model.parameters():
+        np.testing.assert_array_equal(m.grads[k], alone[id(m), k])  # not first + second
+    model.zero_grad()
+    assert all(np.all(m.grads[k] == 0) for m, k in model.parameters())
+
+
+# ------------------------------------------------------------------ the fast path is used
+def test_norm_layers_compute_through_the_fast_path():
+    x = np.random.default_rng(21).normal(size=(4, 3, 5))
+    for module in (bnlib.BatchNorm1d(3), bnlib.BatchNorm1d(3).eval(), bnlib.InstanceNorm1d(3),
+                   bnlib.GroupNorm(3, 3), bnlib.LayerNorm(5, elementwise_affine=False)):
+        module(x)
+        assert "layout" in module._cache, module
+    for module in (bnlib.LayerNorm(5), bnlib.RMSNorm(5), bnlib.GroupNorm(1, 3)):
+        module(x)  # per-element affine or no centering: the formulas of bnlib.functional
+        assert "layout" not in module._cache, module
+
+
+# ------------------------------------------------------------------ state_dict
+def _model(rng=0):
+    return bnlib.Sequential(bnlib.Linear(3, 4, rng=rng), bnlib.BatchNorm1d(4), bnlib.ReLU(),
+                            bnlib.Sequential(bnlib.Linear(4, 2, bias=False, rng=rng),
+                                             bnlib.LayerNorm(2)))
+
+
+def test_state_dict_keys_and_values():
+    model = _model()
+    state = model.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                           "1.running_var", "1.num_batches_tracked", "3.0.weight",
+                           "3.1.weight", "3.1.bias"]
+    np.testing.assert_array_equal(state["0.weight"], model[0].params["weight"])
+    np.testing.assert_array_equal(state["1.running_var"], np.ones(4))
+    assert state["1.num_batches_tracked"].shape == () and state["1.num_batches_tracked"] == 0
+    assert list(bnlib.BatchNorm1d(2, track_running_stats=False).state_dict()) == [
+        "weight", "bias"]
+    assert bnlib.ReLU().state_dict() == {}
+
+
+def test_state_dict_values_are_copies():
+    rng = np.random.default_rng(22)
+    model = _model()
+    state = model.state_dict()
+    saved = {k: v.copy() for k, v in state.items()}
+    opt = bnlib.SGD(model, lr=0.5)
+    for _ in range(3):  # training changes parameters in place and running statistics
+        bnlib.train_step(model, opt, rng.normal(size=(8, 3)), rng.integers(0, 2, 8))
+    assert model[1].num_batches_tracked == 3
+    assert not np.array_equal(model[0].params["weight"], saved["0.weight"])
+    for key, value in saved.items():
+        np.testing.assert_array_equal(state[key], value, err_msg=key)
+
+
+def test_load_state_dict_round_trip():
+    rng = np.random.default_rng(23)
+    trained, fresh = _model(rng=1), _model(rng=2)
+    opt = bnlib.SGD(trained, lr=0.5)
+    for _ in range(3):
+        bnlib.train_step(trained, opt, rng.normal(size=(8, 3)), rng.integers(0, 2, 8))
+    weight = fresh[0].params["weight"]
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh[0].params["weight"] is weight  # written in place, as PyTorch does
+    assert fresh[1].num_batches_tracked == 3 and isinstance(fresh[1].num_batches_tracked, int)
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
+    x = rng.normal(size=(5, 3))
+    np.testing.assert_array_equal(fresh.eval()(x), trained.eval()(x))
+    # the loaded values are copies too: changing the source afterwards changes nothing
+    state = trained.state_dict()
+    fresh.load_state_dict(state)
+    state["1.running_mean"][...] = 100.0
+    assert np.all(fresh[1].running_mean != 100.0)
+
+
+def test_load_state_dict_keeps_parameter_dtype():
+    bn = bnlib.BatchNorm1d(3)
+    bn.params["weight"] = bn.params["weight"].astype(np.float32)
+    bn.load_state_dict({**bn.state_dict(), "weight": np.array([1.0, 2.0, 3.0])})
+    assert bn.params["weight"].dtype == np.float32
+    np.testing.assert_array_equal(bn.params["weight"], [1.0, 2.0, 3.0])
+
+
+def test_load_state_dict_reports_every_mismatch_and_changes_nothing():
+    model = _model()
+    good = model.state_dict()
+    bad = dict(good)
+    del bad["1.running_var"]
+    bad["1.running_avg"] = np.zeros(4)
+    bad["0.bias"] = np.zeros(5)
+    bad["1.num_batches_tracked"] = np.zeros(2)
+    before = model.state_dict()
+    with pytest.raises(ValueError) as err:
+        model.load_state_dict(bad)
+    message = str(err.value)
+    assert message.startswith("Sequential.load_state_dict: missing keys ['1.running_var']; "
+                              "unexpected keys ['1.running_avg']; shape mismatch for ")
+    assert "0.bias: expected shape (4,), got (5,)" in message
+    assert "1.num_batches_tracked: expected shape (), got (2,)" in message
+    assert message.endswith("(nothing was loaded)")
+    for key, value in before.items():
+        np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
+    with pytest.raises(ValueError, match=r"BatchNorm1d.load_state_dict: shape mismatch for "
+                                         r"running_mean: expected shape \(4,\), got \(3,\)"):
+        bnlib.BatchNorm1d(4).load_state_dict(bnlib.BatchNorm1d(3).state_dict() | {
+            "weight": np.ones(4), "bias": np.zeros(4), "running_var": np.ones(4)})
