@@ -70,14 +70,16 @@ class Layout:
 
     @property
     def subscripts(self) -> str:
-        """einsum subscripts of the full view: ``ak`` (B = 1), ``kb`` (A = 1) or ``akb``."""
+        """einsum subscripts of the full view: ``ak`` (B = 1), ``kb`` (A = 1), else
+        ``akb``."""
         return "ak" if self.b == 1 else "kb" if self.a == 1 else "akb"
 
     @property
     def full(self) -> tuple:
         """Shape of the full view, one axis per letter of :attr:`subscripts`."""
         return {"ak": (self.a, self.k), "kb": (self.k, self.b)}.get(
-            self.subscripts, (self.a, self.k, self.b))
+            self.subscripts, (self.a, self.k, self.b)
+        )
 
     @property
     def vec(self) -> tuple:
@@ -107,8 +109,12 @@ def layout_for(x, axes, params=(), center=True):
     keepdims = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
     if not all(_constant_over_groups(p, keepdims) for p in params):
         return None
-    return Layout(math.prod(x.shape[: kept[0]]), math.prod(x.shape[kept[0]: kept[-1] + 1]),
-                  math.prod(x.shape[kept[-1] + 1:]), keepdims)
+    return Layout(
+        math.prod(x.shape[: kept[0]]),
+        math.prod(x.shape[kept[0] : kept[-1] + 1]),
+        math.prod(x.shape[kept[-1] + 1 :]),
+        keepdims,
+    )
 
 
 def _constant_over_groups(p, keepdims):
@@ -116,7 +122,7 @@ def _constant_over_groups(p, keepdims):
     if p is None:
         return True
     shape = (1,) * (len(keepdims) - p.ndim) + p.shape
-    return all(n == 1 for n, kd in zip(shape, keepdims) if kd == 1)
+    return all(n == 1 for n, kd in zip(shape, keepdims, strict=True) if kd == 1)
 
 
 def _per_group(p, layout):
@@ -163,13 +169,26 @@ def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
         _center(x3, mu, xc, layout, sum_squares=False)
     inv_std = 1 / np.sqrt(var + dtype.type(eps))
     gamma_k, beta_k = _per_group(gamma, layout), _per_group(beta, layout)
-    out = _scale_shift(xc, inv_std if gamma_k is None else inv_std * gamma_k, beta_k, layout)
+    out = _scale_shift(
+        xc, inv_std if gamma_k is None else inv_std * gamma_k, beta_k, layout
+    )
     kd = layout.keepdims
-    cache = dict(x=x, xc=xc.reshape(x.shape), mu=mu.reshape(kd), var=var.reshape(kd),
-                 inv_std=inv_std.reshape(kd), gamma=gamma,
-                 beta_shape=None if beta is None else beta.shape, axes=axes, m=layout.m,
-                 eps=dtype.type(eps), fixed_stats=fixed is not None, center=True,
-                 layout=layout, gamma_k=gamma_k)
+    cache = dict(
+        x=x,
+        xc=xc.reshape(x.shape),
+        mu=mu.reshape(kd),
+        var=var.reshape(kd),
+        inv_std=inv_std.reshape(kd),
+        gamma=gamma,
+        beta_shape=None if beta is None else beta.shape,
+        axes=axes,
+        m=layout.m,
+        eps=dtype.type(eps),
+        fixed_stats=fixed is not None,
+        center=True,
+        layout=layout,
+        gamma_k=gamma_k,
+    )
     return out.reshape(x.shape), cache
 
 
@@ -186,7 +205,7 @@ def _center(x3, mu, xc, layout, sum_squares):
 
 
 def _scale_shift(xc, scale, shift, layout):
-    """``out = xc * scale + shift`` with per-group scale and shift (shift may be None)."""
+    """``out = xc * scale + shift``, per-group scale and shift (shift may be None)."""
     out = np.empty_like(xc)
     scale_v = scale.reshape(layout.vec)
     shift_v = None if shift is None else shift.reshape(layout.vec)
@@ -222,12 +241,18 @@ def norm_backward(dout, cache):
         dx = _scale_shift(d3, scale, None, layout)
     else:
         inv_m = dtype.type(1 / layout.m)
-        dx = _combine(d3, xc, scale, sum_d * inv_m, sum_dxc * (inv_std * inv_std * inv_m),
-                      layout)
+        dx = _combine(
+            d3, xc, scale, sum_d * inv_m, sum_dxc * (inv_std * inv_std * inv_m), layout
+        )
     kd, gamma, beta_shape = layout.keepdims, cache["gamma"], cache["beta_shape"]
-    dgamma = None if gamma is None else F.sum_to_shape(
-        (sum_dxc * inv_std).reshape(kd), gamma.shape)
-    dbeta = None if beta_shape is None else F.sum_to_shape(sum_d.reshape(kd), beta_shape)
+    dgamma = (
+        None
+        if gamma is None
+        else F.sum_to_shape((sum_dxc * inv_std).reshape(kd), gamma.shape)
+    )
+    dbeta = (
+        None if beta_shape is None else F.sum_to_shape(sum_d.reshape(kd), beta_shape)
+    )
     return dx.reshape(dout.shape), dgamma, dbeta
 
 

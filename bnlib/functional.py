@@ -52,7 +52,7 @@ __all__ = [
 
 
 def sum_to_shape(g: np.ndarray, shape: tuple) -> np.ndarray:
-    """Sum a broadcast gradient ``g`` back down to ``shape`` (numpy broadcasting rules)."""
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (numpy's broadcasting)."""
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
@@ -103,10 +103,20 @@ def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
     x_hat = (x - mu) * inv_std
     out = x_hat if gamma is None else gamma * x_hat
     out = out if beta is None else out + beta
-    cache = dict(x=x, mu=mu, var=var, inv_std=inv_std,
-                 x_hat=x_hat, gamma=gamma, beta_shape=None if beta is None else beta.shape,
-                 axes=axes, m=_group_size(x.shape, axes), eps=eps,
-                 fixed_stats=stats is not None, center=center)
+    cache = dict(
+        x=x,
+        mu=mu,
+        var=var,
+        inv_std=inv_std,
+        x_hat=x_hat,
+        gamma=gamma,
+        beta_shape=None if beta is None else beta.shape,
+        axes=axes,
+        m=_group_size(x.shape, axes),
+        eps=eps,
+        fixed_stats=stats is not None,
+        center=center,
+    )
     return out, cache
 
 
@@ -118,7 +128,8 @@ def norm_backward(dout, cache):
         dx = inv_std / m * (m * g - sum(g) - x_hat * sum(g * x_hat))
         dgamma = sum(dout * x_hat),  dbeta = sum(dout)   (summed to their shapes)
 
-    (for BatchNorm ``dx = gamma / (m sqrt(var + eps)) * (m dy - sum dy - x_hat sum(dy x_hat))``).
+    (for BatchNorm
+    ``dx = gamma / (m sqrt(var + eps)) * (m dy - sum dy - x_hat sum(dy x_hat))``).
     Without centering (RMSNorm) the ``sum(g)`` term drops out; with fixed statistics
     (evaluation mode) ``dx = g * inv_std``.
 
@@ -128,9 +139,9 @@ def norm_backward(dout, cache):
     """
     dout = check_dout(dout, cache)
     x_hat, inv_std, gamma = cache["x_hat"], cache["inv_std"], cache["gamma"]
-    axes, m = cache["axes"], cache["m"]
+    axes, m, beta_shape = cache["axes"], cache["m"], cache["beta_shape"]
     dgamma = None if gamma is None else sum_to_shape(dout * x_hat, gamma.shape)
-    dbeta = None if cache["beta_shape"] is None else sum_to_shape(dout, cache["beta_shape"])
+    dbeta = None if beta_shape is None else sum_to_shape(dout, beta_shape)
     g = dout if gamma is None else dout * gamma
     if cache["fixed_stats"]:
         dx = g * inv_std
@@ -175,11 +186,23 @@ def batchnorm_backward_staged(dout, cache, trace=None):
     """
     dout = check_dout(dout, cache)
     if cache["fixed_stats"] or not cache["center"]:
-        raise ValueError("staged backward expects batch statistics with centering "
-                         "(training-mode BatchNorm/LayerNorm); got fixed stats or "
-                         "center=False")
-    x, mu, var, axes, m = cache["x"], cache["mu"], cache["var"], cache["axes"], cache["m"]
-    gamma = cache["gamma"] if cache["gamma"] is not None else np.ones((1,) * x.ndim, x.dtype)
+        raise ValueError(
+            "staged backward expects batch statistics with centering "
+            "(training-mode BatchNorm/LayerNorm); got fixed stats or "
+            "center=False"
+        )
+    x, mu, var, axes, m = (
+        cache["x"],
+        cache["mu"],
+        cache["var"],
+        cache["axes"],
+        cache["m"],
+    )
+    gamma = (
+        cache["gamma"]
+        if cache["gamma"] is not None
+        else np.ones((1,) * x.ndim, x.dtype)
+    )
     # Forward nodes, recomputed from the cached inputs so every line below is visible.
     xc = x - mu
     std = np.sqrt(var + cache["eps"])
@@ -225,11 +248,14 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, stats=None):
     """
     x = check_float_array(x, "x")
     if x.ndim < 2:
-        raise ValueError(f"batchnorm_forward: expected an input (N, C, *spatial) of at "
-                         f"least 2 dimensions, got shape {x.shape}")
+        raise ValueError(
+            f"batchnorm_forward: expected an input (N, C, *spatial) of at "
+            f"least 2 dimensions, got shape {x.shape}"
+        )
     gamma, beta = _channel_param(gamma, x, "gamma"), _channel_param(beta, x, "beta")
     if stats is not None:
-        stats = tuple(_channel_param(s, x, name) for s, name in zip(stats, ("mean", "var")))
+        mean, var = stats
+        stats = (_channel_param(mean, x, "mean"), _channel_param(var, x, "var"))
     return norm_forward(x, gamma, beta, batch_axes(x.ndim), eps, stats=stats)
 
 
@@ -240,14 +266,15 @@ def batchnorm_backward(dout, cache):
 
 
 def layernorm_forward(x, gamma, beta, normalized_ndim=1, eps=1e-5):
-    """LayerNorm over the last ``normalized_ndim`` axes; gamma, beta have those axes' shape."""
+    """LayerNorm over the last ``normalized_ndim`` axes; gamma and beta have the shape
+    of those axes."""
     x = check_float_array(x, "x")
     axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
     return norm_forward(x, gamma, beta, axes, eps)
 
 
 def layernorm_backward(dout, cache):
-    """LayerNorm backward: the same closed form as BatchNorm's, over the feature axes."""
+    """LayerNorm backward: the closed form of BatchNorm's, over the feature axes."""
     return norm_backward(dout, cache)
 
 
@@ -266,10 +293,14 @@ def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
     x = check_float_array(x, "x")
     n, c = x.shape[:2]
     if c % num_groups:
-        raise ValueError(f"num_channels ({c}) must be divisible by num_groups ({num_groups})")
+        raise ValueError(
+            f"num_channels ({c}) must be divisible by num_groups ({num_groups})"
+        )
     shape4 = (1, num_groups, c // num_groups, 1)
-    gamma, beta = (None if p is None else _channel_param(p, x, name).reshape(shape4)
-                   for p, name in ((gamma, "gamma"), (beta, "beta")))
+    gamma, beta = (
+        None if p is None else _channel_param(p, x, name).reshape(shape4)
+        for p, name in ((gamma, "gamma"), (beta, "beta"))
+    )
     xg = x.reshape(n, num_groups, c // num_groups, -1)
     out, cache = norm_forward(xg, gamma, beta, (2, 3), eps)
     cache["input_shape"] = x.shape
@@ -280,8 +311,10 @@ def groupnorm_backward(dout, cache):
     """GroupNorm backward: returns dx (N, C, ...), dgamma (C,), dbeta (C,)."""
     dout = check_float_array(dout, "dout")
     if dout.shape != cache["input_shape"]:
-        raise ValueError(f"dout must have the shape of the forward output "
-                         f"{cache['input_shape']}, got {dout.shape}")
+        raise ValueError(
+            f"dout must have the shape of the forward output "
+            f"{cache['input_shape']}, got {dout.shape}"
+        )
     dx, dgamma, dbeta = norm_backward(dout.reshape(cache["x"].shape), cache)
     return dx.reshape(cache["input_shape"]), _flat(dgamma), _flat(dbeta)
 
@@ -295,8 +328,10 @@ def _channel_param(p, x, name):
     if p is None:
         return None
     if np.shape(p) != (x.shape[1],):
-        raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},) for an input of "
-                         f"shape {x.shape}, got shape {np.shape(p)}")
+        raise ValueError(
+            f"{name} must have shape (C,) = ({x.shape[1]},) for an input of "
+            f"shape {x.shape}, got shape {np.shape(p)}"
+        )
     return np.reshape(p, (1, -1) + (1,) * (x.ndim - 2))
 
 
@@ -313,12 +348,16 @@ def check_float_array(a, name="x"):
     what ``a`` is in the message (``"x"``, ``"dout"``, ``"BatchNorm1d input"``).
     """
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; convert it "
-                        f"first, e.g. np.asarray(x, dtype=np.float32) (or np.float64)")
+        raise TypeError(
+            f"{name} must be a numpy array, got {type(a).__name__}; convert it "
+            f"first, e.g. np.asarray(x, dtype=np.float32) (or np.float64)"
+        )
     if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} has dtype {a.dtype}, expected a floating-point array "
-                        f"(float32 or float64), as in PyTorch; convert it to float first, "
-                        f"e.g. x.astype(np.float32)")
+        raise TypeError(
+            f"{name} has dtype {a.dtype}, expected a floating-point array "
+            f"(float32 or float64), as in PyTorch; convert it to float first, "
+            f"e.g. x.astype(np.float32)"
+        )
     return a
 
 
@@ -334,12 +373,16 @@ def check_axes(axes, ndim: int) -> tuple[int, ...]:
     except TypeError:
         raise TypeError(f"axes must be integers, got {axes}") from None
     if not axes:
-        raise ValueError("axes is empty: name at least one axis to reduce over (with none, "
-                         "every value is its own group and normalizes to 0)")
+        raise ValueError(
+            "axes is empty: name at least one axis to reduce over (with none, "
+            "every value is its own group and normalizes to 0)"
+        )
     bad = [a for a in axes if not -ndim <= a < ndim]
     if bad:
-        raise ValueError(f"axes {axes}: axis {bad[0]} is out of range for a {ndim}-D input "
-                         f"(valid axes are {-ndim} to {ndim - 1})")
+        raise ValueError(
+            f"axes {axes}: axis {bad[0]} is out of range for a {ndim}-D input "
+            f"(valid axes are {-ndim} to {ndim - 1})"
+        )
     positive = tuple(a % ndim for a in axes)
     if len(set(positive)) != len(positive):
         raise ValueError(f"axes {axes} name the same axis more than once")
@@ -347,7 +390,7 @@ def check_axes(axes, ndim: int) -> tuple[int, ...]:
 
 
 def check_param(p, x, name):
-    """``p`` as an array of x's dtype that broadcasts to x without changing its shape."""
+    """``p`` as an array of x's dtype; it must broadcast to x, leaving x's shape."""
     if p is None:
         return None
     p = np.asarray(p, dtype=x.dtype)
@@ -356,8 +399,10 @@ def check_param(p, x, name):
     except ValueError:
         fits = False
     if not fits:
-        raise ValueError(f"{name} of shape {p.shape} does not broadcast to the input's shape "
-                         f"{x.shape} (it must broadcast without changing that shape)")
+        raise ValueError(
+            f"{name} of shape {p.shape} does not broadcast to the input's shape "
+            f"{x.shape} (it must broadcast without changing that shape)"
+        )
     return p
 
 
@@ -372,6 +417,8 @@ def check_dout(dout, cache):
     """``dout`` if it is a float array of the forward input's shape (``cache["x"]``)."""
     dout = check_float_array(dout, "dout")
     if dout.shape != cache["x"].shape:
-        raise ValueError(f"dout must have the shape of the forward output "
-                         f"{cache['x'].shape}, got {dout.shape}")
+        raise ValueError(
+            f"dout must have the shape of the forward output "
+            f"{cache['x'].shape}, got {dout.shape}"
+        )
     return dout

@@ -15,9 +15,23 @@ from . import fastpath
 from . import functional as F
 
 __all__ = [
-    "Module", "Linear", "Conv1d", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten",
-    "Sequential", "NormBase", "BatchNormBase", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-    "GroupNorm", "InstanceNorm1d", "RMSNorm",
+    "Module",
+    "Linear",
+    "Conv1d",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Dropout",
+    "Flatten",
+    "Sequential",
+    "NormBase",
+    "BatchNormBase",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "RMSNorm",
 ]
 
 
@@ -26,7 +40,7 @@ def _rng(rng):
 
 
 class Module:
-    """Base class: parameter/gradient dicts, train/eval mode, state, forward cache checks.
+    """Base class: parameter and gradient dicts, train/eval mode, state, checks.
 
     Attributes:
         params: name -> array, the trainable parameters (writable in place).
@@ -62,7 +76,7 @@ class Module:
         return []
 
     def named_children(self) -> list[tuple[str, Module]]:
-        """``(name, child)`` pairs, by default named by position: ``"0"``, ``"1"``, ..."""
+        """``(name, child)`` pairs, by default named by position (``"0"``, ``"1"``)."""
         return [(str(i), child) for i, child in enumerate(self.children())]
 
     def modules(self):
@@ -97,7 +111,7 @@ class Module:
 
     def _state_entries(self, prefix=""):
         """``(key, module, name, is_param)`` for every parameter and buffer, in the
-        order PyTorch uses: a module's parameters, then its buffers, then its children."""
+        order PyTorch uses: a module's parameters, its buffers, then its children."""
         for name in self.params:
             yield prefix + name, self, name, True
         for name in self.buffer_names():
@@ -113,8 +127,10 @@ class Module:
         Values are copies (``num_batches_tracked`` a 0-d int64 array), so training
         after the call does not change the dict.
         """
-        return {key: np.array(m.params[name] if is_param else getattr(m, name), copy=True)
-                for key, m, name, is_param in self._state_entries()}
+        return {
+            key: np.array(m.params[name] if is_param else getattr(m, name), copy=True)
+            for key, m, name, is_param in self._state_entries()
+        }
 
     def load_state_dict(self, state):
         """Copy the values of ``state`` (as from :meth:`state_dict`) into this module.
@@ -124,7 +140,9 @@ class Module:
         in place (keeping their dtype); buffers are replaced by copies. Values may be
         anything ``np.asarray`` accepts (a PyTorch state dict works too).
         """
-        entries = {key: (m, name, is_param) for key, m, name, is_param in self._state_entries()}
+        entries = {
+            key: (m, name, is_param) for key, m, name, is_param in self._state_entries()
+        }
         _check_state(type(self).__name__, entries, state)
         for key, (m, name, is_param) in entries.items():
             value = np.asarray(state[key])
@@ -136,19 +154,23 @@ class Module:
     # ------------------------------------------------------------ checks
     def _need_cache(self):
         if self._cache is None:
-            raise ValueError(f"{type(self).__name__}.backward called before any forward "
-                             "(expected a forward pass in this mode first)")
+            raise ValueError(
+                f"{type(self).__name__}.backward called before any forward "
+                "(expected a forward pass in this mode first)"
+            )
         return self._cache
 
     def _check_dout(self, dout, shape):
         name = type(self).__name__
         F.check_float_array(dout, f"{name}.backward: dout")
         if np.shape(dout) != tuple(shape):
-            raise ValueError(f"{name}.backward: expected dout of shape {tuple(shape)} "
-                             f"(the last forward's output), got {np.shape(dout)}")
+            raise ValueError(
+                f"{name}.backward: expected dout of shape {tuple(shape)} "
+                f"(the last forward's output), got {np.shape(dout)}"
+            )
 
     def _check_float(self, x):
-        """``x`` if it is a float numpy array; TypeError naming this module otherwise."""
+        """``x`` if it is a float numpy array; else a TypeError naming this module."""
         return F.check_float_array(x, f"{type(self).__name__} input")
 
     def extra_repr(self) -> str:
@@ -159,7 +181,8 @@ class Module:
 
 
 def _check_state(owner, entries, state):
-    """Raise one ValueError listing every key problem of ``state`` against ``entries``."""
+    """Raise one ValueError listing every key or shape of ``state`` that does not
+    match ``entries``."""
     missing = [k for k in entries if k not in state]
     unexpected = [k for k in state if k not in entries]
     mismatched = []
@@ -177,8 +200,9 @@ def _check_state(owner, entries, state):
     if mismatched:
         problems.append("shape mismatch for " + "; ".join(sorted(mismatched)))
     if problems:
-        raise ValueError(f"{owner}.load_state_dict: " + "; ".join(problems)
-                         + " (nothing was loaded)")
+        raise ValueError(
+            f"{owner}.load_state_dict: " + "; ".join(problems) + " (nothing was loaded)"
+        )
 
 
 def _like(current, value):
@@ -190,14 +214,18 @@ def _like(current, value):
 
 def _check_rank(module, x, ranks, what):
     if x.ndim not in ranks:
-        raise ValueError(f"{type(module).__name__}: expected {what}, got a "
-                         f"{x.ndim}-D input of shape {x.shape}")
+        raise ValueError(
+            f"{type(module).__name__}: expected {what}, got a "
+            f"{x.ndim}-D input of shape {x.shape}"
+        )
 
 
 def _check_size(module, x, axis, expected, what):
     if x.shape[axis] != expected:
-        raise ValueError(f"{type(module).__name__}: expected {expected} {what} "
-                         f"(axis {axis}), got input of shape {x.shape}")
+        raise ValueError(
+            f"{type(module).__name__}: expected {expected} {what} "
+            f"(axis {axis}), got input of shape {x.shape}"
+        )
 
 
 class Linear(Module):
@@ -241,19 +269,31 @@ class Linear(Module):
 
 
 class Conv1d(Module):
-    """1-D convolution (cross-correlation, as PyTorch) on (N, C_in, L) -> (N, C_out, L_out).
+    """1-D convolution (cross-correlation, as PyTorch): (N, C_in, L) to
+    (N, C_out, L_out).
 
-    weight (C_out, C_in, K), bias (C_out,); ``L_out = (L + 2*padding - K) // stride + 1``.
+    weight (C_out, C_in, K), bias (C_out,);
+    ``L_out = (L + 2*padding - K) // stride + 1``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 bias=True, rng=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        rng=None,
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         bound = 1.0 / np.sqrt(in_channels * kernel_size)
         rng = _rng(rng)
-        self.params["weight"] = rng.uniform(-bound, bound, (out_channels, in_channels, kernel_size))
+        self.params["weight"] = rng.uniform(
+            -bound, bound, (out_channels, in_channels, kernel_size)
+        )
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_channels)
         self.zero_grad()
@@ -270,8 +310,10 @@ class Conv1d(Module):
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
         _check_size(self, x, 1, self.in_channels, "input channels")
         if x.shape[2] + 2 * self.padding < self.kernel_size:
-            raise ValueError(f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
-                             f"({self.kernel_size}) after padding {self.padding}")
+            raise ValueError(
+                f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
+                f"({self.kernel_size}) after padding {self.padding}"
+            )
         xp, cols = self._columns(x)
         w = self.params["weight"].astype(x.dtype, copy=False)
         out = np.tensordot(cols, w, axes=([2, 3], [1, 2]))  # (N, L_out, C_out)
@@ -286,7 +328,8 @@ class Conv1d(Module):
         self._check_dout(dout, (n, self.out_channels, l_out))
         d = dout.transpose(0, 2, 1)  # (N, L_out, C_out)
         self.grads["weight"] = np.tensordot(d, cols, axes=([0, 1], [0, 1])).astype(
-            self.params["weight"].dtype)
+            self.params["weight"].dtype
+        )
         if "bias" in self.params:
             self.grads["bias"] = d.sum(axis=(0, 1)).astype(self.params["bias"].dtype)
         w = self.params["weight"].astype(dout.dtype, copy=False)
@@ -294,20 +337,26 @@ class Conv1d(Module):
         dxp = np.zeros(xp_shape, dtype=dout.dtype)
         s, k = self.stride, self.kernel_size
         for j in range(k):  # scatter each kernel tap back to its input positions
-            dxp[:, :, j: j + s * (l_out - 1) + 1: s] += dcols[:, :, :, j].transpose(0, 2, 1)
+            dxp[:, :, j : j + s * (l_out - 1) + 1 : s] += dcols[:, :, :, j].transpose(
+                0, 2, 1
+            )
         p = self.padding
-        return dxp[:, :, p: xp_shape[2] - p] if p else dxp
+        return dxp[:, :, p : xp_shape[2] - p] if p else dxp
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
 
 
 class ReLU(Module):
-    """``max(x, 0)``, elementwise, as ``np.maximum``: -inf gives 0, +inf stays, NaN stays
-    NaN (as in PyTorch). The backward passes ``dout`` where ``x > 0`` and 0 elsewhere
-    (0 at x = 0 and at NaN, as PyTorch), selected rather than multiplied by a mask, so
-    an infinite ``dout`` where x <= 0 gives 0, not NaN.
+    """``max(x, 0)``, elementwise, as ``np.maximum``: -inf gives 0, +inf stays, NaN
+    stays NaN (as in PyTorch).
+
+    The backward passes ``dout`` where ``x > 0`` and 0 elsewhere (0 at x = 0 and at
+    NaN, as PyTorch), selected rather than multiplied by a mask, so an infinite
+    ``dout`` where x <= 0 gives 0, not NaN.
     """
 
     def forward(self, x):
@@ -327,7 +376,9 @@ class Sigmoid(Module):
     def forward(self, x):
         x = self._check_float(x)
         e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(
+            x.dtype, copy=False
+        )
         self._cache = out
         return out
 
@@ -351,8 +402,8 @@ class Tanh(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout: in training zero each value with probability p and scale the rest
-    by 1/(1-p); identity in evaluation.
+    """Inverted dropout: in training zero each value with probability p and scale the
+    rest by 1/(1-p); identity in evaluation.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -364,9 +415,13 @@ class Dropout(Module):
     def forward(self, x):
         x = self._check_float(x)
         if not self.training or self.p == 0.0:
-            self._cache = np.broadcast_to(np.ones((), x.dtype), x.shape)  # identity mask, no copy
+            self._cache = np.broadcast_to(
+                np.ones((), x.dtype), x.shape
+            )  # identity mask, no copy
             return x
-        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(
+            1 - self.p
+        )
         self._cache = mask
         return x * mask
 
@@ -384,7 +439,9 @@ class Flatten(Module):
 
     def forward(self, x):
         if not isinstance(x, np.ndarray):
-            raise TypeError(f"Flatten input must be a numpy array, got {type(x).__name__}")
+            raise TypeError(
+                f"Flatten input must be a numpy array, got {type(x).__name__}"
+            )
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -447,8 +504,10 @@ class NormBase(Module):
         """(weight, bias), each None where absent, after checking their shapes."""
         for name, p in self.params.items():
             if np.shape(p) != self._param_shape:
-                raise ValueError(f"{type(self).__name__}: params['{name}'] has shape "
-                                 f"{np.shape(p)}, expected {self._param_shape}")
+                raise ValueError(
+                    f"{type(self).__name__}: params['{name}'] has shape "
+                    f"{np.shape(p)}, expected {self._param_shape}"
+                )
         return self.params.get("weight"), self.params.get("bias")
 
     def _store_grads(self, dgamma, dbeta):
@@ -484,8 +543,14 @@ class BatchNormBase(NormBase):
     _ranks: tuple = ()
     _shape_doc = ""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+    ):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.track_running_stats = track_running_stats
@@ -514,16 +579,21 @@ class BatchNormBase(NormBase):
         if self.training or not self.track_running_stats:
             m = x.size // x.shape[1]
             if m <= 1:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per "
-                                 f"channel when training, got input of shape {x.shape} "
-                                 f"(m = {m}); use a larger batch, or call eval() to use "
-                                 "running statistics")
+                raise ValueError(
+                    f"{type(self).__name__}: expected more than 1 value per "
+                    f"channel when training, got input of shape {x.shape} "
+                    f"(m = {m}); use a larger batch, or call eval() to use "
+                    "running statistics"
+                )
         else:
-            stats = (_per_channel(self.running_mean, x.ndim),
-                     _per_channel(self.running_var, x.ndim))
+            stats = (
+                _per_channel(self.running_mean, x.ndim),
+                _per_channel(self.running_var, x.ndim),
+            )
         gamma, beta = (_per_channel(p, x.ndim) for p in self._affine())
-        out, cache = fastpath.norm_forward(x, gamma, beta, F.batch_axes(x.ndim), self.eps,
-                                           stats=stats)
+        out, cache = fastpath.norm_forward(
+            x, gamma, beta, F.batch_axes(x.ndim), self.eps, stats=stats
+        )
         if self.training and self.track_running_stats:
             self._update_running(cache)
         self._cache = cache
@@ -557,7 +627,7 @@ class BatchNorm1d(BatchNormBase):
 
 
 class BatchNorm2d(BatchNormBase):
-    """BatchNorm over (N, C, H, W): per-channel statistics over N, H and W (m = N*H*W)."""
+    """BatchNorm over (N, C, H, W): per-channel statistics over N, H, W (m = N*H*W)."""
 
     _ranks = (4,)
     _shape_doc = "a 4-D (N, C, H, W) input"
@@ -566,9 +636,11 @@ class BatchNorm2d(BatchNormBase):
 def _check_trailing(module, x, shape):
     """ValueError unless x's last axes have ``shape``; returns the axes they occupy."""
     k = len(shape)
-    if x.ndim < k or x.shape[x.ndim - k:] != shape:
-        raise ValueError(f"{type(module).__name__}: expected input ending in {shape}, "
-                         f"got shape {x.shape}")
+    if x.ndim < k or x.shape[x.ndim - k :] != shape:
+        raise ValueError(
+            f"{type(module).__name__}: expected input ending in {shape}, "
+            f"got shape {x.shape}"
+        )
     return tuple(range(x.ndim - k, x.ndim))
 
 
@@ -641,8 +713,10 @@ class GroupNorm(NormBase):
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
         super().__init__()
         if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible "
-                             f"by num_groups ({num_groups})")
+            raise ValueError(
+                f"GroupNorm: num_channels ({num_channels}) must be divisible "
+                f"by num_groups ({num_groups})"
+            )
         self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
         self._init_affine((num_channels,), affine)
 
@@ -653,8 +727,9 @@ class GroupNorm(NormBase):
         n, c, g = x.shape[0], x.shape[1], self.num_groups
         split = (1, g, c // g, 1)  # (N, C, *spatial) viewed as (N, G, C/G, positions)
         gamma, beta = (None if p is None else p.reshape(split) for p in self._affine())
-        out, cache = fastpath.norm_forward(x.reshape(n, g, c // g, -1), gamma, beta, (2, 3),
-                                           self.eps)
+        out, cache = fastpath.norm_forward(
+            x.reshape(n, g, c // g, -1), gamma, beta, (2, 3), self.eps
+        )
         cache["input_shape"] = x.shape
         self._cache = cache
         return out.reshape(x.shape)
@@ -662,7 +737,9 @@ class GroupNorm(NormBase):
     def backward(self, dout):
         cache = self._need_cache()
         self._check_dout(dout, cache["input_shape"])
-        dx, dgamma, dbeta = fastpath.norm_backward(dout.reshape(cache["x"].shape), cache)
+        dx, dgamma, dbeta = fastpath.norm_backward(
+            dout.reshape(cache["x"].shape), cache
+        )
         self._store_grads(dgamma, dbeta)
         return dx.reshape(cache["input_shape"])
 
@@ -684,8 +761,10 @@ class InstanceNorm1d(GroupNorm):
         x = self._check_float(x)
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
         if x.shape[2] <= 1:
-            raise ValueError(f"InstanceNorm1d: expected more than 1 value per channel "
-                             f"(length L > 1), got input of shape {x.shape}")
+            raise ValueError(
+                f"InstanceNorm1d: expected more than 1 value per channel "
+                f"(length L > 1), got input of shape {x.shape}"
+            )
         return super().forward(x)
 
     def extra_repr(self):

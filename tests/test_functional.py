@@ -23,17 +23,31 @@ def _affine(rng, shape):
     return rng.uniform(0.5, 2.0, shape), rng.normal(0.0, 1.0, shape)
 
 
-def _norm_grad_errors(x, gamma, beta, axes, eps=1e-5, stats=None, center=True,
-                      backward=F.norm_backward, seed=0):
-    """Relative errors of ``backward`` against centered differences of L = sum(out * r)."""
+def _norm_grad_errors(
+    x,
+    gamma,
+    beta,
+    axes,
+    eps=1e-5,
+    stats=None,
+    center=True,
+    backward=F.norm_backward,
+    seed=0,
+):
+    """Relative errors of ``backward`` against centered differences of
+    L = sum(out * r)."""
     rng = np.random.default_rng(seed)
     out, cache = F.norm_forward(x, gamma, beta, axes, eps, stats=stats, center=center)
     r = rng.normal(size=out.shape)
     dx, dgamma, dbeta = backward(r, cache)
 
     def loss():
-        return float(np.sum(F.norm_forward(x, gamma, beta, axes, eps, stats=stats,
-                                           center=center)[0] * r))
+        return float(
+            np.sum(
+                F.norm_forward(x, gamma, beta, axes, eps, stats=stats, center=center)[0]
+                * r
+            )
+        )
 
     errors = {"x": rel_error(dx, numerical_gradient(loss, x))}
     if gamma is not None:
@@ -86,12 +100,16 @@ def test_staged_backward_gradcheck(name):
     rng = np.random.default_rng(3)
     x = rng.normal(-0.5, 3.0, shape)
     gamma, beta = _affine(rng, pshape)
-    errors = _norm_grad_errors(x, gamma, beta, axes, backward=F.batchnorm_backward_staged)
+    errors = _norm_grad_errors(
+        x, gamma, beta, axes, backward=F.batchnorm_backward_staged
+    )
     assert max(errors.values()) < GRAD_TOL, errors
 
 
-@pytest.mark.parametrize("name", ["bn_2d", "bn_3d", "bn2d_4d", "ln", "ln_two_axes", "gn", "in",
-                                  "per_element_gamma"])
+@pytest.mark.parametrize(
+    "name",
+    ["bn_2d", "bn_3d", "bn2d_4d", "ln", "ln_two_axes", "gn", "in", "per_element_gamma"],
+)
 def test_staged_and_compact_backward_agree(name):
     shape, axes, pshape, _, _ = CASES[name]
     rng = np.random.default_rng(4)
@@ -101,7 +119,7 @@ def test_staged_and_compact_backward_agree(name):
     _, cache = F.norm_forward(x, gamma, beta, axes)
     compact = F.norm_backward(dout, cache)
     staged = F.batchnorm_backward_staged(dout, cache)
-    for a, b in zip(compact, staged):
+    for a, b in zip(compact, staged, strict=True):
         assert a.shape == b.shape
         assert rel_error(a, b) < 1e-10
 
@@ -115,12 +133,24 @@ def test_staged_trace_fills_every_node():
     trace = {}
     dx, _, _ = F.batchnorm_backward_staged(dout, cache, trace=trace)
     names = [name for name, _ in F.STAGED_NODES]
-    assert names == ["mu", "xc", "sq", "var", "std", "inv_std", "x_hat", "scaled", "out"]
+    assert names == [
+        "mu",
+        "xc",
+        "sq",
+        "var",
+        "std",
+        "inv_std",
+        "x_hat",
+        "scaled",
+        "out",
+    ]
     assert set(names) | {"x"} <= set(trace)
     for name in names + ["x"]:
         value = np.asarray(trace[name])
         assert np.all(np.isfinite(value)), name
-        np.broadcast_shapes(value.shape, x.shape)  # each gradient lives on its node's shape
+        np.broadcast_shapes(
+            value.shape, x.shape
+        )  # each gradient lives on its node's shape
     # Per-group nodes (mean, variance, std) carry one gradient per channel.
     for name in ("mu", "var", "std", "inv_std"):
         assert np.shape(trace[name]) == (1, 3), name
@@ -128,13 +158,16 @@ def test_staged_trace_fills_every_node():
     np.testing.assert_array_equal(trace["out"], dout)
     np.testing.assert_allclose(trace["x_hat"], dout * gamma)
     # dL/dinv_std = sum over the batch of dL/dx_hat * xc (x_hat = xc * inv_std).
-    np.testing.assert_allclose(trace["inv_std"], np.sum(dout * gamma * (x - x.mean(0)), 0,
-                                                        keepdims=True))
+    np.testing.assert_allclose(
+        trace["inv_std"], np.sum(dout * gamma * (x - x.mean(0)), 0, keepdims=True)
+    )
 
 
 def test_staged_backward_rejects_fixed_stats_and_no_centering():
     x = np.random.default_rng(6).normal(size=(4, 3))
-    _, cache = F.norm_forward(x, None, None, (0,), stats=(np.zeros((1, 3)), np.ones((1, 3))))
+    _, cache = F.norm_forward(
+        x, None, None, (0,), stats=(np.zeros((1, 3)), np.ones((1, 3)))
+    )
     with pytest.raises(ValueError, match="staged backward expects batch statistics"):
         F.batchnorm_backward_staged(x, cache)
     _, cache = F.norm_forward(x, None, None, (1,), center=False)
@@ -146,13 +179,17 @@ def test_backward_rejects_dout_of_wrong_shape():
     x = np.random.default_rng(7).normal(size=(4, 3))
     _, cache = F.norm_forward(x, None, None, (0,))
     for backward in (F.norm_backward, F.batchnorm_backward_staged):
-        with pytest.raises(ValueError, match=r"dout must have the shape of the forward output "
-                                             r"\(4, 3\), got \(3, 4\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"dout must have the shape of the forward output "
+            r"\(4, 3\), got \(3, 4\)",
+        ):
             backward(np.zeros((3, 4)), cache)
 
 
 def test_eps_correction_to_orthogonality():
-    """With eps > 0, sum(dx * x_hat) is not 0 but inv_std * sum(g * x_hat) * eps / (var + eps)."""
+    """With eps > 0, sum(dx * x_hat) is not 0 but
+    inv_std * sum(g * x_hat) * eps / (var + eps)."""
     rng = np.random.default_rng(8)
     x = rng.normal(0.0, 0.01, (5, 3))  # small variance, so eps matters
     gamma, beta = _affine(rng, (1, 3))
@@ -161,9 +198,18 @@ def test_eps_correction_to_orthogonality():
     _, cache = F.norm_forward(x, gamma, beta, (0,), eps)
     dx, _, _ = F.norm_backward(dout, cache)
     x_hat, var = cache["x_hat"], cache["var"]
-    expected = cache["inv_std"] * np.sum(dout * gamma * x_hat, 0, keepdims=True) * eps / (var + eps)
-    np.testing.assert_allclose(np.sum(dx * x_hat, 0, keepdims=True), expected, rtol=1e-8)
-    np.testing.assert_allclose(np.var(x_hat, 0), (var / (var + eps)).ravel(), rtol=1e-12)
+    expected = (
+        cache["inv_std"]
+        * np.sum(dout * gamma * x_hat, 0, keepdims=True)
+        * eps
+        / (var + eps)
+    )
+    np.testing.assert_allclose(
+        np.sum(dx * x_hat, 0, keepdims=True), expected, rtol=1e-8
+    )
+    np.testing.assert_allclose(
+        np.var(x_hat, 0), (var / (var + eps)).ravel(), rtol=1e-12
+    )
 
 
 # ------------------------------------------------------------------ named wrappers
@@ -177,7 +223,7 @@ def test_batchnorm_wrappers_gradcheck_and_shapes():
         dx, dgamma, dbeta = F.batchnorm_backward(r, cache)
         assert out.shape == shape and dgamma.shape == (3,) and dbeta.shape == (3,)
 
-        def loss():
+        def loss(x=x, gamma=gamma, beta=beta, r=r):
             return float(np.sum(F.batchnorm_forward(x, gamma, beta)[0] * r))
 
         assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
@@ -192,8 +238,9 @@ def test_batchnorm_forward_with_per_channel_stats():
     mean, var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
     out, _ = F.batchnorm_forward(x, gamma, beta, eps=1e-3, stats=(mean, var))
     c = (1, 3, 1)
-    expected = (gamma.reshape(c) * (x - mean.reshape(c)) / np.sqrt(var.reshape(c) + 1e-3)
-                + beta.reshape(c))
+    expected = gamma.reshape(c) * (x - mean.reshape(c)) / np.sqrt(
+        var.reshape(c) + 1e-3
+    ) + beta.reshape(c)
     np.testing.assert_allclose(out, expected, rtol=1e-12)
 
 
@@ -204,7 +251,9 @@ def test_layernorm_and_rmsnorm_wrappers():
     out, cache = F.layernorm_forward(x, gamma, beta, normalized_ndim=2)
     mu = x.mean(axis=(1, 2), keepdims=True)
     var = x.var(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(out, gamma * (x - mu) / np.sqrt(var + 1e-5) + beta, rtol=1e-12)
+    np.testing.assert_allclose(
+        out, gamma * (x - mu) / np.sqrt(var + 1e-5) + beta, rtol=1e-12
+    )
     r = rng.normal(size=x.shape)
     dx, dgamma, dbeta = F.layernorm_backward(r, cache)
     assert dgamma.shape == (4, 5) and dbeta.shape == (4, 5)
@@ -213,8 +262,9 @@ def test_layernorm_and_rmsnorm_wrappers():
 
     g = gamma[0]
     out, cache = F.rmsnorm_forward(x, g, eps=1e-6)
-    np.testing.assert_allclose(out, x / np.sqrt(np.mean(x**2, -1, keepdims=True) + 1e-6) * g,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        out, x / np.sqrt(np.mean(x**2, -1, keepdims=True) + 1e-6) * g, rtol=1e-12
+    )
 
 
 def test_groupnorm_wrappers():
@@ -223,17 +273,23 @@ def test_groupnorm_wrappers():
     gamma, beta = _affine(rng, (4,))
     out, cache = F.groupnorm_forward(x, gamma, beta, num_groups=2)
     xg = x.reshape(2, 2, 10)
-    x_hat = ((xg - xg.mean(-1, keepdims=True)) / np.sqrt(xg.var(-1, keepdims=True) + 1e-5))
-    np.testing.assert_allclose(out, x_hat.reshape(x.shape) * gamma[:, None] + beta[:, None],
-                               rtol=1e-12)
+    x_hat = (xg - xg.mean(-1, keepdims=True)) / np.sqrt(
+        xg.var(-1, keepdims=True) + 1e-5
+    )
+    np.testing.assert_allclose(
+        out, x_hat.reshape(x.shape) * gamma[:, None] + beta[:, None], rtol=1e-12
+    )
     r = rng.normal(size=x.shape)
     dx, dgamma, dbeta = F.groupnorm_backward(r, cache)
     assert dx.shape == x.shape and dgamma.shape == (4,) and dbeta.shape == (4,)
     loss = lambda: float(np.sum(F.groupnorm_forward(x, gamma, beta, 2)[0] * r))  # noqa: E731
     assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
     assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
-    with pytest.raises(ValueError, match=r"num_channels \(4\) must be divisible by "
-                                         r"num_groups \(3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"num_channels \(4\) must be divisible by "
+        r"num_groups \(3\)",
+    ):
         F.groupnorm_forward(x, gamma, beta, num_groups=3)
 
 
@@ -248,25 +304,34 @@ def test_sum_to_shape_and_batch_axes():
 
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
-@pytest.mark.parametrize("forward", ["norm", "batchnorm", "layernorm", "groupnorm", "fast"])
+@pytest.mark.parametrize(
+    "forward", ["norm", "batchnorm", "layernorm", "groupnorm", "fast"]
+)
 def test_integer_and_bool_input_is_refused(forward, dtype):
     x = np.arange(32).reshape(8, 4).astype(dtype)
-    run = {"norm": lambda: F.norm_forward(x, None, None, (0,)),
-           "batchnorm": lambda: F.batchnorm_forward(x, None, None),
-           "layernorm": lambda: F.layernorm_forward(x, None, None),
-           "groupnorm": lambda: F.groupnorm_forward(x, None, None, 2),
-           "fast": lambda: fastpath.norm_forward(x, None, None, (0,))}[forward]
+    run = {
+        "norm": lambda: F.norm_forward(x, None, None, (0,)),
+        "batchnorm": lambda: F.batchnorm_forward(x, None, None),
+        "layernorm": lambda: F.layernorm_forward(x, None, None),
+        "groupnorm": lambda: F.groupnorm_forward(x, None, None, 2),
+        "fast": lambda: fastpath.norm_forward(x, None, None, (0,)),
+    }[forward]
     name = np.dtype(dtype).name
-    with pytest.raises(TypeError, match=rf"x has dtype {name}, expected a floating-point "
-                                        r"array .* convert it to float first"):
+    with pytest.raises(
+        TypeError,
+        match=rf"x has dtype {name}, expected a floating-point "
+        r"array .* convert it to float first",
+    ):
         run()
 
 
 def test_integer_dout_is_refused():
     x = np.random.default_rng(0).normal(size=(8, 4))
-    for forward, backward in [(F.norm_forward, F.norm_backward),
-                              (fastpath.norm_forward, fastpath.norm_backward),
-                              (F.norm_forward, F.batchnorm_backward_staged)]:
+    for forward, backward in [
+        (F.norm_forward, F.norm_backward),
+        (fastpath.norm_forward, fastpath.norm_backward),
+        (F.norm_forward, F.batchnorm_backward_staged),
+    ]:
         _, cache = forward(x, None, None, (0,))
         with pytest.raises(TypeError, match="dout has dtype int64"):
             backward(np.ones((8, 4), np.int64), cache)
@@ -278,58 +343,82 @@ def test_float_input_keeps_its_dtype(dtype):
     for forward in (F.norm_forward, fastpath.norm_forward):
         out, cache = forward(x, np.ones(4), np.zeros(4), (0,))
         assert out.dtype == dtype
-        np.testing.assert_allclose(out[:, 0], (x[:, 0] - 14.0) / np.sqrt(84.0 + 1e-5),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            out[:, 0], (x[:, 0] - 14.0) / np.sqrt(84.0 + 1e-5), rtol=1e-6
+        )
         assert forward(x, None, None, (0,))[0].dtype == dtype
 
 
 def test_a_list_is_refused_with_a_type_error():
     rows = [[1.0, 2.0], [3.0, 5.0]]
-    for call in (lambda: F.norm_forward(rows, None, None, (0,)),
-                 lambda: F.batchnorm_forward(rows, None, None),
-                 lambda: fastpath.norm_forward(rows, None, None, (0,))):
-        with pytest.raises(TypeError, match=r"x must be a numpy array, got list; convert "
-                                            r"it first, e\.g\. np\.asarray"):
+    for call in (
+        lambda: F.norm_forward(rows, None, None, (0,)),
+        lambda: F.batchnorm_forward(rows, None, None),
+        lambda: fastpath.norm_forward(rows, None, None, (0,)),
+    ):
+        with pytest.raises(
+            TypeError,
+            match=r"x must be a numpy array, got list; convert "
+            r"it first, e\.g\. np\.asarray",
+        ):
             call()
 
 
 @pytest.mark.parametrize("forward", [F.norm_forward, fastpath.norm_forward])
 def test_axes_out_of_range_empty_or_repeated(forward):
     x = np.random.default_rng(1).normal(size=(8, 4))
-    with pytest.raises(ValueError, match=r"axes \(2,\): axis 2 is out of range for a 2-D "
-                                         r"input \(valid axes are -2 to 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"axes \(2,\): axis 2 is out of range for a 2-D "
+        r"input \(valid axes are -2 to 1\)",
+    ):
         forward(x, None, None, (2,))
     with pytest.raises(ValueError, match=r"axis -3 is out of range for a 2-D input"):
         forward(x, None, None, (-3,))
     with pytest.raises(ValueError, match=r"axes is empty: name at least one axis"):
         forward(x, None, None, ())
-    with pytest.raises(ValueError, match=r"axes \(0, -2\) name the same axis more than once"):
+    with pytest.raises(
+        ValueError, match=r"axes \(0, -2\) name the same axis more than once"
+    ):
         forward(x, None, None, (0, -2))
 
 
 @pytest.mark.parametrize("forward", [F.norm_forward, fastpath.norm_forward])
 def test_parameter_that_does_not_fit_the_input(forward):
     x = np.random.default_rng(2).normal(size=(8, 4))
-    with pytest.raises(ValueError, match=r"gamma of shape \(5,\) does not broadcast to the "
-                                         r"input's shape \(8, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gamma of shape \(5,\) does not broadcast to the "
+        r"input's shape \(8, 4\)",
+    ):
         forward(x, np.ones(5), None, (0,))
-    with pytest.raises(ValueError, match=r"beta of shape \(2, 8, 4\) does not broadcast"):
+    with pytest.raises(
+        ValueError, match=r"beta of shape \(2, 8, 4\) does not broadcast"
+    ):
         forward(x, None, np.zeros((2, 8, 4)), (0,))  # would broadcast x to (2, 8, 4)
-    with pytest.raises(ValueError, match=r"stats var of shape \(1, 3\) does not broadcast"):
+    with pytest.raises(
+        ValueError, match=r"stats var of shape \(1, 3\) does not broadcast"
+    ):
         forward(x, None, None, (0,), stats=(np.zeros((1, 4)), np.ones((1, 3))))
 
 
 def test_named_wrappers_check_per_channel_shapes():
     x = np.random.default_rng(3).normal(size=(8, 4, 3))
-    with pytest.raises(ValueError, match=r"gamma must have shape \(C,\) = \(4,\) for an "
-                                         r"input of shape \(8, 4, 3\), got shape \(5,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gamma must have shape \(C,\) = \(4,\) for an "
+        r"input of shape \(8, 4, 3\), got shape \(5,\)",
+    ):
         F.batchnorm_forward(x, np.ones(5), np.zeros(4))
     with pytest.raises(ValueError, match=r"var must have shape \(C,\) = \(4,\)"):
         F.batchnorm_forward(x, None, None, stats=(np.zeros(4), np.ones((1, 4))))
     with pytest.raises(ValueError, match=r"beta must have shape \(C,\) = \(4,\)"):
         F.groupnorm_forward(x, np.ones(4), np.zeros(2), num_groups=2)
-    with pytest.raises(ValueError, match=r"expected an input \(N, C, \*spatial\) of at least "
-                                         r"2 dimensions, got shape \(8,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected an input \(N, C, \*spatial\) of at least "
+        r"2 dimensions, got shape \(8,\)",
+    ):
         F.batchnorm_forward(x[:, 0, 0], None, None)
 
 
@@ -351,7 +440,9 @@ def well_spread(x, axes):
     """Every normalized group has a spread that is not tiny against its values, so that
     x_hat is well defined with eps = 0 and rounding stays small."""
     std = np.std(x, axis=axes)
-    return bool(np.all(std >= 1e-2 * np.max(np.abs(x), axis=axes)) and np.all(std >= 1e-3))
+    return bool(
+        np.all(std >= 1e-2 * np.max(np.abs(x), axis=axes)) and np.all(std >= 1e-3)
+    )
 
 
 @st.composite
@@ -398,15 +489,17 @@ def test_property_dx_sums_to_zero_and_is_orthogonal_to_x_hat(p, center):
     x, axes, gamma, dout = p["x"], p["axes"], p["gamma"], p["dout"]
     _, cache = F.norm_forward(x, gamma, p["beta"], axes, eps=0.0, center=center)
     dx, _, _ = F.norm_backward(dout, cache)
-    # The size of the terms that cancel: |dx| <= 3 * inv_std * sum|g| over the group. (For
-    # m = 2 and eps = 0, x_hat = +-1 whatever x is, so dx is exactly 0 and only rounding
-    # remains; a tolerance relative to dx itself would be meaningless there.)
+    # The size of the terms that cancel: |dx| <= 3 * inv_std * sum|g| over the group.
+    # (For m = 2 and eps = 0, x_hat = +-1 whatever x is, so dx is exactly 0 and only
+    # rounding remains; a tolerance relative to dx itself would be meaningless there.)
     terms = cache["inv_std"] * np.sum(np.abs(dout * gamma), axis=axes, keepdims=True)
     tol = 1e-12 * np.sqrt(cache["m"]) * np.squeeze(terms, axis=axes) + 1e-300
     if center:  # moving a whole group by a constant does not change its x_hat
         assert np.all(np.abs(np.sum(dx, axis=axes)) <= tol)
     # scaling a whole group does not change its x_hat (for RMSNorm too)
-    assert np.all(np.abs(np.sum(dx * cache["x_hat"], axis=axes)) <= tol * np.sqrt(cache["m"]))
+    assert np.all(
+        np.abs(np.sum(dx * cache["x_hat"], axis=axes)) <= tol * np.sqrt(cache["m"])
+    )
     if center:
         dx_staged, _, _ = F.batchnorm_backward_staged(dout, cache)
         assert np.all(np.abs(dx - dx_staged) <= 1e-12 * terms)
@@ -415,18 +508,28 @@ def test_property_dx_sums_to_zero_and_is_orthogonal_to_x_hat(p, center):
 @st.composite
 def linear_bn_problems(draw):
     """u (n, d_in), w (d_out, d_in), gamma, beta (d_out,), dout (n, d_out), a > 0."""
-    n, d_in, d_out = draw(st.integers(2, 16)), draw(st.integers(1, 6)), draw(st.integers(1, 5))
+    n, d_in, d_out = (
+        draw(st.integers(2, 16)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 5)),
+    )
     u = draw(float_arrays((n, d_in), -3.0, 3.0))
     w = draw(float_arrays((d_out, d_in), -3.0, 3.0))
     assume(well_spread(u @ w.T, (0,)))
-    return dict(u=u, w=w, gamma=draw(float_arrays((d_out,), 0.5, 2.0)),
-                beta=draw(float_arrays((d_out,), -1.0, 1.0)),
-                dout=draw(float_arrays((n, d_out), -1.0, 1.0)), a=draw(floats(1e-2, 1e2)))
+    return dict(
+        u=u,
+        w=w,
+        gamma=draw(float_arrays((d_out,), 0.5, 2.0)),
+        beta=draw(float_arrays((d_out,), -1.0, 1.0)),
+        dout=draw(float_arrays((n, d_out), -1.0, 1.0)),
+        a=draw(floats(1e-2, 1e2)),
+    )
 
 
 @given(linear_bn_problems())
 def test_property_bn_is_invariant_to_weight_scale(p):
-    """BN((a W) u) == BN(W u) for a > 0; so is du, while dW scales by 1/a (Ioffe & Szegedy)."""
+    """BN((a W) u) == BN(W u) for a > 0; so is du, while dW scales by 1/a
+    (Ioffe & Szegedy)."""
     u, w, a = p["u"], p["w"], p["a"]
     results = []
     for weight in (w, a * w):
@@ -443,7 +546,8 @@ def test_property_bn_is_invariant_to_weight_scale(p):
 
 
 def test_bn_scale_invariance_with_default_eps_is_approximate():
-    """With eps = 1e-5 the invariance holds up to a relative error of about eps / var."""
+    """With eps = 1e-5 the invariance holds up to a relative error of about
+    eps / var."""
     rng = np.random.default_rng(13)
     u, w = rng.normal(size=(32, 5)), rng.normal(size=(4, 5))
     out1, _ = F.batchnorm_forward(u @ w.T, None, None)
@@ -458,12 +562,17 @@ def test_property_dtype_is_preserved(p, dtype, fixed):
     x, dout = p["x"].astype(dtype), p["dout"].astype(dtype)
     stats = None
     if fixed:  # float64 statistics (as the modules store them) on a float32 input
-        stat_shape = tuple(1 if a in {b % len(shape) for b in axes} else s
-                           for a, s in enumerate(shape))
+        stat_shape = tuple(
+            1 if a in {b % len(shape) for b in axes} else s for a, s in enumerate(shape)
+        )
         stats = (np.zeros(stat_shape), np.ones(stat_shape))
-    for forward, backward in ((F.norm_forward, F.norm_backward),
-                              (fastpath.norm_forward, fastpath.norm_backward)):
-        out, cache = forward(x, p["gamma"], p["beta"], axes, stats=stats)  # float64 params
+    for forward, backward in (
+        (F.norm_forward, F.norm_backward),
+        (fastpath.norm_forward, fastpath.norm_backward),
+    ):
+        out, cache = forward(
+            x, p["gamma"], p["beta"], axes, stats=stats
+        )  # float64 params
         assert out.dtype == dtype
         dx, dgamma, dbeta = backward(dout, cache)
         assert dx.dtype == dtype and dgamma.dtype == dtype and dbeta.dtype == dtype
@@ -498,35 +607,51 @@ def _assert_fast_matches_plain(x, gamma, beta, axes, dout, stats=None):
     np.testing.assert_allclose(out, out_ref, rtol=tol, atol=tol * np.abs(out_ref).max())
     for key in ("mu", "var", "inv_std"):
         assert cache[key].shape == np.shape(ref[key]) or stats is not None, key
-        np.testing.assert_allclose(np.broadcast_to(cache[key], ref["inv_std"].shape),
-                                   np.broadcast_to(ref[key], ref["inv_std"].shape),
-                                   rtol=tol, atol=tol, err_msg=key)
-    np.testing.assert_allclose(cache["xc"] * cache["inv_std"], ref["x_hat"], rtol=tol,
-                               atol=tol * np.abs(ref["x_hat"]).max())
+        np.testing.assert_allclose(
+            np.broadcast_to(cache[key], ref["inv_std"].shape),
+            np.broadcast_to(ref[key], ref["inv_std"].shape),
+            rtol=tol,
+            atol=tol,
+            err_msg=key,
+        )
+    np.testing.assert_allclose(
+        cache["xc"] * cache["inv_std"],
+        ref["x_hat"],
+        rtol=tol,
+        atol=tol * np.abs(ref["x_hat"]).max(),
+    )
     grads = fastpath.norm_backward(dout, cache)
     grads_ref = F.norm_backward(dout, ref)
     # Tolerances relative to the size of the terms that cancel in each sum, not to the
     # result, which can be tiny (e.g. dx when dout is almost linear in x_hat).
     g_dx = np.abs(dout * ref["inv_std"] * (1.0 if gamma is None else gamma))
-    terms = {"dx": g_dx.max() * (1 + np.abs(ref["x_hat"]).max()),
-             "dgamma": np.sum(np.abs(dout * ref["x_hat"])), "dbeta": np.sum(np.abs(dout))}
+    terms = {
+        "dx": g_dx.max() * (1 + np.abs(ref["x_hat"]).max()),
+        "dgamma": np.sum(np.abs(dout * ref["x_hat"])),
+        "dbeta": np.sum(np.abs(dout)),
+    }
     for name, g, g_ref in zip(("dx", "dgamma", "dbeta"), grads, grads_ref, strict=True):
         if g_ref is None:
             assert g is None, name
             continue
         assert g.dtype == dtype and g.shape == g_ref.shape, name
-        np.testing.assert_allclose(g, g_ref, rtol=tol, atol=tol * terms[name], err_msg=name)
+        np.testing.assert_allclose(
+            g, g_ref, rtol=tol, atol=tol * terms[name], err_msg=name
+        )
     if stats is None:
         staged = F.batchnorm_backward_staged(dout, cache)
-        np.testing.assert_allclose(staged[0], grads_ref[0], rtol=10 * tol,
-                                   atol=10 * tol * terms["dx"])
+        np.testing.assert_allclose(
+            staged[0], grads_ref[0], rtol=10 * tol, atol=10 * tol * terms["dx"]
+        )
 
 
 @pytest.mark.parametrize("chunk_bytes", [None, 64])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", FAST_CASES)
-def test_fast_path_agrees_with_the_formulas(name, dtype, mode, chunk_bytes, monkeypatch):
+def test_fast_path_agrees_with_the_formulas(
+    name, dtype, mode, chunk_bytes, monkeypatch
+):
     if chunk_bytes is not None:  # many small chunks, to exercise the chunk boundaries
         monkeypatch.setattr(fastpath, "CHUNK_BYTES", chunk_bytes)
     shape, axes, pshape = FAST_CASES[name]
@@ -574,8 +699,9 @@ def test_fast_path_falls_back_to_the_formulas(name):
     out_ref, ref = F.norm_forward(x, gamma, beta, axes, center=center)
     np.testing.assert_array_equal(out, out_ref)
     assert out.dtype == dtype
-    for g, g_ref in zip(fastpath.norm_backward(dout, cache), F.norm_backward(dout, ref),
-                        strict=True):
+    for g, g_ref in zip(
+        fastpath.norm_backward(dout, cache), F.norm_backward(dout, ref), strict=True
+    ):
         np.testing.assert_array_equal(g, g_ref)
 
 
@@ -595,13 +721,19 @@ def fast_problems(draw):
     stats = None
     if draw(st.booleans()):
         stats = (draw(float_arrays(kd, -10, 10)), draw(float_arrays(kd, 0.5, 10)))
-    return dict(x=x.astype(draw(st.sampled_from([np.float32, np.float64]))), axes=axes,
-                gamma=draw(float_arrays(kd, 0.5, 2.0)), beta=draw(float_arrays(kd, -1, 1)),
-                dout=draw(float_arrays(shape, -1, 1)), stats=stats)
+    return dict(
+        x=x.astype(draw(st.sampled_from([np.float32, np.float64]))),
+        axes=axes,
+        gamma=draw(float_arrays(kd, 0.5, 2.0)),
+        beta=draw(float_arrays(kd, -1, 1)),
+        dout=draw(float_arrays(shape, -1, 1)),
+        stats=stats,
+    )
 
 
 @given(fast_problems())
 def test_property_fast_path_agrees_with_the_formulas(p):
     x = p["x"]
-    _assert_fast_matches_plain(x, p["gamma"], p["beta"], p["axes"], p["dout"].astype(x.dtype),
-                               p["stats"])
+    _assert_fast_matches_plain(
+        x, p["gamma"], p["beta"], p["axes"], p["dout"].astype(x.dtype), p["stats"]
+    )
