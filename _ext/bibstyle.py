@@ -13,6 +13,7 @@ different chapters collide, so the line is left out there).
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from docutils import nodes
@@ -55,12 +56,14 @@ class PlainAuthorYearStyle(PlainStyle):
 
 
 def _short_title(env, docname: str) -> str:
-    number = env.toc_secnumbers.get(docname, {}).get("")
+    """'Chapter 3' for a numbered chapter ("3. Batch norm at test time: ..."), else the title."""
+    title = env.titles[docname].astext() if docname in env.titles else docname
+    number = re.match(r"(\d+)\.\s", title)
     if number:
-        return "Chapter " + ".".join(str(n) for n in number)
+        return f"Chapter {number.group(1)}"
     if docname == env.config.root_doc:
         return "Introduction"
-    return env.titles[docname].astext() if docname in env.titles else docname
+    return title
 
 
 def _cited_in(app, doctree, docname):

@@ -33,7 +33,8 @@ at 1024 and 390 px
 * exactly one visible search box, and nothing wider than the column (at 390 px);
 
 and screenshots of the whole page at 1440 and 390 px, light and dark, in
-``<screenshots>/{1440,390}-{light,dark}/``. Then once: the search page finds "momentum",
+``<screenshots>/{1440,390}-{light,dark}/`` (plus, for chapter 1, the opened chapter list
+and page contents: ``menu-390.png``, ``contents-390.png``, ``menu-1024.png``, ...). Then once: the search page finds "momentum",
 an exercise solution opens when its toggle is clicked, and the colour-mode button
 switches between light and dark on the first click.
 
@@ -341,8 +342,9 @@ def check_controls(page, timeout_ms) -> tuple[list[str], int]:
     return problems, len(controls)
 
 
-def check_menus(page, base, name, width, timeout_ms) -> list[str]:
-    """The visible ☰ and contents buttons show the chapter list and the page contents."""
+def check_menus(page, base, name, width, timeout_ms, shots: Path | None = None) -> list[str]:
+    """The visible ☰ and contents buttons show the chapter list and the page contents
+    (with shots: screenshots of both opened, as menu-<width>.png and contents-<width>.png)."""
     problems = []
     page.set_viewport_size({"width": width, "height": 900})
     _goto(page, f"{base}/{name}.html", timeout_ms)
@@ -356,6 +358,8 @@ def check_menus(page, base, name, width, timeout_ms) -> list[str]:
     toggle.first.click()
     page.wait_for_timeout(600)
     shown_after = page.evaluate(nav_links)
+    if shots:
+        page.screenshot(path=str(shots / f"menu-{width}.png"))
     if width < 992:
         if shown_before:
             problems.append(f"{width} px: the chapter list is shown before ☰ is clicked")
@@ -382,6 +386,8 @@ def check_menus(page, base, name, width, timeout_ms) -> list[str]:
             problems.append(f"{width} px: the page contents are shown before the contents button is clicked")
         contents.first.click()
         page.wait_for_timeout(600)
+        if shots:
+            page.screenshot(path=str(shots / f"contents-{width}.png"))
         if not page.evaluate(toc_links):
             problems.append(f"{width} px: clicking the contents button does not show the page contents")
         page.keyboard.press("Escape")
@@ -478,7 +484,8 @@ def check_narrow(page, watch, base, name, shots, timeout_ms):
     for offender in page.evaluate(JS_OVERFLOW)["offenders"]:
         problems.append(f"390 px: wider than the column: {offender}")
     for width in (390, 1024):
-        problems.extend(check_menus(page, base, name, width, timeout_ms))
+        problems.extend(check_menus(page, base, name, width, timeout_ms,
+                                    shots if name.endswith("01_deriving") else None))
     problems.extend(watch.problems)
     return problems
 
