@@ -6,7 +6,7 @@ and ``eval()``). Around them: batch-norm variants (:mod:`bnlib.variants`), model
 (:mod:`bnlib.models`), BN surgery on trained models (:mod:`bnlib.surgery`), training,
 optimizers, losses, data, gradient checks, exercise checkers and figure style.
 
-Each chapter's own experiments live in :mod:`bnlib.chapters`, one module per notebook
+Each chapter's own experiments live in ``bnlib.chapters``, one module per notebook
 (``from bnlib.chapters import ch3_test_time as ch3``); they are not exported here.
 """
 from . import exercises, functional, numerics, plotting

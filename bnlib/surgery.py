@@ -25,7 +25,7 @@ __all__ = ["batchnorm_layers", "precise_bn", "fold_batchnorm", "capture_inputs",
 
 def batchnorm_layers(model: Module) -> list[BatchNormBase]:
     """Every BatchNorm-like layer (BatchNorm1d/2d and the variants built on
-    :class:`~bnlib.BatchNormBase`) of ``model`` that keeps running statistics, in order."""
+    ``BatchNormBase``) of ``model`` that keeps running statistics, in order."""
     return [m for m in model.modules()
             if isinstance(m, BatchNormBase) and m.track_running_stats]
 

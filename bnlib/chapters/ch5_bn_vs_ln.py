@@ -47,7 +47,7 @@ def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups
     Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
     voxels (C to the right, N into the page, the flattened spatial axes H, W upwards) and
     fills, in the method's book colour, the entries normalized together with the entry at
-    ``index`` (from :func:`bnlib.sequence.normalized_mask`; "gn" uses ``num_groups``).
+    ``index`` (from :func:`normalized_mask`; "gn" uses ``num_groups``).
 
     Returns:
         The Figure; each axes has ``gid="norm-axes:<method>"`` and, as ``ax.mask``, the
