@@ -35,8 +35,9 @@ accepts this module's caches.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,50 +51,45 @@ CHUNK_BYTES = 1 << 20
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Layout:
     """``x`` viewed as (A, K, B): K groups (the kept axes), each reduced over A and B.
 
     ``keepdims`` is the shape of per-group statistics in ``x``'s own axes (the
-    reduced axes with size 1), as the functional cache stores them.
+    reduced axes with size 1), as the functional cache stores them. Derived:
+    ``subscripts``, the einsum letters of the full view (``ak`` when B = 1, ``kb``
+    when A = 1, else ``akb``); ``full``, its shape; ``vec``, the shape of a
+    per-group vector that broadcasts against it; ``m``, the values per group.
     """
 
     a: int
     k: int
     b: int
     keepdims: tuple
+    subscripts: str = field(init=False)
+    full: tuple = field(init=False)
+    vec: tuple = field(init=False)
+    m: int = field(init=False)
 
-    @property
-    def m(self) -> int:
-        """Values per group."""
-        return self.a * self.b
+    def __post_init__(self):
+        a, k, b = self.a, self.k, self.b
+        self.subscripts = "ak" if b == 1 else "kb" if a == 1 else "akb"
+        self.full = {"ak": (a, k), "kb": (k, b), "akb": (a, k, b)}[self.subscripts]
+        self.vec = (k,) if b == 1 else (k, 1)
+        self.m = a * b
 
-    @property
-    def subscripts(self) -> str:
-        """einsum subscripts of the full view: ``ak`` (B = 1), ``kb`` (A = 1), else
-        ``akb``."""
-        return "ak" if self.b == 1 else "kb" if self.a == 1 else "akb"
-
-    @property
-    def full(self) -> tuple:
-        """Shape of the full view, one axis per letter of :attr:`subscripts`."""
-        return {"ak": (self.a, self.k), "kb": (self.k, self.b)}.get(
-            self.subscripts, (self.a, self.k, self.b)
-        )
-
-    @property
-    def vec(self) -> tuple:
-        """Shape of a per-group vector that broadcasts against the full view."""
-        return (self.k,) if self.b == 1 else (self.k, 1)
-
-    def chunks(self, itemsize: int) -> list[slice]:
+    def chunks(self, itemsize: int) -> tuple[slice, ...]:
         """Slices along the first axis of :attr:`full` of about CHUNK_BYTES each
         (one slice when that axis is the groups)."""
         if self.subscripts == "kb":
-            return [slice(None)]
-        row = itemsize * math.prod(self.full[1:])
-        step = max(1, CHUNK_BYTES // max(row, 1))
-        return [slice(i, i + step) for i in range(0, self.a, step)]
+            return (slice(None),)
+        return _slices(self.a, itemsize * math.prod(self.full[1:]), CHUNK_BYTES)
+
+
+@functools.lru_cache(maxsize=64)
+def _slices(rows: int, row_bytes: int, chunk_bytes: int) -> tuple[slice, ...]:
+    step = max(1, chunk_bytes // max(row_bytes, 1))
+    return tuple(slice(i, i + step) for i in range(0, rows, step))
 
 
 def layout_for(x, axes, params=(), center=True):
@@ -127,7 +123,11 @@ def _constant_over_groups(p, keepdims):
 
 def _per_group(p, layout):
     """A parameter as a (K,) vector over the groups (spread over the kept axes)."""
-    return None if p is None else np.broadcast_to(p, layout.keepdims).reshape(layout.k)
+    if p is None:
+        return None
+    if p.size == layout.k:  # one value per group already
+        return p.reshape(layout.k)
+    return np.broadcast_to(p, layout.keepdims).reshape(layout.k)
 
 
 def _group_sum(a, subscripts):

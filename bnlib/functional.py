@@ -352,7 +352,7 @@ def check_float_array(a, name="x"):
             f"{name} must be a numpy array, got {type(a).__name__}; convert it "
             f"first, e.g. np.asarray(x, dtype=np.float32) (or np.float64)"
         )
-    if not np.issubdtype(a.dtype, np.floating):
+    if a.dtype.kind != "f":  # float16, float32, float64, longdouble
         raise TypeError(
             f"{name} has dtype {a.dtype}, expected a floating-point array "
             f"(float32 or float64), as in PyTorch; convert it to float first, "
@@ -394,10 +394,10 @@ def check_param(p, x, name):
     if p is None:
         return None
     p = np.asarray(p, dtype=x.dtype)
-    try:
-        fits = np.broadcast_shapes(p.shape, x.shape) == x.shape
-    except ValueError:
-        fits = False
+    fits = p.ndim <= x.ndim and all(
+        n in (1, size)
+        for n, size in zip(p.shape, x.shape[x.ndim - p.ndim :], strict=True)
+    )
     if not fits:
         raise ValueError(
             f"{name} of shape {p.shape} does not broadcast to the input's shape "

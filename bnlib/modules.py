@@ -600,13 +600,16 @@ class BatchNormBase(NormBase):
         return out
 
     def _update_running(self, cache):
+        """``running = (1 - w) * running + w * batch`` with w = momentum (or 1/n, the
+        cumulative average); the variance stored is the unbiased one, m / (m - 1)
+        times the batch variance."""
         m = cache["m"]
-        mean = cache["mu"].reshape(-1).astype(np.float64)
-        var_unbiased = cache["var"].reshape(-1).astype(np.float64) * (m / (m - 1))
         self.num_batches_tracked += 1
         w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        mean = cache["mu"].reshape(-1).astype(np.float64)
+        var = cache["var"].reshape(-1).astype(np.float64)
         self.running_mean = (1 - w) * self.running_mean + w * mean
-        self.running_var = (1 - w) * self.running_var + w * var_unbiased
+        self.running_var = (1 - w) * self.running_var + (w * m / (m - 1)) * var
 
     def backward(self, dout):
         cache = self._need_cache()
