@@ -1,9 +1,10 @@
 """The same normalization as :func:`bnlib.functional.norm_forward` and
 :func:`~bnlib.functional.norm_backward`, with fewer passes over memory.
 
-The layers in :mod:`bnlib.modules` call :func:`norm_forward` and :func:`norm_backward`
-here; they have the contract of the functional versions (same arguments, same
-outputs up to rounding) and fall back to them where the fast route does not apply.
+The layers in :mod:`bnlib.modules` call :func:`norm_forward` (BatchNorm:
+:func:`batchnorm_forward`) and :func:`norm_backward` here; they have the contract of
+the functional versions (same arguments, same outputs up to rounding) and fall back
+to them where the fast route does not apply.
 
 When it applies:
 
@@ -43,7 +44,14 @@ import numpy as np
 
 from . import functional as F
 
-__all__ = ["norm_forward", "norm_backward", "Layout", "layout_for", "CHUNK_BYTES"]
+__all__ = [
+    "norm_forward",
+    "norm_backward",
+    "batchnorm_forward",
+    "Layout",
+    "layout_for",
+    "CHUNK_BYTES",
+]
 
 #: Target size of one chunk (bytes): small enough to stay in a core's L2 cache.
 CHUNK_BYTES = 1 << 20
@@ -158,20 +166,57 @@ def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
     layout = layout_for(x, axes, (gamma, beta) + (fixed or ()), center)
     if layout is None:
         return F.norm_forward(x, gamma, beta, axes, eps, stats=fixed, center=center)
+    per_group = [_per_group(p, layout) for p in (gamma, beta) + (fixed or (None, None))]
+    return _forward(x, layout, axes, eps, gamma, beta, *per_group)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5, stats=None):
+    """BatchNorm for the layers: :func:`bnlib.functional.batchnorm_forward` through the
+    fast route, without checking its input again.
+
+    x: float array (N, C, *spatial), already checked by the layer; gamma, beta: (C,)
+    or None; stats: None (batch statistics) or per-channel (mean, var), each (C,).
+    Returns ``(out, cache)`` as :func:`norm_forward`; the cache's gamma has the shape
+    (1, C, 1, ...), so dgamma and dbeta come back in that shape.
+    """
+    axes = F.batch_axes(x.ndim)
+    keepdims = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if x.dtype not in _FLOATS or x.size == 0:
+        return F.norm_forward(
+            x,
+            *_reshaped((gamma, beta), keepdims),
+            axes,
+            eps,
+            stats=None if stats is None else _reshaped(stats, keepdims),
+        )
+    n, c = x.shape[:2]
+    layout = Layout(n, c, x.size // (n * c), keepdims)
+    gamma_full, beta_full = _reshaped((gamma, beta), keepdims)
+    mean, var = (None, None) if stats is None else stats
+    return _forward(x, layout, axes, eps, gamma_full, beta_full, gamma, beta, mean, var)
+
+
+def _reshaped(arrays, shape):
+    return tuple(None if a is None else a.reshape(shape) for a in arrays)
+
+
+def _forward(x, layout, axes, eps, gamma, beta, gamma_k, beta_k, mean_k, var_k):
+    """The fast forward. gamma, beta: as broadcast against x (kept in the cache);
+    ``*_k``: the same per group, shape (K,), and the fixed statistics (or None)."""
     dtype = x.dtype
     x3 = x.reshape(layout.full)
     xc = np.empty(layout.full, dtype)
-    if fixed is None:
+    if mean_k is None:
         mu = _group_sum(x3, layout.subscripts) / dtype.type(layout.m)
         var = _center(x3, mu, xc, layout, sum_squares=True) / dtype.type(layout.m)
     else:
-        mu, var = (_per_group(s, layout) for s in fixed)
+        mu, var = mean_k.astype(dtype, copy=False), var_k.astype(dtype, copy=False)
         _center(x3, mu, xc, layout, sum_squares=False)
     inv_std = 1 / np.sqrt(var + dtype.type(eps))
-    gamma_k, beta_k = _per_group(gamma, layout), _per_group(beta, layout)
-    out = _scale_shift(
-        xc, inv_std if gamma_k is None else inv_std * gamma_k, beta_k, layout
-    )
+    gamma_k = None if gamma_k is None else gamma_k.astype(dtype, copy=False)
+    beta_k = None if beta_k is None else beta_k.astype(dtype, copy=False)
+    scale = inv_std if gamma_k is None else inv_std * gamma_k
+    out = _scale_shift(xc, scale, beta_k, layout)
     kd = layout.keepdims
     cache = dict(
         x=x,
@@ -179,15 +224,15 @@ def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
         mu=mu.reshape(kd),
         var=var.reshape(kd),
         inv_std=inv_std.reshape(kd),
-        gamma=gamma,
+        gamma=None if gamma is None else gamma.astype(dtype, copy=False),
         beta_shape=None if beta is None else beta.shape,
         axes=axes,
         m=layout.m,
         eps=dtype.type(eps),
-        fixed_stats=fixed is not None,
+        fixed_stats=mean_k is not None,
         center=True,
         layout=layout,
-        gamma_k=gamma_k,
+        scale=scale,
     )
     return out.reshape(x.shape), cache
 
@@ -235,25 +280,26 @@ def norm_backward(dout, cache):
     d3, xc = dout.reshape(layout.full), cache["xc"].reshape(layout.full)
     sum_d, sum_dxc = _two_sums(d3, xc, layout)
     inv_std = cache["inv_std"].reshape(layout.k).astype(dtype, copy=False)
-    gamma_k = cache["gamma_k"]
-    scale = inv_std if gamma_k is None else inv_std * gamma_k.astype(dtype, copy=False)
+    scale = cache["scale"].astype(dtype, copy=False)  # gamma * inv_std per group
     if cache["fixed_stats"]:
         dx = _scale_shift(d3, scale, None, layout)
     else:
         inv_m = dtype.type(1 / layout.m)
-        dx = _combine(
-            d3, xc, scale, sum_d * inv_m, sum_dxc * (inv_std * inv_std * inv_m), layout
-        )
-    kd, gamma, beta_shape = layout.keepdims, cache["gamma"], cache["beta_shape"]
+        k_x = sum_dxc * (inv_std * inv_std * inv_m)
+        dx = _combine(d3, xc, scale, sum_d * inv_m, k_x, layout)
+    gamma, beta_shape = cache["gamma"], cache["beta_shape"]
     dgamma = (
-        None
-        if gamma is None
-        else F.sum_to_shape((sum_dxc * inv_std).reshape(kd), gamma.shape)
+        None if gamma is None else _to_shape(sum_dxc * inv_std, layout, gamma.shape)
     )
-    dbeta = (
-        None if beta_shape is None else F.sum_to_shape(sum_d.reshape(kd), beta_shape)
-    )
+    dbeta = None if beta_shape is None else _to_shape(sum_d, layout, beta_shape)
     return dx.reshape(dout.shape), dgamma, dbeta
+
+
+def _to_shape(per_group, layout, shape):
+    """A per-group (K,) gradient summed to a parameter's shape."""
+    if shape == layout.keepdims:
+        return per_group.reshape(shape)
+    return F.sum_to_shape(per_group.reshape(layout.keepdims), shape)
 
 
 def _two_sums(d3, xc, layout):

@@ -517,11 +517,6 @@ class NormBase(Module):
                 self.grads[name] = g.reshape(p.shape).astype(p.dtype, copy=False)
 
 
-def _per_channel(p, ndim):
-    """A (C,) array reshaped to broadcast over (N, C, *spatial); None stays None."""
-    return None if p is None else np.reshape(p, (1, -1) + (1,) * (ndim - 2))
-
-
 class BatchNormBase(NormBase):
     """BatchNorm with PyTorch semantics.
 
@@ -586,14 +581,9 @@ class BatchNormBase(NormBase):
                     "running statistics"
                 )
         else:
-            stats = (
-                _per_channel(self.running_mean, x.ndim),
-                _per_channel(self.running_var, x.ndim),
-            )
-        gamma, beta = (_per_channel(p, x.ndim) for p in self._affine())
-        out, cache = fastpath.norm_forward(
-            x, gamma, beta, F.batch_axes(x.ndim), self.eps, stats=stats
-        )
+            stats = (self.running_mean, self.running_var)
+        gamma, beta = self._affine()
+        out, cache = fastpath.batchnorm_forward(x, gamma, beta, self.eps, stats=stats)
         if self.training and self.track_running_stats:
             self._update_running(cache)
         self._cache = cache

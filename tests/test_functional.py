@@ -666,6 +666,42 @@ def test_fast_path_agrees_with_the_formulas(
     _assert_fast_matches_plain(x, gamma, beta, axes, dout, stats)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(64, 5), (6, 4, 7), (5, 3, 4, 6)])
+def test_fast_batchnorm_entry_agrees_with_the_formulas(shape, dtype, mode):
+    """fastpath.batchnorm_forward (what the BatchNorm layers call, with (C,) parameters
+    and statistics) against functional.batchnorm_forward and its backward."""
+    rng = np.random.default_rng(17)
+    c = shape[1]
+    x = rng.normal(3.0, 2.0, shape).astype(dtype)
+    dout = rng.normal(size=shape).astype(dtype)
+    gamma, beta = _affine(rng, (c,))
+    stats = None if mode == "train" else (rng.normal(3, 1, c), rng.uniform(1, 5, c))
+    out, cache = fastpath.batchnorm_forward(x, gamma, beta, stats=stats)
+    out_ref, ref = F.batchnorm_forward(x, gamma, beta, stats=stats)
+    assert "layout" in cache and out.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, out_ref, rtol=tol, atol=tol * np.abs(out_ref).max())
+    dx, dgamma, dbeta = fastpath.norm_backward(dout, cache)
+    dx_ref, dgamma_ref, dbeta_ref = F.batchnorm_backward(dout, ref)
+    scale = np.abs(dout).sum()
+    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol * np.abs(dx_ref).max())
+    np.testing.assert_allclose(
+        dgamma.reshape(c), dgamma_ref, rtol=tol, atol=tol * scale
+    )
+    np.testing.assert_allclose(dbeta.reshape(c), dbeta_ref, rtol=tol, atol=tol * scale)
+
+
+def test_fast_batchnorm_entry_falls_back_for_float16():
+    x = np.random.default_rng(18).normal(size=(8, 3)).astype(np.float16)
+    out, cache = fastpath.batchnorm_forward(x, np.ones(3), np.zeros(3))
+    assert "layout" not in cache and out.dtype == np.float16
+    np.testing.assert_array_equal(
+        out, F.batchnorm_forward(x, np.ones(3), np.zeros(3))[0]
+    )
+
+
 def test_fast_path_without_affine_and_noncontiguous_input():
     rng = np.random.default_rng(15)
     x = rng.normal(size=(6, 8, 5)).transpose(0, 2, 1)  # a non-contiguous (6, 5, 8) view
