@@ -9,6 +9,7 @@ likely cause (found by comparing against a catalogue of common mistakes).
     >>> result            # prints the report
     >>> assert result.passed
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +18,15 @@ import numpy as np
 
 from . import functional as F
 
-__all__ = ["CheckResult", "check_batchnorm_forward", "check_batchnorm_backward",
-           "check_layernorm_forward", "check_layernorm_backward"]
+__all__ = [
+    "CheckResult",
+    "check_batchnorm_forward",
+    "check_batchnorm_backward",
+    "check_layernorm_forward",
+    "check_layernorm_backward",
+    "DMU_TERM",
+    "DVAR_TERM",
+]
 
 TOL = 1e-6
 
@@ -45,8 +53,8 @@ class CheckResult:
 
 
 def _cases(rng_seed=0):
-    """Small float64 cases with non-trivial gamma and beta; one feature has a tiny spread
-    so that eps matters, and m is small so that m vs m-1 matters."""
+    """Small float64 cases with non-trivial gamma and beta; one feature has a tiny
+    spread so that eps matters, and m is small so that m vs m-1 matters."""
     rng = np.random.default_rng(rng_seed)
     cases = []
     for m, n in [(4, 3), (8, 5), (16, 2)]:
@@ -55,22 +63,48 @@ def _cases(rng_seed=0):
         gamma = rng.uniform(0.5, 2.0, n)
         beta = rng.normal(0.0, 1.0, n)
         dout = rng.normal(size=(m, n))
-        cases.append(dict(label=f"m={m}, n={n}", x=x, gamma=gamma, beta=beta, dout=dout, eps=1e-5))
+        cases.append(
+            dict(
+                label=f"m={m}, n={n}", x=x, gamma=gamma, beta=beta, dout=dout, eps=1e-5
+            )
+        )
     return cases
 
 
 def _as_tuple(result, k):
-    """Accept ``out`` or ``(out, cache)`` from a forward; a k-tuple from a backward."""
-    if k == 1 and isinstance(result, tuple):
-        return (result[0],)
-    return tuple(result) if k > 1 else (result,)
+    """Accept ``out`` or ``(out, cache)`` from a forward (k = 1); from a backward, the
+    outputs as a tuple (a single array counts as one output, so that a missing output
+    is reported rather than the rows of dx taken for outputs)."""
+    if k == 1:
+        return (result[0],) if isinstance(result, tuple) else (result,)
+    if result is None or isinstance(result, np.ndarray):
+        return () if result is None else (result,)
+    return tuple(result)
+
+
+def _count_problem(names, got):
+    """A sentence saying which outputs are missing or extra; None if none are."""
+    if len(got) == len(names):
+        return None
+    expected = f"expected {len(names)} ({', '.join(names)})"
+    if len(got) < len(names):
+        missing = ", ".join(names[len(got) :])
+        return (
+            f"your function returned {len(got)} output(s), {expected}: {missing} "
+            f"{'is' if len(names) - len(got) == 1 else 'are'} missing; return all of "
+            f"them, in this order"
+        )
+    return (
+        f"your function returned {len(got)} outputs, {expected}; return exactly these, "
+        f"in this order"
+    )
 
 
 _FALLBACK_HINT = {
     True: "compare your mu, var and x_hat with the cache of "
-          "bnlib.functional.norm_forward(x, gamma, beta, axes) on the failing case.",
+    "bnlib.functional.norm_forward(x, gamma, beta, axes) on the failing case.",
     False: "compare your intermediate values with "
-           "bnlib.functional.batchnorm_backward_staged(dout, cache, trace={}).",
+    "bnlib.functional.batchnorm_backward_staged(dout, cache, trace={}).",
 }
 
 
@@ -80,39 +114,69 @@ def _compare(name, names, run_candidate, run_reference, mistakes):
         try:
             got = run_candidate(case)
         except Exception as err:  # the reader's code raised: report it plainly
-            return CheckResult(name, False, [f"your function raised {type(err).__name__}: {err} "
-                                             f"on the case {case['label']}"])
+            return CheckResult(
+                name,
+                False,
+                [
+                    f"your function raised {type(err).__name__}: {err} "
+                    f"on the case {case['label']}"
+                ],
+            )
+        problem = _count_problem(names, got)
+        if problem:
+            return CheckResult(name, False, [problem])
         want = run_reference(case)
-        for label, g, w in zip(names, got, want):
+        for label, g, w in zip(names, got, want, strict=True):
             g = np.asarray(g, dtype=np.float64)
             if g.shape != w.shape:
-                return CheckResult(name, False, [f"{label} has shape {g.shape}, expected {w.shape} "
-                                                 f"(case {case['label']})"])
+                return CheckResult(
+                    name,
+                    False,
+                    [
+                        f"{label} has shape {g.shape}, expected {w.shape} "
+                        f"(case {case['label']})"
+                    ],
+                )
             err = float(np.max(np.abs(g - w)) / max(np.max(np.abs(w)), 1e-12))
             worst = max(worst, err)
             if not np.isfinite(err) or err > TOL:
-                lines.append(f"{label} is off on case {case['label']}: max abs difference "
-                             f"{np.max(np.abs(g - w)):.3g} (relative {err:.3g}).")
+                lines.append(
+                    f"{label} is off on case {case['label']}: max abs difference "
+                    f"{np.max(np.abs(g - w)):.3g} (relative {err:.3g})."
+                )
                 cause = _diagnose(case, got, names, mistakes)
-                lines.append("Most likely cause: " + (cause or "none of the common mistakes "
-                             "matches; " + _FALLBACK_HINT[names[0] == "out"]))
+                lines.append(
+                    "Most likely cause: "
+                    + (
+                        cause
+                        or "none of the common mistakes matches; "
+                        + _FALLBACK_HINT[names[0] == "out"]
+                    )
+                )
                 return CheckResult(name, False, lines, cause)
-    lines.append(f"all {len(names)} output(s) match the reference on {len(_cases())} cases "
-                 f"(max relative error {worst:.1e}).")
+    lines.append(
+        f"all {len(names)} output(s) match the reference on {len(_cases())} cases "
+        f"(max relative error {worst:.1e})."
+    )
     return CheckResult(name, True, lines)
 
 
 def _diagnose(case, got, names, mistakes):
     for cause, fn in mistakes.items():
         want = fn(case)
-        if all(np.allclose(g, w, rtol=1e-6, atol=1e-9) for g, w in zip(got, want)
-               if w is not None):
+        if all(
+            np.allclose(g, w, rtol=1e-6, atol=1e-9)
+            for g, w in zip(got, want, strict=True)
+            if w is not None
+        ):
             return cause
     return None
 
 
 # ---------------------------------------------------------------- forward mistakes
-def _bn_variant(axis=0, ddof=0, eps_outside=False, divide_by_var=False, affine=True, swap=False):
+def _bn_variant(
+    axis=0, ddof=0, eps_outside=False, divide_by_var=False, affine=True, swap=False
+):
     def run(c):
         x, g, b, eps = c["x"], c["gamma"], c["beta"], c["eps"]
         mu = x.mean(axis=axis, keepdims=True)
@@ -126,16 +190,21 @@ def _bn_variant(axis=0, ddof=0, eps_outside=False, divide_by_var=False, affine=T
         if not affine:
             return (x_hat,)
         return ((b * x_hat + g) if swap else (g * x_hat + b),)
+
     return run
 
 
 _FORWARD_MISTAKES = {
-    "used the unbiased variance (divided by m - 1); normalize with the biased variance "
-    "(divide by m), as the paper and PyTorch do": _bn_variant(ddof=1),
-    "added eps outside the square root; use sqrt(var + eps)": _bn_variant(eps_outside=True),
-    "divided by the variance instead of the standard deviation sqrt(var + eps)":
-        _bn_variant(divide_by_var=True),
-    "returned x_hat without the affine step gamma * x_hat + beta": _bn_variant(affine=False),
+    "used the unbiased variance (divided by m - 1); normalize with the biased "
+    "variance (divide by m), as the paper and PyTorch do": _bn_variant(ddof=1),
+    "added eps outside the square root; use sqrt(var + eps)": _bn_variant(
+        eps_outside=True
+    ),
+    "divided by the variance instead of the standard deviation "
+    "sqrt(var + eps)": _bn_variant(divide_by_var=True),
+    "returned x_hat without the affine step gamma * x_hat + beta": _bn_variant(
+        affine=False
+    ),
     "swapped gamma and beta": _bn_variant(swap=True),
 }
 
@@ -144,11 +213,15 @@ def check_batchnorm_forward(fn):
     """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``) for x (m, n),
     gamma and beta (n,), against training-mode BatchNorm."""
     mistakes = dict(_FORWARD_MISTAKES)
-    mistakes["normalized each example over its features (axis 1, that is LayerNorm); "
-             "batch norm averages over the batch, axis 0"] = _bn_variant(axis=1)
+    mistakes[
+        "normalized each example over its features (axis 1, that is LayerNorm); "
+        "batch norm averages over the batch, axis 0"
+    ] = _bn_variant(axis=1)
 
     def cand(c):
-        return _as_tuple(fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1)
+        return _as_tuple(
+            fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1
+        )
 
     def ref(c):
         return (F.batchnorm_forward(c["x"], c["gamma"], c["beta"], c["eps"])[0],)
@@ -159,6 +232,7 @@ def check_batchnorm_forward(fn):
 def check_layernorm_forward(fn):
     """Check ``fn(x, gamma, beta, eps) -> out`` for x (m, n), gamma and beta (n,),
     against LayerNorm over the last axis."""
+
     def ln_variant(axis=1, ddof=0, eps_outside=False):
         def run(c):
             x, g, b, eps = c["x"], c["gamma"], c["beta"], c["eps"]
@@ -166,17 +240,23 @@ def check_layernorm_forward(fn):
             var = x.var(axis=axis, ddof=ddof, keepdims=True)
             denom = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
             return (g * (x - mu) / denom + b,)
+
         return run
 
     mistakes = {
-        "normalized over the batch (axis 0, that is BatchNorm); layer norm normalizes "
-        "each example over its features, axis -1": ln_variant(axis=0),
-        "used the unbiased variance (divided by n - 1); use the biased variance": ln_variant(ddof=1),
-        "added eps outside the square root; use sqrt(var + eps)": ln_variant(eps_outside=True),
+        "normalized over the batch (axis 0, that is BatchNorm); layer norm "
+        "normalizes each example over its features, axis -1": ln_variant(axis=0),
+        "used the unbiased variance (divided by n - 1); "
+        "use the biased variance": ln_variant(ddof=1),
+        "added eps outside the square root; use sqrt(var + eps)": ln_variant(
+            eps_outside=True
+        ),
     }
 
     def cand(c):
-        return _as_tuple(fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1)
+        return _as_tuple(
+            fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1
+        )
 
     def ref(c):
         return (F.layernorm_forward(c["x"], c["gamma"], c["beta"], 1, c["eps"])[0],)
@@ -185,10 +265,20 @@ def check_layernorm_forward(fn):
 
 
 # ---------------------------------------------------------------- backward mistakes
+#: The two terms of dx that exist because x also feeds the batch mean and variance,
+#: as the hints write them: dx = dx_hat * inv_std + DMU_TERM + DVAR_TERM, where
+#: dx_hat = dout * gamma, inv_std = 1 / sqrt(var + eps), sums run over each
+#: normalized group (the batch for BatchNorm, the features for LayerNorm) and m is
+#: its size.
+DMU_TERM = "-inv_std * sum(dx_hat) / m"
+DVAR_TERM = "-inv_std * x_hat * sum(dx_hat * x_hat) / m"
+
+
 def _bwd_variant(kind, axis=0):
     """Reference gradients with one deliberate mistake, for the diagnosis."""
+
     def run(c):
-        x, g, b, dy, eps = c["x"], c["gamma"], c["beta"], c["dout"], c["eps"]
+        x, g, dy, eps = c["x"], c["gamma"], c["dout"], c["eps"]
         m = x.shape[axis]
         mu = x.mean(axis=axis, keepdims=True)
         var = x.var(axis=axis, keepdims=True)
@@ -199,12 +289,13 @@ def _bwd_variant(kind, axis=0):
         gd = dy * g
         s1 = gd.sum(axis=axis, keepdims=True)
         s2 = (gd * x_hat).sum(axis=axis, keepdims=True)
+        d1 = dy.sum(axis, keepdims=True)  # the sums again, without gamma
+        d2 = (dy * x_hat).sum(axis, keepdims=True)
         dx = {
             "no_dmu": inv / m * (m * gd - x_hat * s2),
             "no_dvar": inv / m * (m * gd - s1),
             "constant_stats": gd * inv,
-            "no_gamma": inv / m * (m * dy - dy.sum(axis, keepdims=True)
-                                   - x_hat * (dy * x_hat).sum(axis, keepdims=True)),
+            "no_gamma": inv / m * (m * dy - d1 - x_hat * d2),
             "unbiased": inv / m * (m * gd - s1 - x_hat * s2 * m / (m - 1)),
         }.get(kind)
         if kind == "swap":
@@ -212,21 +303,29 @@ def _bwd_variant(kind, axis=0):
         if kind == "mean_params":
             return None, dgamma / m, dbeta / m
         return dx, None, None
+
     return run
 
 
 _BACKWARD_MISTAKES = {
-    "forgot the dmu term: x feeds the mean too, which adds -sum(dx_hat) / m to every "
-    "entry": _bwd_variant("no_dmu"),
-    "forgot the dvar term: x feeds the variance too, which adds -x_hat * sum(dx_hat * x_hat) "
-    "/ m": _bwd_variant("no_dvar"),
+    f"forgot the dmu term: x feeds the mean too, which adds {DMU_TERM} to every "
+    "entry (inv_std = 1 / sqrt(var + eps), dx_hat = dout * gamma, sums over the "
+    "batch)": _bwd_variant("no_dmu"),
+    f"forgot the dvar term: x feeds the variance too, which adds {DVAR_TERM} "
+    "(sums over the batch)": _bwd_variant("no_dvar"),
     "treated the mean and variance as constants (that is the eval-mode gradient, "
     "dx = gamma * dout / sqrt(var + eps))": _bwd_variant("constant_stats"),
-    "forgot to multiply dout by gamma before back-propagating into x_hat": _bwd_variant("no_gamma"),
-    "used an unbiased (m - 1) variance somewhere in the backward": _bwd_variant("unbiased"),
-    "swapped dgamma and dbeta (dgamma = sum(dout * x_hat), dbeta = sum(dout))":
-        _bwd_variant("swap"),
-    "averaged dgamma and dbeta over the batch instead of summing": _bwd_variant("mean_params"),
+    "forgot to multiply dout by gamma before back-propagating into x_hat": _bwd_variant(
+        "no_gamma"
+    ),
+    "used an unbiased (m - 1) variance somewhere in the backward": _bwd_variant(
+        "unbiased"
+    ),
+    "swapped dgamma and dbeta (dgamma = sum(dout * x_hat), "
+    "dbeta = sum(dout))": _bwd_variant("swap"),
+    "averaged dgamma and dbeta over the batch instead of summing": _bwd_variant(
+        "mean_params"
+    ),
 }
 
 
@@ -238,6 +337,7 @@ def check_batchnorm_backward(backward, forward=None):
     whose cache is a dict with keys ``x, mu, var, inv_std, x_hat, gamma, eps, m``.
     Shapes: x, dout (m, n); gamma, beta, dgamma, dbeta (n,).
     """
+
     def cand(c):
         fwd = forward or F.batchnorm_forward
         _, cache = fwd(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"])
@@ -247,14 +347,18 @@ def check_batchnorm_backward(backward, forward=None):
         _, cache = F.batchnorm_forward(c["x"], c["gamma"], c["beta"], c["eps"])
         return F.batchnorm_backward(c["dout"], cache)
 
-    return _compare("batchnorm backward", ["dx", "dgamma", "dbeta"], cand, ref,
-                    _BACKWARD_MISTAKES)
+    return _compare(
+        "batchnorm backward", ["dx", "dgamma", "dbeta"], cand, ref, _BACKWARD_MISTAKES
+    )
 
 
 def check_layernorm_backward(backward, forward=None):
     """Check a LayerNorm backward ``backward(dout, cache) -> (dx, dgamma, dbeta)`` for
-    x (m, n) normalized over its last axis; the cache as in :func:`check_batchnorm_backward`
-    (default: :func:`bnlib.functional.layernorm_forward`)."""
+    x (m, n) normalized over its last axis; the cache as in
+    :func:`check_batchnorm_backward` (by default from
+    :func:`bnlib.functional.layernorm_forward`).
+    """
+
     def ln_mistake(kind):
         def run(c):
             x, g, dy, eps = c["x"], c["gamma"], c["dout"], c["eps"]
@@ -264,17 +368,24 @@ def check_layernorm_backward(backward, forward=None):
             gd = dy * g
             n = x.shape[1]
             s1, s2 = gd.sum(1, keepdims=True), (gd * x_hat).sum(1, keepdims=True)
-            dx = {"no_dmu": inv / n * (n * gd - x_hat * s2),
-                  "no_dvar": inv / n * (n * gd - s1),
-                  "constant_stats": gd * inv}[kind]
+            dx = {
+                "no_dmu": inv / n * (n * gd - x_hat * s2),
+                "no_dvar": inv / n * (n * gd - s1),
+                "constant_stats": gd * inv,
+            }[kind]
             return dx, None, None
+
         return run
 
+    features = "sums over that example's features, m = the number of features"
     mistakes = {
-        "forgot the dmu term (-sum over features of dx_hat, divided by n)": ln_mistake("no_dmu"),
-        "forgot the dvar term (-x_hat * sum over features of dx_hat * x_hat, divided by n)":
-            ln_mistake("no_dvar"),
-        "treated the per-example mean and variance as constants": ln_mistake("constant_stats"),
+        f"forgot the dmu term: x feeds each example's mean too, which adds "
+        f"{DMU_TERM} ({features})": ln_mistake("no_dmu"),
+        f"forgot the dvar term: x feeds each example's variance too, which adds "
+        f"{DVAR_TERM} ({features})": ln_mistake("no_dvar"),
+        "treated the per-example mean and variance as constants": ln_mistake(
+            "constant_stats"
+        ),
     }
 
     def cand(c):
@@ -286,4 +397,6 @@ def check_layernorm_backward(backward, forward=None):
         _, cache = F.layernorm_forward(c["x"], c["gamma"], c["beta"], 1, c["eps"])
         return F.layernorm_backward(c["dout"], cache)
 
-    return _compare("layernorm backward", ["dx", "dgamma", "dbeta"], cand, ref, mistakes)
+    return _compare(
+        "layernorm backward", ["dx", "dgamma", "dbeta"], cand, ref, mistakes
+    )

@@ -17,10 +17,15 @@ GroupNorm      (N, G, C/G, L)      (2, 3) after splitting C into groups
 Notation follows Ioffe & Szegedy (2015): over a group of m values,
 ``mu`` is the mean, ``var`` the biased variance (divide by m),
 ``x_hat = (x - mu) / sqrt(var + eps)`` and ``y = gamma * x_hat + beta``.
+
+The functions here are the formulas, one numpy expression per step. The layers in
+:mod:`bnlib.modules` run the same computation through :mod:`bnlib.fastpath`, which
+makes fewer passes over memory; tests prove the two agree.
 """
+
 from __future__ import annotations
 
-import math
+import operator
 
 import numpy as np
 
@@ -37,12 +42,17 @@ __all__ = [
     "rmsnorm_forward",
     "batch_axes",
     "sum_to_shape",
+    "check_float_array",
+    "check_axes",
+    "check_param",
+    "check_stats",
+    "check_dout",
     "STAGED_NODES",
 ]
 
 
 def sum_to_shape(g: np.ndarray, shape: tuple) -> np.ndarray:
-    """Sum a broadcast gradient ``g`` back down to ``shape`` (numpy broadcasting rules)."""
+    """Sum a broadcast gradient ``g`` back down to ``shape`` (numpy's broadcasting)."""
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
@@ -51,67 +61,63 @@ def sum_to_shape(g: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def batch_axes(ndim: int) -> tuple[int, ...]:
-    """Axes BatchNorm reduces over for an (N, C, *spatial) input: all but the channel axis 1."""
+    """Axes BatchNorm reduces over for (N, C, *spatial): all but the channel axis 1."""
     return (0,) + tuple(range(2, ndim))
-
-
-def _group_size(shape: tuple, axes: tuple) -> int:
-    return int(np.prod([shape[a] for a in axes]))
 
 
 def norm_forward(x, gamma, beta, axes, eps=1e-5, stats=None, center=True):
     """Normalize ``x`` over ``axes``, then scale and shift.
 
     Args:
-        x: array of any shape; the output has its dtype.
-        gamma, beta: scale and shift, broadcastable to ``x`` (or None for no affine step).
-        axes: tuple of axes to reduce over; each group of ``m`` values sharing the other
-            indices is normalized to mean 0 and variance 1.
+        x: floating-point array of any shape; the output has its dtype.
+        gamma, beta: scale and shift, broadcastable to ``x`` without changing its
+            shape (or None for no affine step).
+        axes: tuple of axes to reduce over; each group of ``m`` values sharing the
+            other indices is normalized to mean 0 and variance 1.
         eps: added to the variance inside the square root.
-        stats: optional ``(mean, var)`` broadcastable to ``x``, used instead of the batch
-            statistics (evaluation mode); the backward then treats them as constants.
+        stats: optional ``(mean, var)`` broadcastable to ``x``, used instead of the
+            batch statistics (evaluation mode); the backward treats them as constants.
         center: False skips the mean (RMSNorm): ``x_hat = x / sqrt(mean(x**2) + eps)``.
 
     Returns:
         out: ``gamma * x_hat + beta``, same shape and dtype as ``x``.
         cache: dict holding what both backwards need (``x``, ``mu``, ``var``,
-            ``inv_std``, ``x_hat``, ``gamma``, ``axes``, ``m`` ...).
+            ``inv_std``, ``x_hat``, ``gamma``, ``axes``, ``m`` ...); ``mu``, ``var``
+            and ``inv_std`` keep the reduced axes with size 1.
+
+    Raises:
+        TypeError: ``x`` is not a numpy array of floats.
+        ValueError: bad ``axes``, or a parameter that does not broadcast to ``x``.
     """
-    axes = tuple(a % x.ndim for a in axes)
-    dtype = x.dtype
-    if stats is None and center:
-        fast = _fast_forward(x, gamma, beta, axes, eps)
-        if fast is not None:
-            return fast
+    x = check_float_array(x, "x")
+    axes = check_axes(axes, x.ndim)
+    gamma, beta = check_param(gamma, x, "gamma"), check_param(beta, x, "beta")
+    eps = x.dtype.type(eps)
     if stats is None:
-        mu = x.mean(axis=axes, keepdims=True) if center else np.zeros((1,) * x.ndim, dtype)
-        xc = x - mu if center else x
-        var = np.mean(np.square(xc), axis=axes, keepdims=True)
+        zero = np.zeros((1,) * x.ndim, x.dtype)  # center=False: no mean is subtracted
+        mu = x.mean(axis=axes, keepdims=True) if center else zero
+        var = np.mean(np.square(x - mu), axis=axes, keepdims=True)
     else:
-        mu, var = (np.asarray(s, dtype=dtype) for s in stats)
-        xc = x - mu
-    inv_std = 1.0 / np.sqrt(var + dtype.type(eps))
-    x_hat = xc * inv_std
-    out = x_hat
-    if gamma is not None:
-        gamma = np.asarray(gamma, dtype=dtype)
-        out = x_hat * gamma
-    if beta is not None:
-        out = out + np.asarray(beta, dtype=dtype)
-    cache = dict(x=x, mu=mu, var=var, inv_std=inv_std, x_hat=x_hat, gamma=gamma,
-                 beta_shape=None if beta is None else np.shape(beta),
-                 axes=axes, m=_group_size(x.shape, axes), eps=eps,
-                 fixed_stats=stats is not None, center=center)
-    return out.astype(dtype, copy=False), cache
-
-
-def _param_grads(dout, cache):
-    """dgamma = sum(dout * x_hat), dbeta = sum(dout), each summed to its parameter's shape."""
-    gamma = cache["gamma"]
-    dgamma = None if gamma is None else sum_to_shape(dout * cache["x_hat"], gamma.shape)
-    shape = cache["beta_shape"]
-    dbeta = None if shape is None else sum_to_shape(dout, shape)
-    return dgamma, dbeta
+        mu, var = check_stats(stats, x)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x - mu) * inv_std
+    out = x_hat if gamma is None else gamma * x_hat
+    out = out if beta is None else out + beta
+    cache = dict(
+        x=x,
+        mu=mu,
+        var=var,
+        inv_std=inv_std,
+        x_hat=x_hat,
+        gamma=gamma,
+        beta_shape=None if beta is None else beta.shape,
+        axes=axes,
+        m=_group_size(x.shape, axes),
+        eps=eps,
+        fixed_stats=stats is not None,
+        center=center,
+    )
+    return out, cache
 
 
 def norm_backward(dout, cache):
@@ -120,169 +126,31 @@ def norm_backward(dout, cache):
     With ``g = dout * gamma`` and sums over each normalized group of m values::
 
         dx = inv_std / m * (m * g - sum(g) - x_hat * sum(g * x_hat))
+        dgamma = sum(dout * x_hat),  dbeta = sum(dout)   (summed to their shapes)
 
-    (for BatchNorm this is ``gamma / (m sqrt(var + eps)) * (m dy - sum dy - x_hat sum(dy x_hat))``).
+    (for BatchNorm
+    ``dx = gamma / (m sqrt(var + eps)) * (m dy - sum dy - x_hat sum(dy x_hat))``).
     Without centering (RMSNorm) the ``sum(g)`` term drops out; with fixed statistics
     (evaluation mode) ``dx = g * inv_std``.
 
     Returns:
-        dx (shape of x), dgamma (shape of gamma or None), dbeta (shape of beta or None).
+        dx (shape and dtype of dout), dgamma (shape of gamma or None),
+        dbeta (shape of beta or None).
     """
-    _check_dout(dout, cache)
-    if cache.get("_layout") is not None and getattr(dout, "dtype", None) in (np.float32,
-                                                                              np.float64):
-        return _fast_backward(dout, cache)
-    dgamma, dbeta = _param_grads(dout, cache)
-    g = dout if cache["gamma"] is None else dout * cache["gamma"]
-    inv_std, x_hat, axes, m = cache["inv_std"], cache["x_hat"], cache["axes"], cache["m"]
+    dout = check_dout(dout, cache)
+    x_hat, inv_std, gamma = cache["x_hat"], cache["inv_std"], cache["gamma"]
+    axes, m, beta_shape = cache["axes"], cache["m"], cache["beta_shape"]
+    dgamma = None if gamma is None else sum_to_shape(dout * x_hat, gamma.shape)
+    dbeta = None if beta_shape is None else sum_to_shape(dout, beta_shape)
+    g = dout if gamma is None else dout * gamma
     if cache["fixed_stats"]:
-        return (g * inv_std).astype(dout.dtype, copy=False), dgamma, dbeta
-    proj = np.sum(g * x_hat, axis=axes, keepdims=True)
-    inner = m * g - x_hat * proj
-    if cache["center"]:
-        inner -= np.sum(g, axis=axes, keepdims=True)
-    dx = inner * (inv_std / m)
+        dx = g * inv_std
+    else:
+        inner = m * g - x_hat * np.sum(g * x_hat, axis=axes, keepdims=True)
+        if cache["center"]:
+            inner = inner - np.sum(g, axis=axes, keepdims=True)
+        dx = inv_std / m * inner
     return dx.astype(dout.dtype, copy=False), dgamma, dbeta
-
-
-# ---------------------------------------------------------------- fast path
-# The same computation as above with fewer passes over memory, used when the axes that
-# are kept (not reduced) form one contiguous block, so x can be viewed as (A, K, B) and
-# reduced over A and B (BatchNorm: (N, C, H*W); LayerNorm over trailing axes: (1, N, D)),
-# and gamma and beta are constant over the reduced axes (one value per group, as in BN).
-# Then sum(dout * gamma) = gamma * sum(dout) = gamma * dbeta and
-# sum(dout * gamma * x_hat) = gamma * dgamma: the parameter gradients are the only two
-# reductions the backward needs. Sums use np.einsum (no temporary arrays), every
-# full-size operation writes into an array that is returned or cached, and consecutive
-# operations run chunk by chunk (see _chunks) so that each chunk is still in cache.
-# Results equal the general path's up to rounding (tests/test_functional.py checks).
-
-
-def _layout(shape, axes):
-    """(A, K, B) if the axes of ``shape`` not in ``axes`` form one contiguous block, else None."""
-    kept = [a for a in range(len(shape)) if a not in axes]
-    if not kept or kept != list(range(kept[0], kept[-1] + 1)):
-        return None
-    return (math.prod(shape[:kept[0]]), math.prod(shape[kept[0]:kept[-1] + 1]),
-            math.prod(shape[kept[-1] + 1:]))
-
-
-def _per_group(p, x_shape, axes, layout, dtype):
-    """A parameter broadcastable to x as a vector over the K groups, or None if it varies
-    over the reduced axes. Returns (vector of shape (K,), ok)."""
-    if p is None:
-        return None, True
-    pshape = (1,) * (len(x_shape) - np.ndim(p)) + np.shape(p)
-    if len(pshape) != len(x_shape) or any(pshape[a] != 1 for a in axes):
-        return None, False
-    kept_shape = tuple(1 if a in axes else n for a, n in enumerate(x_shape))
-    p = np.asarray(p, dtype=dtype)
-    if pshape != kept_shape:  # constant along some kept axes too: spread it over them
-        p = np.broadcast_to(p.reshape(pshape), kept_shape)
-    return p.reshape(layout[1]), True
-
-
-def _views(layout):
-    """Shapes for the full arrays and for per-group vectors, and the einsum subscripts."""
-    a, k, b = layout
-    if b == 1:
-        return (a, k), (k,), "ak"
-    if a == 1:
-        return (k, b), (k, 1), "kb"
-    return (a, k, b), (k, 1), "akb"
-
-
-_CHUNK_BYTES = 1 << 20
-
-
-def _chunks(full, itemsize, sub):
-    """Slices along axis 0 of about _CHUNK_BYTES each (one slice when axis 0 is the groups),
-    so that consecutive operations on a chunk find it in the CPU cache."""
-    if sub == "kb":
-        return [slice(None)]
-    row = itemsize * math.prod(full[1:])
-    step = max(1, _CHUNK_BYTES // max(row, 1))
-    return [slice(i, i + step) for i in range(0, full[0], step)]
-
-
-def _group_sum(a, sub):
-    """Sum of ``a`` over everything but the group axis k."""
-    if sub == "ak":  # over the rows: a matrix-vector product is the quickest reduction
-        return np.ones(a.shape[0], a.dtype) @ a
-    return np.einsum(f"{sub}->k", a)
-
-
-def _fast_forward(x, gamma, beta, axes, eps):
-    layout = _layout(x.shape, axes)
-    if layout is None or x.size == 0 or x.dtype not in (np.float32, np.float64):
-        return None
-    dtype = x.dtype
-    g, ok_g = _per_group(gamma, x.shape, axes, layout, dtype)
-    b, ok_b = _per_group(beta, x.shape, axes, layout, dtype)
-    if not (ok_g and ok_b):
-        return None
-    full, vec, sub = _views(layout)
-    m = x.size // layout[1]
-    x3 = x.reshape(full)
-    mu = _group_sum(x3, sub) / dtype.type(m)
-    mu_v = mu.reshape(vec)
-    x_hat = np.empty(full, dtype)
-    out = np.empty(full, dtype) if g is not None or b is not None else x_hat
-    chunks = _chunks(full, dtype.itemsize, sub)
-    var = np.zeros(layout[1], dtype)
-    for c in chunks:  # centre, and sum the squares while the chunk is in cache
-        xc = np.subtract(x3[c], mu_v, out=x_hat[c])
-        var += np.einsum(f"{sub},{sub}->k", xc, xc)
-    var /= dtype.type(m)
-    inv_std = dtype.type(1.0) / np.sqrt(var + dtype.type(eps))
-    inv_v = inv_std.reshape(vec)
-    for c in chunks:  # x_hat = xc * inv_std, out = gamma * x_hat + beta
-        xh = np.multiply(x_hat[c], inv_v, out=x_hat[c])
-        if g is not None:
-            o = np.multiply(xh, g.reshape(vec), out=out[c])
-            if b is not None:
-                o += b.reshape(vec)
-        elif b is not None:
-            np.add(xh, b.reshape(vec), out=out[c])
-    kd = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
-    cache = dict(x=x, mu=mu.reshape(kd), var=var.reshape(kd), inv_std=inv_std.reshape(kd),
-                 x_hat=x_hat.reshape(x.shape),
-                 gamma=None if gamma is None else np.asarray(gamma, dtype=dtype),
-                 beta_shape=None if beta is None else np.shape(beta),
-                 axes=axes, m=m, eps=eps, fixed_stats=False, center=True,
-                 _layout=layout, _gamma_k=g)
-    return out.reshape(x.shape), cache
-
-
-def _fast_backward(dout, cache):
-    """dx = gamma * inv_std * (dout - (sum(dout) + x_hat * sum(dout * x_hat)) / m)."""
-    layout, m, dtype = cache["_layout"], cache["m"], dout.dtype
-    full, vec, sub = _views(layout)
-    d3 = dout.reshape(full)
-    xh3 = cache["x_hat"].reshape(full)
-    chunks = _chunks(full, dtype.itemsize, sub)
-    sum_d = np.zeros(layout[1], dtype)  # dbeta per group
-    sum_dx = np.zeros(layout[1], dtype)  # dgamma per group
-    for c in chunks:
-        sum_d += _group_sum(d3[c], sub)
-        sum_dx += np.einsum(f"{sub},{sub}->k", d3[c], xh3[c])
-    scale = cache["inv_std"].reshape(vec).astype(dtype, copy=False)
-    if cache["_gamma_k"] is not None:
-        scale = scale * cache["_gamma_k"].reshape(vec).astype(dtype, copy=False)
-    inv_m = dtype.type(1.0 / m)
-    k_x = (sum_dx * inv_m).astype(dtype, copy=False).reshape(vec)
-    k_1 = (sum_d * inv_m).astype(dtype, copy=False).reshape(vec)
-    dx = np.empty(full, dtype)
-    for c in chunks:
-        t = np.multiply(xh3[c], k_x, out=dx[c])
-        t += k_1
-        np.subtract(d3[c], t, out=t)
-        t *= scale
-    kd = cache["mu"].shape
-    gamma, beta_shape = cache["gamma"], cache["beta_shape"]
-    dgamma = None if gamma is None else sum_to_shape(sum_dx.reshape(kd), gamma.shape)
-    dbeta = None if beta_shape is None else sum_to_shape(sum_d.reshape(kd), beta_shape)
-    return dx.reshape(dout.shape), dgamma, dbeta
 
 
 #: The forward graph the staged backward walks, in forward order: (node, formula).
@@ -304,6 +172,8 @@ def batchnorm_backward_staged(dout, cache, trace=None):
 
     Walks :data:`STAGED_NODES` in reverse, applying one local derivative per node.
     Slower than :func:`norm_backward` and the same result; it exists to be read.
+    It needs only ``x``, ``mu``, ``var``, ``eps``, ``gamma``, ``beta_shape``, ``axes``
+    and ``m`` from the cache, so it accepts the caches of :mod:`bnlib.fastpath` too.
 
     Args:
         dout: upstream gradient dL/dout, shape of x.
@@ -314,12 +184,25 @@ def batchnorm_backward_staged(dout, cache, trace=None):
     Returns:
         dx, dgamma, dbeta as :func:`norm_backward`.
     """
-    _check_dout(dout, cache)
+    dout = check_dout(dout, cache)
     if cache["fixed_stats"] or not cache["center"]:
-        raise ValueError("staged backward expects batch statistics with centering "
-                         "(training-mode BatchNorm/LayerNorm); got fixed stats or center=False")
-    x, mu, var, axes, m = cache["x"], cache["mu"], cache["var"], cache["axes"], cache["m"]
-    gamma = cache["gamma"] if cache["gamma"] is not None else np.ones((1,) * x.ndim, x.dtype)
+        raise ValueError(
+            "staged backward expects batch statistics with centering "
+            "(training-mode BatchNorm/LayerNorm); got fixed stats or "
+            "center=False"
+        )
+    x, mu, var, axes, m = (
+        cache["x"],
+        cache["mu"],
+        cache["var"],
+        cache["axes"],
+        cache["m"],
+    )
+    gamma = (
+        cache["gamma"]
+        if cache["gamma"] is not None
+        else np.ones((1,) * x.ndim, x.dtype)
+    )
     # Forward nodes, recomputed from the cached inputs so every line below is visible.
     xc = x - mu
     std = np.sqrt(var + cache["eps"])
@@ -328,7 +211,8 @@ def batchnorm_backward_staged(dout, cache, trace=None):
     grads = {"out": dout}
     # out = scaled + beta
     grads["scaled"] = dout
-    dbeta = None if cache["beta_shape"] is None else sum_to_shape(dout, cache["beta_shape"])
+    beta_shape = cache["beta_shape"]
+    dbeta = None if beta_shape is None else sum_to_shape(dout, beta_shape)
     # scaled = gamma * x_hat
     dgamma = None if cache["gamma"] is None else sum_to_shape(dout * x_hat, gamma.shape)
     grads["x_hat"] = dout * gamma
@@ -353,28 +237,26 @@ def batchnorm_backward_staged(dout, cache, trace=None):
     return dx.astype(dout.dtype, copy=False), dgamma, dbeta
 
 
-def _check_dout(dout, cache):
-    if np.shape(dout) != cache["x"].shape:
-        raise ValueError(f"dout must have the shape of the forward output "
-                         f"{cache['x'].shape}, got {np.shape(dout)}")
-
-
-def _channel_param(p, ndim):
-    """Reshape a per-channel (C,) parameter to broadcast over (N, C, *spatial)."""
-    return None if p is None else np.reshape(p, (1, -1) + (1,) * (ndim - 2))
-
-
+# ---------------------------------------------------------------- named wrappers
 def batchnorm_forward(x, gamma, beta, eps=1e-5, stats=None):
-    """BatchNorm for (N, C) or (N, C, *spatial): statistics per channel over N and spatial axes.
+    """BatchNorm for (N, C) or (N, C, *spatial): statistics per channel over N and
+    the spatial axes.
 
-    gamma, beta: shape (C,). stats: optional per-channel (mean, var), each shape (C,).
+    gamma, beta: shape (C,) or None. stats: optional per-channel (mean, var), each (C,).
     Returns ``(out, cache)``; the cache works with :func:`batchnorm_backward` and
     :func:`batchnorm_backward_staged`.
     """
+    x = check_float_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(
+            f"batchnorm_forward: expected an input (N, C, *spatial) of at "
+            f"least 2 dimensions, got shape {x.shape}"
+        )
+    gamma, beta = _channel_param(gamma, x, "gamma"), _channel_param(beta, x, "beta")
     if stats is not None:
-        stats = tuple(_channel_param(s, x.ndim) for s in stats)
-    return norm_forward(x, _channel_param(gamma, x.ndim), _channel_param(beta, x.ndim),
-                        batch_axes(x.ndim), eps, stats=stats)
+        mean, var = stats
+        stats = (_channel_param(mean, x, "mean"), _channel_param(var, x, "var"))
+    return norm_forward(x, gamma, beta, batch_axes(x.ndim), eps, stats=stats)
 
 
 def batchnorm_backward(dout, cache):
@@ -383,44 +265,160 @@ def batchnorm_backward(dout, cache):
     return dx, _flat(dgamma), _flat(dbeta)
 
 
-def _flat(p):
-    return None if p is None else p.reshape(-1)
-
-
 def layernorm_forward(x, gamma, beta, normalized_ndim=1, eps=1e-5):
-    """LayerNorm over the last ``normalized_ndim`` axes; gamma, beta have those axes' shape."""
+    """LayerNorm over the last ``normalized_ndim`` axes; gamma and beta have the shape
+    of those axes."""
+    x = check_float_array(x, "x")
     axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
     return norm_forward(x, gamma, beta, axes, eps)
 
 
 def layernorm_backward(dout, cache):
-    """LayerNorm backward: the same closed form as BatchNorm's, over the feature axes."""
+    """LayerNorm backward: the closed form of BatchNorm's, over the feature axes."""
     return norm_backward(dout, cache)
 
 
 def rmsnorm_forward(x, gamma, normalized_ndim=1, eps=1e-6):
-    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x**2) + eps) * gamma``, no centering, no beta."""
+    """RMSNorm (Zhang & Sennrich 2019): ``x / sqrt(mean(x**2) + eps) * gamma`` over the
+    last ``normalized_ndim`` axes; no centering, no beta."""
+    x = check_float_array(x, "x")
     axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
     return norm_forward(x, gamma, None, axes, eps, center=False)
 
 
 def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
-    """GroupNorm for (N, C, *spatial): statistics per example over each group of C/G channels
-    and all spatial positions; gamma, beta are per channel, shape (C,).
+    """GroupNorm for (N, C, *spatial): statistics per example over each group of C/G
+    channels and all spatial positions; gamma, beta are per channel, shape (C,).
     """
+    x = check_float_array(x, "x")
     n, c = x.shape[:2]
     if c % num_groups:
-        raise ValueError(f"num_channels ({c}) must be divisible by num_groups ({num_groups})")
-    xg = x.reshape(n, num_groups, c // num_groups, -1)
+        raise ValueError(
+            f"num_channels ({c}) must be divisible by num_groups ({num_groups})"
+        )
     shape4 = (1, num_groups, c // num_groups, 1)
-    g = None if gamma is None else np.reshape(gamma, shape4)
-    b = None if beta is None else np.reshape(beta, shape4)
-    out, cache = norm_forward(xg, g, b, (2, 3), eps)
+    gamma, beta = (
+        None if p is None else _channel_param(p, x, name).reshape(shape4)
+        for p, name in ((gamma, "gamma"), (beta, "beta"))
+    )
+    xg = x.reshape(n, num_groups, c // num_groups, -1)
+    out, cache = norm_forward(xg, gamma, beta, (2, 3), eps)
     cache["input_shape"] = x.shape
     return out.reshape(x.shape), cache
 
 
 def groupnorm_backward(dout, cache):
     """GroupNorm backward: returns dx (N, C, ...), dgamma (C,), dbeta (C,)."""
+    dout = check_float_array(dout, "dout")
+    if dout.shape != cache["input_shape"]:
+        raise ValueError(
+            f"dout must have the shape of the forward output "
+            f"{cache['input_shape']}, got {dout.shape}"
+        )
     dx, dgamma, dbeta = norm_backward(dout.reshape(cache["x"].shape), cache)
     return dx.reshape(cache["input_shape"]), _flat(dgamma), _flat(dbeta)
+
+
+def _flat(p):
+    return None if p is None else p.reshape(-1)
+
+
+def _channel_param(p, x, name):
+    """A per-channel (C,) array reshaped to broadcast over (N, C, *spatial)."""
+    if p is None:
+        return None
+    if np.shape(p) != (x.shape[1],):
+        raise ValueError(
+            f"{name} must have shape (C,) = ({x.shape[1]},) for an input of "
+            f"shape {x.shape}, got shape {np.shape(p)}"
+        )
+    return np.reshape(p, (1, -1) + (1,) * (x.ndim - 2))
+
+
+def _group_size(shape: tuple, axes: tuple) -> int:
+    return int(np.prod([shape[a] for a in axes]))
+
+
+# ---------------------------------------------------------------- input checks
+def check_float_array(a, name="x"):
+    """Return ``a`` if it is a numpy array of floats; raise a TypeError otherwise.
+
+    As in PyTorch, normalization refuses integer and bool input rather than
+    computing in floats and rounding the result back to integers. ``name`` says
+    what ``a`` is in the message (``"x"``, ``"dout"``, ``"BatchNorm1d input"``).
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array, got {type(a).__name__}; convert it "
+            f"first, e.g. np.asarray(x, dtype=np.float32) (or np.float64)"
+        )
+    if a.dtype.kind != "f":  # float16, float32, float64, longdouble
+        raise TypeError(
+            f"{name} has dtype {a.dtype}, expected a floating-point array "
+            f"(float32 or float64), as in PyTorch; convert it to float first, "
+            f"e.g. x.astype(np.float32)"
+        )
+    return a
+
+
+def check_axes(axes, ndim: int) -> tuple[int, ...]:
+    """``axes`` as a tuple of non-negative axis numbers of an ``ndim``-D input.
+
+    Raises ValueError for an empty tuple (each value would be its own group and
+    normalize to 0), an axis out of range, or an axis named twice.
+    """
+    axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
+    try:
+        axes = tuple(operator.index(a) for a in axes)
+    except TypeError:
+        raise TypeError(f"axes must be integers, got {axes}") from None
+    if not axes:
+        raise ValueError(
+            "axes is empty: name at least one axis to reduce over (with none, "
+            "every value is its own group and normalizes to 0)"
+        )
+    bad = [a for a in axes if not -ndim <= a < ndim]
+    if bad:
+        raise ValueError(
+            f"axes {axes}: axis {bad[0]} is out of range for a {ndim}-D input "
+            f"(valid axes are {-ndim} to {ndim - 1})"
+        )
+    positive = tuple(a % ndim for a in axes)
+    if len(set(positive)) != len(positive):
+        raise ValueError(f"axes {axes} name the same axis more than once")
+    return positive
+
+
+def check_param(p, x, name):
+    """``p`` as an array of x's dtype; it must broadcast to x, leaving x's shape."""
+    if p is None:
+        return None
+    p = np.asarray(p, dtype=x.dtype)
+    fits = p.ndim <= x.ndim and all(
+        n in (1, size)
+        for n, size in zip(p.shape, x.shape[x.ndim - p.ndim :], strict=True)
+    )
+    if not fits:
+        raise ValueError(
+            f"{name} of shape {p.shape} does not broadcast to the input's shape "
+            f"{x.shape} (it must broadcast without changing that shape)"
+        )
+    return p
+
+
+def check_stats(stats, x):
+    """The ``(mean, var)`` pair of fixed statistics, each checked like a parameter."""
+    if len(stats) != 2:
+        raise ValueError(f"stats must be a pair (mean, var), got {len(stats)} items")
+    return check_param(stats[0], x, "stats mean"), check_param(stats[1], x, "stats var")
+
+
+def check_dout(dout, cache):
+    """``dout`` if it is a float array of the forward input's shape (``cache["x"]``)."""
+    dout = check_float_array(dout, "dout")
+    if dout.shape != cache["x"].shape:
+        raise ValueError(
+            f"dout must have the shape of the forward output "
+            f"{cache['x'].shape}, got {dout.shape}"
+        )
+    return dout

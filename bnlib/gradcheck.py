@@ -1,4 +1,5 @@
 """Centered finite differences, for checking a backward pass by hand or in a test."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +8,12 @@ __all__ = ["numerical_gradient", "rel_error", "check_module_gradients"]
 
 
 def numerical_gradient(f, x, h=1e-5):
-    """dL/dx of the scalar function ``f()`` by centered differences, perturbing ``x`` in place.
+    """dL/dx of the scalar function ``f()`` by centered differences, perturbing ``x``
+    in place.
 
-    ``(f(x + h e_i) - f(x - h e_i)) / (2h)`` for every entry i; x is restored afterwards.
-    Use float64: the truncation error is O(h^2) and the rounding error O(eps / h).
+    ``(f(x + h e_i) - f(x - h e_i)) / (2h)`` for every entry i; x is restored
+    afterwards. Use float64: the truncation error is O(h^2), the rounding error
+    O(eps / h).
     """
     grad = np.zeros_like(x, dtype=np.float64)
     it = np.nditer(x, flags=["multi_index"])
@@ -27,17 +30,21 @@ def numerical_gradient(f, x, h=1e-5):
 
 
 def rel_error(a, b, floor=1e-12):
-    """Relative error of two arrays as a whole: ``||a - b|| / max(||a|| + ||b||, floor)``.
+    """Relative error of two arrays as a whole:
+    ``||a - b|| / max(||a|| + ||b||, floor)``.
 
     Taken over the whole array (2-norm) rather than entry by entry, so that entries
     whose true gradient is almost zero do not dominate with meaningless ratios.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), floor))
+    return float(
+        np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), floor)
+    )
 
 
 def check_module_gradients(module, x, rng=None, h=1e-5):
-    """Compare a module's backward with finite differences of ``L = sum(module(x) * R)``.
+    """Compare a module's backward with finite differences of
+    ``L = sum(module(x) * R)``.
 
     R is a fixed random array, so every output entry carries a different weight.
     Returns ``{"x": rel_error, "weight": ..., ...}`` over the input and every parameter.

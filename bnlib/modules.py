@@ -1,19 +1,37 @@
 """Stateful layers built on :mod:`bnlib.functional`, with PyTorch's names and semantics.
 
 Every module has ``params`` and ``grads`` dicts with the same keys, ``forward(x)``
-(also ``module(x)``), ``backward(dout) -> dx`` which fills ``grads``, and
-``train()`` / ``eval()`` which return the module.
+(also ``module(x)``), ``backward(dout) -> dx`` which fills ``grads``, ``train()`` /
+``eval()`` which return the module, and ``state_dict()`` / ``load_state_dict()``.
+The normalization layers compute through :mod:`bnlib.fastpath` (the formulas of
+:mod:`bnlib.functional` with fewer passes over memory).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
+from . import fastpath
 from . import functional as F
 
 __all__ = [
-    "Module", "Linear", "Conv1d", "ReLU", "Sigmoid", "Tanh", "Dropout", "Flatten",
-    "Sequential", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm",
-    "InstanceNorm1d", "RMSNorm",
+    "Module",
+    "Linear",
+    "Conv1d",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Dropout",
+    "Flatten",
+    "Sequential",
+    "NormBase",
+    "BatchNormBase",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "RMSNorm",
 ]
 
 
@@ -22,7 +40,22 @@ def _rng(rng):
 
 
 class Module:
-    """Base class: parameter/gradient dicts, train/eval mode, forward cache checks."""
+    """Base class: parameter and gradient dicts, train/eval mode, state, checks.
+
+    Attributes:
+        params: name -> array, the trainable parameters (writable in place).
+        grads: name -> array with the same keys and shapes: the gradients of the
+            **last** backward. Unlike PyTorch, where ``.grad`` accumulates (adds up)
+            over backward calls until ``zero_grad()``, every ``backward()`` here
+            *overwrites* ``grads`` with the gradient of that one pass. So a training
+            step needs no ``zero_grad()``; to accumulate over several batches, add the
+            grads up yourself after each backward. (A module used twice in one forward
+            keeps only the gradient of its last backward.)
+        training: True in training mode (the default), False after ``eval()``.
+
+    Subclasses list the non-parameter state they keep (running statistics) in
+    :meth:`buffer_names`; :meth:`state_dict` saves it together with the parameters.
+    """
 
     def __init__(self):
         self.params: dict[str, np.ndarray] = {}
@@ -39,8 +72,12 @@ class Module:
     def backward(self, dout):
         raise NotImplementedError
 
-    def children(self) -> list["Module"]:
+    def children(self) -> list[Module]:
         return []
+
+    def named_children(self) -> list[tuple[str, Module]]:
+        """``(name, child)`` pairs, by default named by position (``"0"``, ``"1"``)."""
+        return [(str(i), child) for i, child in enumerate(self.children())]
 
     def modules(self):
         """This module and every module inside it, depth first."""
@@ -48,7 +85,7 @@ class Module:
         for child in self.children():
             yield from child.modules()
 
-    def parameters(self) -> list[tuple["Module", str]]:
+    def parameters(self) -> list[tuple[Module, str]]:
         """Every parameter as a ``(module, name)`` pair: ``module.params[name]``."""
         return [(m, k) for m in self.modules() for k in m.params]
 
@@ -67,16 +104,74 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    # ------------------------------------------------------------ state
+    def buffer_names(self) -> tuple[str, ...]:
+        """Attributes that are state but not parameters (e.g. running statistics)."""
+        return ()
+
+    def _state_entries(self, prefix=""):
+        """``(key, module, name, is_param)`` for every parameter and buffer, in the
+        order PyTorch uses: a module's parameters, its buffers, then its children."""
+        for name in self.params:
+            yield prefix + name, self, name, True
+        for name in self.buffer_names():
+            yield prefix + name, self, name, False
+        for child_name, child in self.named_children():
+            yield from child._state_entries(f"{prefix}{child_name}.")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, here and in every module inside.
+
+        Keys are PyTorch's: ``"weight"``, ``"running_mean"``, and for children
+        ``"<child name>.<key>"`` (``"0.weight"``, ``"1.running_var"`` in a Sequential).
+        Values are copies (``num_batches_tracked`` a 0-d int64 array), so training
+        after the call does not change the dict.
+        """
+        return {
+            key: np.array(m.params[name] if is_param else getattr(m, name), copy=True)
+            for key, m, name, is_param in self._state_entries()
+        }
+
+    def load_state_dict(self, state):
+        """Copy the values of ``state`` (as from :meth:`state_dict`) into this module.
+
+        Keys and shapes must match exactly; otherwise a ValueError lists every missing,
+        unexpected and mismatched key, and nothing is changed. Parameters are written
+        in place (keeping their dtype); buffers are replaced by copies. Values may be
+        anything ``np.asarray`` accepts (a PyTorch state dict works too).
+        """
+        entries = {
+            key: (m, name, is_param) for key, m, name, is_param in self._state_entries()
+        }
+        _check_state(type(self).__name__, entries, state)
+        for key, (m, name, is_param) in entries.items():
+            value = np.asarray(state[key])
+            if is_param:
+                np.copyto(m.params[name], value)
+            else:
+                setattr(m, name, _like(getattr(m, name), value))
+
+    # ------------------------------------------------------------ checks
     def _need_cache(self):
         if self._cache is None:
-            raise ValueError(f"{type(self).__name__}.backward called before any forward "
-                             "(expected a forward pass in this mode first)")
+            raise ValueError(
+                f"{type(self).__name__}.backward called before any forward "
+                "(expected a forward pass in this mode first)"
+            )
         return self._cache
 
     def _check_dout(self, dout, shape):
+        name = type(self).__name__
+        F.check_float_array(dout, f"{name}.backward: dout")
         if np.shape(dout) != tuple(shape):
-            raise ValueError(f"{type(self).__name__}.backward: expected dout of shape "
-                             f"{tuple(shape)} (the last forward's output), got {np.shape(dout)}")
+            raise ValueError(
+                f"{name}.backward: expected dout of shape {tuple(shape)} "
+                f"(the last forward's output), got {np.shape(dout)}"
+            )
+
+    def _check_float(self, x):
+        """``x`` if it is a float numpy array; else a TypeError naming this module."""
+        return F.check_float_array(x, f"{type(self).__name__} input")
 
     def extra_repr(self) -> str:
         return ""
@@ -85,16 +180,52 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+def _check_state(owner, entries, state):
+    """Raise one ValueError listing every key or shape of ``state`` that does not
+    match ``entries``."""
+    missing = [k for k in entries if k not in state]
+    unexpected = [k for k in state if k not in entries]
+    mismatched = []
+    for key in entries.keys() & state.keys():
+        m, name, is_param = entries[key]
+        want = np.shape(m.params[name] if is_param else getattr(m, name))
+        got = np.shape(state[key])
+        if want != got:
+            mismatched.append(f"{key}: expected shape {want}, got {got}")
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if mismatched:
+        problems.append("shape mismatch for " + "; ".join(sorted(mismatched)))
+    if problems:
+        raise ValueError(
+            f"{owner}.load_state_dict: " + "; ".join(problems) + " (nothing was loaded)"
+        )
+
+
+def _like(current, value):
+    """A copy of ``value`` with the type (and dtype) of the buffer it replaces."""
+    if isinstance(current, np.ndarray):
+        return np.array(value, dtype=current.dtype, copy=True)
+    return type(current)(value.item())
+
+
 def _check_rank(module, x, ranks, what):
     if x.ndim not in ranks:
-        raise ValueError(f"{type(module).__name__}: expected {what}, got a "
-                         f"{x.ndim}-D input of shape {x.shape}")
+        raise ValueError(
+            f"{type(module).__name__}: expected {what}, got a "
+            f"{x.ndim}-D input of shape {x.shape}"
+        )
 
 
 def _check_size(module, x, axis, expected, what):
     if x.shape[axis] != expected:
-        raise ValueError(f"{type(module).__name__}: expected {expected} {what} "
-                         f"(axis {axis}), got input of shape {x.shape}")
+        raise ValueError(
+            f"{type(module).__name__}: expected {expected} {what} "
+            f"(axis {axis}), got input of shape {x.shape}"
+        )
 
 
 class Linear(Module):
@@ -114,6 +245,7 @@ class Linear(Module):
         self.zero_grad()
 
     def forward(self, x):
+        x = self._check_float(x)
         _check_rank(self, x, range(1, 64), "an input (..., in_features)")
         _check_size(self, x, -1, self.in_features, "input features")
         w = self.params["weight"].astype(x.dtype, copy=False)
@@ -137,19 +269,31 @@ class Linear(Module):
 
 
 class Conv1d(Module):
-    """1-D convolution (cross-correlation, as PyTorch) on (N, C_in, L) -> (N, C_out, L_out).
+    """1-D convolution (cross-correlation, as PyTorch): (N, C_in, L) to
+    (N, C_out, L_out).
 
-    weight (C_out, C_in, K), bias (C_out,); ``L_out = (L + 2*padding - K) // stride + 1``.
+    weight (C_out, C_in, K), bias (C_out,);
+    ``L_out = (L + 2*padding - K) // stride + 1``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 bias=True, rng=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        rng=None,
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         bound = 1.0 / np.sqrt(in_channels * kernel_size)
         rng = _rng(rng)
-        self.params["weight"] = rng.uniform(-bound, bound, (out_channels, in_channels, kernel_size))
+        self.params["weight"] = rng.uniform(
+            -bound, bound, (out_channels, in_channels, kernel_size)
+        )
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_channels)
         self.zero_grad()
@@ -162,11 +306,14 @@ class Conv1d(Module):
         return xp, win[:, :, ::s].transpose(0, 2, 1, 3)
 
     def forward(self, x):
+        x = self._check_float(x)
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
         _check_size(self, x, 1, self.in_channels, "input channels")
         if x.shape[2] + 2 * self.padding < self.kernel_size:
-            raise ValueError(f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
-                             f"({self.kernel_size}) after padding {self.padding}")
+            raise ValueError(
+                f"Conv1d: input length {x.shape[2]} is shorter than the kernel "
+                f"({self.kernel_size}) after padding {self.padding}"
+            )
         xp, cols = self._columns(x)
         w = self.params["weight"].astype(x.dtype, copy=False)
         out = np.tensordot(cols, w, axes=([2, 3], [1, 2]))  # (N, L_out, C_out)
@@ -181,7 +328,8 @@ class Conv1d(Module):
         self._check_dout(dout, (n, self.out_channels, l_out))
         d = dout.transpose(0, 2, 1)  # (N, L_out, C_out)
         self.grads["weight"] = np.tensordot(d, cols, axes=([0, 1], [0, 1])).astype(
-            self.params["weight"].dtype)
+            self.params["weight"].dtype
+        )
         if "bias" in self.params:
             self.grads["bias"] = d.sum(axis=(0, 1)).astype(self.params["bias"].dtype)
         w = self.params["weight"].astype(dout.dtype, copy=False)
@@ -189,34 +337,48 @@ class Conv1d(Module):
         dxp = np.zeros(xp_shape, dtype=dout.dtype)
         s, k = self.stride, self.kernel_size
         for j in range(k):  # scatter each kernel tap back to its input positions
-            dxp[:, :, j: j + s * (l_out - 1) + 1: s] += dcols[:, :, :, j].transpose(0, 2, 1)
+            dxp[:, :, j : j + s * (l_out - 1) + 1 : s] += dcols[:, :, :, j].transpose(
+                0, 2, 1
+            )
         p = self.padding
-        return dxp[:, :, p: xp_shape[2] - p] if p else dxp
+        return dxp[:, :, p : xp_shape[2] - p] if p else dxp
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
 
 
 class ReLU(Module):
-    """max(x, 0), elementwise."""
+    """``max(x, 0)``, elementwise, as ``np.maximum``: -inf gives 0, +inf stays, NaN
+    stays NaN (as in PyTorch).
+
+    The backward passes ``dout`` where ``x > 0`` and 0 elsewhere (0 at x = 0 and at
+    NaN, as PyTorch), selected rather than multiplied by a mask, so an infinite
+    ``dout`` where x <= 0 gives 0, not NaN.
+    """
 
     def forward(self, x):
+        x = self._check_float(x)
         self._cache = x > 0
-        return x * self._cache
+        return np.maximum(x, 0)
 
     def backward(self, dout):
         mask = self._need_cache()
         self._check_dout(dout, mask.shape)
-        return dout * mask
+        return np.where(mask, dout, 0)
 
 
 class Sigmoid(Module):
     """1 / (1 + exp(-x)), elementwise (computed without overflow)."""
 
     def forward(self, x):
+        x = self._check_float(x)
         e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+        out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(
+            x.dtype, copy=False
+        )
         self._cache = out
         return out
 
@@ -230,7 +392,7 @@ class Tanh(Module):
     """tanh(x), elementwise."""
 
     def forward(self, x):
-        self._cache = np.tanh(x)
+        self._cache = np.tanh(self._check_float(x))
         return self._cache
 
     def backward(self, dout):
@@ -240,8 +402,8 @@ class Tanh(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout: in training zero each value with probability p and scale the rest
-    by 1/(1-p); identity in evaluation.
+    """Inverted dropout: in training zero each value with probability p and scale the
+    rest by 1/(1-p); identity in evaluation.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -251,10 +413,15 @@ class Dropout(Module):
         self.p, self.rng = p, _rng(rng)
 
     def forward(self, x):
+        x = self._check_float(x)
         if not self.training or self.p == 0.0:
-            self._cache = np.broadcast_to(np.ones((), x.dtype), x.shape)  # identity mask, no copy
+            self._cache = np.broadcast_to(
+                np.ones((), x.dtype), x.shape
+            )  # identity mask, no copy
             return x
-        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(
+            1 - self.p
+        )
         self._cache = mask
         return x * mask
 
@@ -271,6 +438,10 @@ class Flatten(Module):
     """(N, ...) -> (N, prod(...))."""
 
     def forward(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(
+                f"Flatten input must be a numpy array, got {type(x).__name__}"
+            )
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -312,23 +483,38 @@ class Sequential(Module):
 
 
 class NormBase(Module):
-    """Shared bookkeeping for layers with an affine (weight, bias) pair."""
+    """Shared bookkeeping for normalization layers with an affine (weight, bias) pair.
 
-    def _init_affine(self, shape, affine):
+    ``weight`` and ``bias`` keep the shape set at construction (``_param_shape``);
+    :meth:`_affine` checks it on every forward, so a replaced parameter of the wrong
+    shape gives a clear error rather than a broadcasting one.
+    """
+
+    _param_shape: tuple = ()
+
+    def _init_affine(self, shape, affine, bias=True):
+        self._param_shape = tuple(shape)
         if affine:
             self.params["weight"] = np.ones(shape)
-            self.params["bias"] = np.zeros(shape)
+            if bias:
+                self.params["bias"] = np.zeros(shape)
         self.zero_grad()
 
     def _affine(self):
+        """(weight, bias), each None where absent, after checking their shapes."""
+        for name, p in self.params.items():
+            if np.shape(p) != self._param_shape:
+                raise ValueError(
+                    f"{type(self).__name__}: params['{name}'] has shape "
+                    f"{np.shape(p)}, expected {self._param_shape}"
+                )
         return self.params.get("weight"), self.params.get("bias")
 
     def _store_grads(self, dgamma, dbeta):
-        if "weight" in self.params:
-            self.grads["weight"] = dgamma.reshape(self.params["weight"].shape).astype(
-                self.params["weight"].dtype)
-            self.grads["bias"] = dbeta.reshape(self.params["bias"].shape).astype(
-                self.params["bias"].dtype)
+        for name, g in (("weight", dgamma), ("bias", dbeta)):
+            if name in self.params:
+                p = self.params[name]
+                self.grads[name] = g.reshape(p.shape).astype(p.dtype, copy=False)
 
 
 class BatchNormBase(NormBase):
@@ -339,13 +525,27 @@ class BatchNormBase(NormBase):
     stored is the *unbiased* one (m / (m - 1)); ``momentum=None`` gives the
     cumulative average over all batches seen. Evaluation: normalize with the
     running statistics. Running mean starts at 0, running variance at 1.
+
+    ``backward(dout)`` returns dL/dx and *overwrites* ``grads["weight"]`` and
+    ``grads["bias"]`` with this pass's dL/dgamma and dL/dbeta; PyTorch would add
+    them to the gradients already there (see :class:`Module`).
+
+    State (``state_dict()``): ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (the last three only with ``track_running_stats``).
+    Input: a float32 or float64 array; the output has its dtype.
     """
 
     _ranks: tuple = ()
     _shape_doc = ""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+    ):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.track_running_stats = track_running_stats
@@ -357,42 +557,54 @@ class BatchNormBase(NormBase):
         self.running_var = np.ones(self.num_features)
         self.num_batches_tracked = 0
 
+    def buffer_names(self):
+        if not self.track_running_stats:
+            return ()
+        return ("running_mean", "running_var", "num_batches_tracked")
+
     def _check_input(self, x):
+        x = self._check_float(x)
         _check_rank(self, x, self._ranks, self._shape_doc)
         _check_size(self, x, 1, self.num_features, "channels")
+        return x
 
     def forward(self, x):
-        self._check_input(x)
-        use_batch = self.training or not self.track_running_stats
+        x = self._check_input(x)
         stats = None
-        if use_batch:
+        if self.training or not self.track_running_stats:
             m = x.size // x.shape[1]
             if m <= 1:
-                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel "
-                                 f"when training, got input of shape {x.shape} (m = {m}); "
-                                 "use a larger batch, or call eval() to use running statistics")
+                raise ValueError(
+                    f"{type(self).__name__}: expected more than 1 value per "
+                    f"channel when training, got input of shape {x.shape} "
+                    f"(m = {m}); use a larger batch, or call eval() to use "
+                    "running statistics"
+                )
         else:
             stats = (self.running_mean, self.running_var)
         gamma, beta = self._affine()
-        out, cache = F.batchnorm_forward(x, gamma, beta, self.eps, stats=stats)
+        out, cache = fastpath.batchnorm_forward(x, gamma, beta, self.eps, stats=stats)
         if self.training and self.track_running_stats:
             self._update_running(cache)
         self._cache = cache
         return out
 
     def _update_running(self, cache):
+        """``running = (1 - w) * running + w * batch`` with w = momentum (or 1/n, the
+        cumulative average); the variance stored is the unbiased one, m / (m - 1)
+        times the batch variance."""
         m = cache["m"]
-        mean = cache["mu"].reshape(-1).astype(np.float64)
-        var_unbiased = cache["var"].reshape(-1).astype(np.float64) * (m / (m - 1))
         self.num_batches_tracked += 1
         w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        mean = cache["mu"].reshape(-1).astype(np.float64)
+        var = cache["var"].reshape(-1).astype(np.float64)
         self.running_mean = (1 - w) * self.running_mean + w * mean
-        self.running_var = (1 - w) * self.running_var + w * var_unbiased
+        self.running_var = (1 - w) * self.running_var + (w * m / (m - 1)) * var
 
     def backward(self, dout):
         cache = self._need_cache()
         self._check_dout(dout, cache["x"].shape)
-        dx, dgamma, dbeta = F.batchnorm_backward(dout, cache)
+        dx, dgamma, dbeta = fastpath.norm_backward(dout, cache)
         self._store_grads(dgamma, dbeta)
         return dx
 
@@ -408,10 +620,21 @@ class BatchNorm1d(BatchNormBase):
 
 
 class BatchNorm2d(BatchNormBase):
-    """BatchNorm over (N, C, H, W): per-channel statistics over N, H and W (m = N*H*W)."""
+    """BatchNorm over (N, C, H, W): per-channel statistics over N, H, W (m = N*H*W)."""
 
     _ranks = (4,)
     _shape_doc = "a 4-D (N, C, H, W) input"
+
+
+def _check_trailing(module, x, shape):
+    """ValueError unless x's last axes have ``shape``; returns the axes they occupy."""
+    k = len(shape)
+    if x.ndim < k or x.shape[x.ndim - k :] != shape:
+        raise ValueError(
+            f"{type(module).__name__}: expected input ending in {shape}, "
+            f"got shape {x.shape}"
+        )
+    return tuple(range(x.ndim - k, x.ndim))
 
 
 class LayerNorm(NormBase):
@@ -429,18 +652,16 @@ class LayerNorm(NormBase):
         self._init_affine(self.normalized_shape, elementwise_affine)
 
     def forward(self, x):
-        k = len(self.normalized_shape)
-        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
-            raise ValueError(f"LayerNorm: expected input ending in {self.normalized_shape}, "
-                             f"got shape {x.shape}")
+        x = self._check_float(x)
+        axes = _check_trailing(self, x, self.normalized_shape)
         gamma, beta = self._affine()
-        out, self._cache = F.layernorm_forward(x, gamma, beta, k, self.eps)
+        out, self._cache = fastpath.norm_forward(x, gamma, beta, axes, self.eps)
         return out
 
     def backward(self, dout):
         cache = self._need_cache()
         self._check_dout(dout, cache["x"].shape)
-        dx, dgamma, dbeta = F.layernorm_backward(dout, cache)
+        dx, dgamma, dbeta = fastpath.norm_backward(dout, cache)
         self._store_grads(dgamma, dbeta)
         return dx
 
@@ -459,25 +680,21 @@ class RMSNorm(NormBase):
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape, self.eps = tuple(normalized_shape), eps
-        if elementwise_affine:
-            self.params["weight"] = np.ones(self.normalized_shape)
-        self.zero_grad()
+        self._init_affine(self.normalized_shape, elementwise_affine, bias=False)
 
     def forward(self, x):
-        k = len(self.normalized_shape)
-        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
-            raise ValueError(f"RMSNorm: expected input ending in {self.normalized_shape}, "
-                             f"got shape {x.shape}")
+        x = self._check_float(x)
+        _check_trailing(self, x, self.normalized_shape)
         eps = np.finfo(x.dtype).eps if self.eps is None else self.eps
-        out, self._cache = F.rmsnorm_forward(x, self.params.get("weight"), k, eps)
+        gamma, _ = self._affine()
+        out, self._cache = F.rmsnorm_forward(x, gamma, len(self.normalized_shape), eps)
         return out
 
     def backward(self, dout):
         cache = self._need_cache()
         self._check_dout(dout, cache["x"].shape)
         dx, dgamma, _ = F.norm_backward(dout, cache)
-        if "weight" in self.params:
-            self.grads["weight"] = dgamma.astype(self.params["weight"].dtype)
+        self._store_grads(dgamma, None)
         return dx
 
 
@@ -489,24 +706,35 @@ class GroupNorm(NormBase):
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
         super().__init__()
         if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible "
-                             f"by num_groups ({num_groups})")
+            raise ValueError(
+                f"GroupNorm: num_channels ({num_channels}) must be divisible "
+                f"by num_groups ({num_groups})"
+            )
         self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
         self._init_affine((num_channels,), affine)
 
     def forward(self, x):
+        x = self._check_float(x)
         _check_rank(self, x, range(2, 64), "an input (N, C, *spatial)")
         _check_size(self, x, 1, self.num_channels, "channels")
-        gamma, beta = self._affine()
-        out, self._cache = F.groupnorm_forward(x, gamma, beta, self.num_groups, self.eps)
-        return out
+        n, c, g = x.shape[0], x.shape[1], self.num_groups
+        split = (1, g, c // g, 1)  # (N, C, *spatial) viewed as (N, G, C/G, positions)
+        gamma, beta = (None if p is None else p.reshape(split) for p in self._affine())
+        out, cache = fastpath.norm_forward(
+            x.reshape(n, g, c // g, -1), gamma, beta, (2, 3), self.eps
+        )
+        cache["input_shape"] = x.shape
+        self._cache = cache
+        return out.reshape(x.shape)
 
     def backward(self, dout):
         cache = self._need_cache()
         self._check_dout(dout, cache["input_shape"])
-        dx, dgamma, dbeta = F.groupnorm_backward(dout, cache)
+        dx, dgamma, dbeta = fastpath.norm_backward(
+            dout.reshape(cache["x"].shape), cache
+        )
         self._store_grads(dgamma, dbeta)
-        return dx
+        return dx.reshape(cache["input_shape"])
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
@@ -523,10 +751,13 @@ class InstanceNorm1d(GroupNorm):
         super().__init__(num_features, num_features, eps, affine)
 
     def forward(self, x):
+        x = self._check_float(x)
         _check_rank(self, x, (3,), "a 3-D input (N, C, L)")
         if x.shape[2] <= 1:
-            raise ValueError(f"InstanceNorm1d: expected more than 1 value per channel (length "
-                             f"L > 1), got input of shape {x.shape}")
+            raise ValueError(
+                f"InstanceNorm1d: expected more than 1 value per channel "
+                f"(length L > 1), got input of shape {x.shape}"
+            )
         return super().forward(x)
 
     def extra_repr(self):
