@@ -69,10 +69,13 @@ test: $(STAMP)
 # with the pinned numerics above: `make notebooks NB=chapters/03_test_time.ipynb`.
 NB ?= chapters/[0-9]*.ipynb
 notebooks: $(STAMP)
+	@mkdir -p _build
 	@ls $(NB) | xargs -P 2 -I{} sh -c 'start=$$(date +%s); \
-	  $(CURDIR)/$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=600 {} 2>&1 | grep -v "^\[NbConvertApp\]" ; \
-	  echo "executed {} in $$(( $$(date +%s) - start )) s"'
+	  if $(CURDIR)/$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	       --ExecutePreprocessor.timeout=600 {} >$(CURDIR)/_build/notebooks.log.$$$$ 2>&1; then \
+	    echo "executed {} in $$(( $$(date +%s) - start )) s"; rm -f $(CURDIR)/_build/notebooks.log.$$$$; \
+	  else grep -v -e "^\[NbConvertApp\]" -e IPKernelApp $(CURDIR)/_build/notebooks.log.$$$$ | tail -30; \
+	    echo "FAILED {} after $$(( $$(date +%s) - start )) s (not saved)"; exit 1; fi'
 
 # Every chapter with other values of its SEED parameter (papermill), two at a time.
 seeds: $(STAMP)

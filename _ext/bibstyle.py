@@ -5,6 +5,7 @@ author_year`); pybtex's ``plain`` style would still label the list [1], [2], ...
 registers ``plain_authoryear``: pybtex's ``plain`` formatting and sorting, with each entry
 labelled the way it is cited.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -16,7 +17,9 @@ from pybtex.style.labels import BaseLabelStyle
 
 
 def _last(person) -> str:
-    return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+    return Text.from_latex(
+        " ".join(person.prelast_names + person.last_names)
+    ).render_as("text")
 
 
 class AuthorYearLabelStyle(BaseLabelStyle):

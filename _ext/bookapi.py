@@ -11,6 +11,7 @@ turns either into a build failure. So, before napoleon converts a docstring:
 * a reference to a name re-exported at the top level (``bnlib.fit``, or a bare ``fit``
   that is not found elsewhere) resolves to where it is documented (``bnlib.train.fit``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -33,7 +34,11 @@ def _escape_stars(seg: str) -> str:
             continue
         run = 2 if seg.startswith("**", i) else 1
         token = "*" * run
-        can_open = (i == 0 or seg[i - 1] in _OPENERS) and i + run < n and not seg[i + run].isspace()
+        can_open = (
+            (i == 0 or seg[i - 1] in _OPENERS)
+            and i + run < n
+            and not seg[i + run].isspace()
+        )
         if can_open:
             # look for a matching closing token: preceded by non-space, followed by a closer
             j = i + run
@@ -48,7 +53,7 @@ def _escape_stars(seg: str) -> str:
                     break
                 j += 1
             if close >= 0:  # a genuine *emphasis* or **strong** pair: keep it
-                out.append(seg[i:close + run])
+                out.append(seg[i : close + run])
                 i = close + run
                 continue
             out.append("\\*" * run)
@@ -79,7 +84,7 @@ def _name_several_returns(lines):
             continue
         head_indent = len(line) - len(line.lstrip())
         entries, entry_indent = [], None
-        for body in lines[idx + 1:]:
+        for body in lines[idx + 1 :]:
             if not body.strip():
                 continue
             indent = len(body) - len(body.lstrip())
@@ -104,7 +109,10 @@ def _escape_docstring(app, what, name, obj, options, lines):
         if not in_block:
             lines[idx] = _escape_line(line)
         if line.rstrip().endswith("::") or line.lstrip().startswith((">>>", ".. ")):
-            in_block, block_indent = True, indent  # literal blocks, doctests, directives
+            in_block, block_indent = (
+                True,
+                indent,
+            )  # literal blocks, doctests, directives
 
 
 def _keep_attribute_docstring(self):
@@ -128,8 +136,9 @@ def _resolve_reexport(app, env, node, contnode):
         if canonical == target:
             continue
         domain = env.get_domain("py")
-        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
-                                    canonical, node, contnode)
+        found = domain.resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+        )
         if found is not None:
             return found
     return None
@@ -152,7 +161,11 @@ def _lookup(dotted: str):
 
 
 def setup(app):
-    napoleon_docstring.GoogleDocstring._parse_attribute_docstring = _keep_attribute_docstring
-    app.connect("autodoc-process-docstring", _escape_docstring, priority=400)  # before napoleon
+    napoleon_docstring.GoogleDocstring._parse_attribute_docstring = (
+        _keep_attribute_docstring
+    )
+    app.connect(
+        "autodoc-process-docstring", _escape_docstring, priority=400
+    )  # before napoleon
     app.connect("missing-reference", _resolve_reexport)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -10,6 +10,7 @@
   in a page body that still loads from another host is reported as a warning, so the
   ``-W`` build fails and names the page.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,11 +21,14 @@ logger = logging.getLogger(__name__)
 
 _FONT_AWESOME_CDN = re.compile(
     r"https?://(?:maxcdn|stackpath|netdna)\.bootstrapcdn\.com/font-awesome/4\.[0-9.]+/css/"
-    r"font-awesome(?:\.min)?\.css")
+    r"font-awesome(?:\.min)?\.css"
+)
 _LOCAL_FONT_AWESOME = "_static/font-awesome/css/font-awesome.min.css"
 _EXTERNAL_LOAD = re.compile(
     r"<(script|link|img|iframe|source|embed|video|audio)\b[^>]*?\s(src|href)\s*=\s*[\"']?"
-    r"((?:https?:)?//[^\"' >]+)", re.IGNORECASE)
+    r"((?:https?:)?//[^\"' >]+)",
+    re.IGNORECASE,
+)
 
 
 def _localize(app, pagename, templatename, context, doctree):
@@ -37,12 +41,19 @@ def _localize(app, pagename, templatename, context, doctree):
         context["body"] = body
     for match in _EXTERNAL_LOAD.finditer(body):
         tag, attr, url = match.groups()
-        if tag.lower() == "link" and not re.search(r"rel\s*=\s*[\"']?(stylesheet|preload|icon)",
-                                                   match.group(0), re.IGNORECASE):
+        if tag.lower() == "link" and not re.search(
+            r"rel\s*=\s*[\"']?(stylesheet|preload|icon)", match.group(0), re.IGNORECASE
+        ):
             continue  # a plain <link> that loads nothing
-        logger.warning("page %s loads %s from outside the site (<%s %s=...>): "
-                       "serve it from _static instead", pagename, url, tag, attr,
-                       location=pagename)
+        logger.warning(
+            "page %s loads %s from outside the site (<%s %s=...>): "
+            "serve it from _static instead",
+            pagename,
+            url,
+            tag,
+            attr,
+            location=pagename,
+        )
 
 
 def _drop_thebe(app):
@@ -50,8 +61,11 @@ def _drop_thebe(app):
         for listener in list(app.events.listeners.get(event, [])):
             if getattr(listener.handler, "__module__", "").startswith("sphinx_thebe"):
                 app.disconnect(listener.id)
-    app.registry.css_files = [(name, attrs) for name, attrs in app.registry.css_files
-                              if name != "sphinx-thebe.css"]
+    app.registry.css_files = [
+        (name, attrs)
+        for name, attrs in app.registry.css_files
+        if name != "sphinx-thebe.css"
+    ]
 
 
 def setup(app):

@@ -1,4 +1,5 @@
 """Losses: each returns ``(loss, dlogits)``, the mean loss over the batch and its gradient."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ def softmax_cross_entropy(logits, y):
     logits = np.asarray(logits)
     y = np.asarray(y)
     if logits.ndim != 2 or y.shape != (logits.shape[0],):
-        raise ValueError(f"softmax_cross_entropy: expected logits (N, K) and labels (N,), "
-                         f"got {logits.shape} and {y.shape}")
+        raise ValueError(
+            f"softmax_cross_entropy: expected logits (N, K) and labels (N,), "
+            f"got {logits.shape} and {y.shape}"
+        )
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     n = logits.shape[0]
@@ -33,7 +36,9 @@ def mse_loss(pred, target):
     """Mean squared error over all entries: loss (float), dpred (shape of pred)."""
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
-        raise ValueError(f"mse_loss: pred {pred.shape} and target {target.shape} differ in shape")
+        raise ValueError(
+            f"mse_loss: pred {pred.shape} and target {target.shape} differ in shape"
+        )
     diff = pred - target
     return float(np.mean(diff**2)), (2.0 / diff.size) * diff
 

@@ -11,6 +11,7 @@ Every builder takes ``norm=``, one of:
 :func:`norm_layer` turns any of them into a layer. When a normalization follows a Linear
 or Conv1d, that layer has no bias: beta does its job.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,7 +33,14 @@ from .modules import (
 )
 from .variants import GhostBatchNorm1d, LastStep, NoisyBatchNorm1d, NormRNN
 
-__all__ = ["ACTIVATIONS", "NORMS", "norm_layer", "make_mlp", "conv1d_net", "rnn_classifier"]
+__all__ = [
+    "ACTIVATIONS",
+    "NORMS",
+    "norm_layer",
+    "make_mlp",
+    "conv1d_net",
+    "rnn_classifier",
+]
 
 #: Activation names accepted by :func:`make_mlp` (``"linear"`` means no nonlinearity).
 ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": None}
@@ -43,8 +51,15 @@ NORMS = ("bn", "ln", "gn", "in", "ghost_bn", "noisy_bn")
 Norm = str | Callable[[int], Module] | None
 
 
-def norm_layer(norm: Norm, num_features: int, *, num_groups: int = 4, ghost_size: int = 16,
-               noise: dict | None = None, rng=None) -> Module | None:
+def norm_layer(
+    norm: Norm,
+    num_features: int,
+    *,
+    num_groups: int = 4,
+    ghost_size: int = 16,
+    noise: dict | None = None,
+    rng=None,
+) -> Module | None:
     """The normalization layer ``norm`` names for ``num_features`` channels, or None.
 
     ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise`` (keyword
@@ -70,8 +85,17 @@ def norm_layer(norm: Norm, num_features: int, *, num_groups: int = 4, ghost_size
     raise ValueError(f"norm must be None, a callable or one of {NORMS}, got {norm!r}")
 
 
-def make_mlp(sizes, activation="sigmoid", norm: Norm = None, rng=None, *, position="before",
-             weight_scale=1.0, dropout=0.0, **norm_options) -> Sequential:
+def make_mlp(
+    sizes,
+    activation="sigmoid",
+    norm: Norm = None,
+    rng=None,
+    *,
+    position="before",
+    weight_scale=1.0,
+    dropout=0.0,
+    **norm_options,
+) -> Sequential:
     """A fully connected network ``Linear -> [norm] -> activation -> ... -> Linear``.
 
     Args:
@@ -93,12 +117,18 @@ def make_mlp(sizes, activation="sigmoid", norm: Norm = None, rng=None, *, positi
         a :class:`~bnlib.Sequential` mapping (N, d_in) to (N, d_out).
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"make_mlp: activation must be one of {sorted(ACTIVATIONS)}, "
-                         f"got {activation!r}")
+        raise ValueError(
+            f"make_mlp: activation must be one of {sorted(ACTIVATIONS)}, "
+            f"got {activation!r}"
+        )
     if position not in ("before", "after"):
-        raise ValueError(f"make_mlp: position must be 'before' or 'after', got {position!r}")
+        raise ValueError(
+            f"make_mlp: position must be 'before' or 'after', got {position!r}"
+        )
     if len(sizes) < 2:
-        raise ValueError(f"make_mlp: expected at least [d_in, d_out], got sizes={sizes}")
+        raise ValueError(
+            f"make_mlp: expected at least [d_in, d_out], got sizes={sizes}"
+        )
     rng = _rng(rng)
     act = ACTIVATIONS[activation]
     layers = []
@@ -117,8 +147,17 @@ def make_mlp(sizes, activation="sigmoid", norm: Norm = None, rng=None, *, positi
     return Sequential(*layers, last)
 
 
-def conv1d_net(norm: Norm = "bn", channels=32, num_layers=3, num_groups=4, length=40,
-               in_channels=1, num_classes=10, kernel_size=5, rng=None) -> Sequential:
+def conv1d_net(
+    norm: Norm = "bn",
+    channels=32,
+    num_layers=3,
+    num_groups=4,
+    length=40,
+    in_channels=1,
+    num_classes=10,
+    kernel_size=5,
+    rng=None,
+) -> Sequential:
     """Blocks of Conv1d(stride 2) -> norm -> ReLU, then Flatten -> Linear.
 
     Input (N, in_channels, length) -> logits (N, num_classes). Each block halves the
@@ -128,20 +167,38 @@ def conv1d_net(norm: Norm = "bn", channels=32, num_layers=3, num_groups=4, lengt
     layers, c_in, size = [], in_channels, length
     pad = kernel_size // 2
     for _ in range(num_layers):
-        layers.append(Conv1d(c_in, channels, kernel_size, stride=2, padding=pad,
-                             bias=norm is None, rng=rng))
+        layers.append(
+            Conv1d(
+                c_in,
+                channels,
+                kernel_size,
+                stride=2,
+                padding=pad,
+                bias=norm is None,
+                rng=rng,
+            )
+        )
         normalize = norm_layer(norm, channels, num_groups=num_groups)
         layers += ([normalize] if normalize is not None else []) + [ReLU()]
         c_in, size = channels, (size + 2 * pad - kernel_size) // 2 + 1
     return Sequential(*layers, Flatten(), Linear(channels * size, num_classes, rng=rng))
 
 
-def rnn_classifier(input_size, hidden_size, num_classes, norm="ln", max_len=None, rng=None,
-                   **rnn_kwargs) -> Sequential:
+def rnn_classifier(
+    input_size,
+    hidden_size,
+    num_classes,
+    norm="ln",
+    max_len=None,
+    rng=None,
+    **rnn_kwargs,
+) -> Sequential:
     """``Sequential(NormRNN, LastStep, Linear)``: (N, T, D) -> logits (N, num_classes).
 
     ``norm`` is ``"ln"``, ``"bn"`` (statistics per time step: give ``max_len``) or None.
     """
     rng = _rng(rng)
-    rnn = NormRNN(input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs)
+    rnn = NormRNN(
+        input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs
+    )
     return Sequential(rnn, LastStep(), Linear(hidden_size, num_classes, rng=rng))

@@ -5,9 +5,9 @@ AVX2 and uses one thread, so that every x86-64 machine computes the committed ou
 bit for bit (README, "Reproducibility"). The pins act when the libraries load, so they
 must be in the environment before Python starts: ``make lab`` and ``make test`` do that.
 """
+
 from __future__ import annotations
 
-import os
 import platform
 
 __all__ = ["pinned_numerics", "report_unpinned", "check_pinned"]
@@ -27,7 +27,8 @@ def pinned_numerics() -> dict[str, bool]:
 
     blas = [d for d in threadpool_info() if d.get("internal_api") == "openblas"]
     return {
-        "blas_kernels": bool(blas) and all(d.get("architecture") == "Haswell" for d in blas),
+        "blas_kernels": bool(blas)
+        and all(d.get("architecture") == "Haswell" for d in blas),
         "numpy_dispatch": not __cpu_features__.get("AVX512F", False)
         or not __cpu_features__.get("X86_V4", False),
         "threads": all(d.get("num_threads") == 1 for d in threadpool_info()),
@@ -42,8 +43,10 @@ def report_unpinned() -> str:
     missing = [k for k, ok in pinned_numerics().items() if not ok]
     if not missing:
         return ""
-    return ("Note: numerics not pinned (" + ", ".join(missing) + "): outputs may differ "
-            "from the book's in the last digits. Start JupyterLab with `make lab`.")
+    return (
+        "Note: numerics not pinned (" + ", ".join(missing) + "): outputs may differ "
+        "from the book's in the last digits. Start JupyterLab with `make lab`."
+    )
 
 
 def check_pinned():

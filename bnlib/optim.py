@@ -1,4 +1,5 @@
 """Optimizers with PyTorch's update rules, over a model's ``(module, name)`` parameters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,9 @@ class _Optimizer:
     ``(module, name)`` pairs (e.g. only the BatchNorm weights and biases)."""
 
     def __init__(self, params, lr):
-        self.params = params.parameters() if hasattr(params, "parameters") else list(params)
+        self.params = (
+            params.parameters() if hasattr(params, "parameters") else list(params)
+        )
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got lr={lr}")
         self.lr = lr

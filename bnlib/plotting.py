@@ -3,31 +3,47 @@
 ``COLORS["bn"]`` means "with batch norm" in every chapter, ``COLORS["plain"]`` means
 "without normalization", and so on. Call :func:`use_style` once per notebook.
 """
+
 from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["COLORS", "LABELS", "use_style", "color", "caption_axes", "plot_curves",
-           "small_multiples"]
+__all__ = [
+    "COLORS",
+    "LABELS",
+    "use_style",
+    "color",
+    "caption_axes",
+    "plot_curves",
+    "small_multiples",
+]
 
 #: One colour per method (colour-blind-safe Okabe-Ito palette).
 COLORS = {
-    "bn": "#0072B2",        # batch norm: blue
-    "plain": "#D55E00",     # no normalization: vermillion
-    "ln": "#009E73",        # layer norm: green
-    "gn": "#CC79A7",        # group norm: purple-pink
-    "in": "#E69F00",        # instance norm: orange
-    "rms": "#56B4E9",       # RMSNorm: sky blue
+    "bn": "#0072B2",  # batch norm: blue
+    "plain": "#D55E00",  # no normalization: vermillion
+    "ln": "#009E73",  # layer norm: green
+    "gn": "#CC79A7",  # group norm: purple-pink
+    "in": "#E69F00",  # instance norm: orange
+    "rms": "#56B4E9",  # RMSNorm: sky blue
     "noisy_bn": "#000000",  # batch norm with injected noise: black
-    "renorm": "#F0E442",    # batch renormalization: yellow
-    "reference": "#7F7F7F", # exact / reference values: grey
+    "renorm": "#F0E442",  # batch renormalization: yellow
+    "reference": "#7F7F7F",  # exact / reference values: grey
 }
 
-LABELS = {"bn": "BatchNorm", "plain": "no normalization", "ln": "LayerNorm", "gn": "GroupNorm",
-          "in": "InstanceNorm", "rms": "RMSNorm", "noisy_bn": "noisy BatchNorm",
-          "renorm": "Batch Renorm", "reference": "reference"}
+LABELS = {
+    "bn": "BatchNorm",
+    "plain": "no normalization",
+    "ln": "LayerNorm",
+    "gn": "GroupNorm",
+    "in": "InstanceNorm",
+    "rms": "RMSNorm",
+    "noisy_bn": "noisy BatchNorm",
+    "renorm": "Batch Renorm",
+    "reference": "reference",
+}
 
 
 def use_style():
@@ -37,22 +53,24 @@ def use_style():
     In a Jupyter kernel it also makes sure figures show inline, even when the
     environment sets ``MPLBACKEND`` to a non-interactive backend such as Agg."""
     _inline_in_kernel()
-    mpl.rcParams.update({
-        "figure.figsize": (7.0, 3.6),
-        "figure.dpi": 100,
-        "savefig.dpi": 100,
-        "font.size": 10,
-        "axes.titlesize": 11,
-        "axes.labelsize": 10,
-        "legend.fontsize": 9,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "figure.constrained_layout.use": True,
-        "svg.hashsalt": "bnlib",
-        "path.simplify": True,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (7.0, 3.6),
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 9,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "figure.constrained_layout.use": True,
+            "svg.hashsalt": "bnlib",
+            "path.simplify": True,
+        }
+    )
 
 
 def _inline_in_kernel():
@@ -61,8 +79,11 @@ def _inline_in_kernel():
     except ImportError:
         return
     shell = get_ipython()
-    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell" \
-            and "inline" not in mpl.get_backend():
+    if (
+        shell is not None
+        and type(shell).__name__ == "ZMQInteractiveShell"
+        and "inline" not in mpl.get_backend()
+    ):
         shell.enable_matplotlib("inline")
 
 
@@ -94,8 +115,14 @@ def small_multiples(n, ncols=4, panel_size=(2.2, 1.8), sharex=True, sharey=True)
     """A grid of ``n`` panels (the static counterpart of a widget sweep).
     Returns ``(fig, axes)`` with ``axes`` flat and unused panels hidden."""
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             sharex=sharex, sharey=sharey, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+        sharex=sharex,
+        sharey=sharey,
+        squeeze=False,
+    )
     axes = axes.ravel()
     for ax in axes[n:]:
         ax.set_visible(False)

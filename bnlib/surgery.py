@@ -9,6 +9,7 @@ fold them into the layer before, look at their inputs, and undo what a probe cha
 * :func:`capture_inputs`: the inputs of chosen layers of a Sequential.
 * :func:`preserved`: a context that restores a model exactly after a probe ran on it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,14 +21,23 @@ import numpy as np
 from . import functional as F
 from .modules import BatchNormBase, Conv1d, Linear, Module, Sequential
 
-__all__ = ["batchnorm_layers", "precise_bn", "fold_batchnorm", "capture_inputs", "preserved"]
+__all__ = [
+    "batchnorm_layers",
+    "precise_bn",
+    "fold_batchnorm",
+    "capture_inputs",
+    "preserved",
+]
 
 
 def batchnorm_layers(model: Module) -> list[BatchNormBase]:
     """Every BatchNorm-like layer (BatchNorm1d/2d and the variants built on
     ``BatchNormBase``) of ``model`` that keeps running statistics, in order."""
-    return [m for m in model.modules()
-            if isinstance(m, BatchNormBase) and m.track_running_stats]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, BatchNormBase) and m.track_running_stats
+    ]
 
 
 class _StatsAccumulator:
@@ -67,9 +77,11 @@ class _StatsAccumulator:
 def _recording_inputs(layers: list[Module], accumulators: list[_StatsAccumulator]):
     """Within the block, each layer adds its input to its accumulator before running."""
     for layer, acc in zip(layers, accumulators):
+
         def forward(x, _run=layer.forward, _acc=acc):
             _acc.add(np.asarray(x))
             return _run(x)
+
         layer.forward = forward  # an instance attribute shadows the class's method
     try:
         yield
@@ -80,11 +92,13 @@ def _recording_inputs(layers: list[Module], accumulators: list[_StatsAccumulator
 
 def _as_batches(data, batch_size: int) -> Iterable:
     if isinstance(data, np.ndarray):
-        return (data[i:i + batch_size] for i in range(0, len(data), batch_size))
+        return (data[i : i + batch_size] for i in range(0, len(data), batch_size))
     return data
 
 
-def precise_bn(model: Module, data, variance: str = "batch_mean", batch_size: int = 200):
+def precise_bn(
+    model: Module, data, variance: str = "batch_mean", batch_size: int = 200
+):
     """Replace every BatchNorm layer's running statistics by statistics over ``data``.
 
     The BatchNorm layers run in training mode, as during training, so each one sees the
@@ -114,10 +128,14 @@ def precise_bn(model: Module, data, variance: str = "batch_mean", batch_size: in
         the model (changed in place).
     """
     if variance not in ("population", "batch_mean"):
-        raise ValueError(f"variance must be 'population' or 'batch_mean', got {variance!r}")
+        raise ValueError(
+            f"variance must be 'population' or 'batch_mean', got {variance!r}"
+        )
     layers = batchnorm_layers(model)
     if not layers:
-        raise ValueError("precise_bn: the model has no BatchNorm layer with running statistics")
+        raise ValueError(
+            "precise_bn: the model has no BatchNorm layer with running statistics"
+        )
     modes = [(m, m.training) for m in model.modules()]
     accumulators = [_StatsAccumulator() for _ in layers]
     model.eval()
@@ -157,28 +175,38 @@ def fold_batchnorm(layer: Linear | Conv1d, bn: BatchNormBase) -> Linear | Conv1d
         not modified.
     """
     if not isinstance(bn, BatchNormBase):
-        raise ValueError(f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}")
+        raise ValueError(
+            f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}"
+        )
     if not bn.track_running_stats:
-        raise ValueError("fold_batchnorm: the BatchNorm layer keeps no running statistics "
-                         "(track_running_stats=False); nothing to fold")
+        raise ValueError(
+            "fold_batchnorm: the BatchNorm layer keeps no running statistics "
+            "(track_running_stats=False); nothing to fold"
+        )
     if isinstance(layer, Linear):
         out_ch = layer.out_features
     elif isinstance(layer, Conv1d):
         out_ch = layer.out_channels
     else:
-        raise ValueError(f"fold_batchnorm: expected a Linear or Conv1d layer, "
-                         f"got {type(layer).__name__}")
+        raise ValueError(
+            f"fold_batchnorm: expected a Linear or Conv1d layer, "
+            f"got {type(layer).__name__}"
+        )
     if bn.num_features != out_ch:
-        raise ValueError(f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
-                         f"layer expects {bn.num_features} channels")
+        raise ValueError(
+            f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
+            f"layer expects {bn.num_features} channels"
+        )
     gamma = bn.params.get("weight", np.ones(out_ch)).astype(np.float64)
     beta = bn.params.get("bias", np.zeros(out_ch)).astype(np.float64)
     scale = gamma / np.sqrt(np.asarray(bn.running_var, np.float64) + bn.eps)
     w = layer.params["weight"].astype(np.float64)
     b = layer.params.get("bias", np.zeros(out_ch)).astype(np.float64)
     folded = copy.deepcopy(layer)  # same hyper-parameters (padding, stride ...)
-    folded.params = {"weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
-                     "bias": scale * (b - bn.running_mean) + beta}
+    folded.params = {
+        "weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
+        "bias": scale * (b - bn.running_mean) + beta,
+    }
     folded.zero_grad()
     return folded
 
@@ -189,14 +217,21 @@ def _snapshot(model: Module) -> list[dict]:
     snap = []
     for m in model.modules():
         rng = getattr(m, "rng", None)
-        snap.append({
-            "params": {k: v.copy() for k, v in m.params.items()},
-            "grads": {k: v.copy() for k, v in m.grads.items()},
-            "running": ((m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
-                        if isinstance(m, BatchNormBase) else None),
-            "rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
-            "training": m.training,
-        })
+        snap.append(
+            {
+                "params": {k: v.copy() for k, v in m.params.items()},
+                "grads": {k: v.copy() for k, v in m.grads.items()},
+                "running": (
+                    (m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
+                    if isinstance(m, BatchNormBase)
+                    else None
+                ),
+                "rng": rng.bit_generator.state
+                if isinstance(rng, np.random.Generator)
+                else None,
+                "training": m.training,
+            }
+        )
     return snap
 
 
@@ -242,7 +277,9 @@ def capture_inputs(model: Sequential, x: np.ndarray, kind, mode: str = "eval"):
         list of arrays (N, C), one per matching layer, in order.
     """
     if mode not in ("eval", "train"):
-        raise ValueError(f"capture_inputs: mode must be 'eval' or 'train', got {mode!r}")
+        raise ValueError(
+            f"capture_inputs: mode must be 'eval' or 'train', got {mode!r}"
+        )
     found = []
     with preserved(model):
         model.train(mode == "train")

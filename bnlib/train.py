@@ -1,4 +1,5 @@
 """A small training loop that records what the chapters plot."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,25 +61,46 @@ def evaluate(model, x, y, loss_fn=softmax_cross_entropy, batch_size=1000):
     model.eval()
     losses, accs, sizes = [], [], []
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+        out = model(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
         losses.append(loss_fn(out, yb)[0])
-        accs.append(accuracy(out, yb) if np.issubdtype(np.asarray(yb).dtype, np.integer)
-                    else np.nan)
+        accs.append(
+            accuracy(out, yb)
+            if np.issubdtype(np.asarray(yb).dtype, np.integer)
+            else np.nan
+        )
         sizes.append(len(yb))
     model.train(was_training)
-    return float(np.average(losses, weights=sizes)), float(np.average(accs, weights=sizes))
+    return float(np.average(losses, weights=sizes)), float(
+        np.average(accs, weights=sizes)
+    )
 
 
 def _divergence_message(step, epoch, loss, optimizer):
-    return (f"loss became {loss} at step {step} (epoch {epoch}); training stopped before "
-            f"applying that update. Try a smaller learning rate (lr={optimizer.lr}), a "
-            "normalization layer, or check the inputs for NaN/inf.")
+    return (
+        f"loss became {loss} at step {step} (epoch {epoch}); training stopped before "
+        f"applying that update. Try a smaller learning rate (lr={optimizer.lr}), a "
+        "normalization layer, or check the inputs for NaN/inf."
+    )
 
 
-def fit(model, optimizer, x, y, *, epochs=1, batch_size=64, loss_fn=softmax_cross_entropy,
-        test=None, eval_every=None, probes=None, rng=None, progress=True,
-        on_nonfinite="raise", max_steps=None):
+def fit(
+    model,
+    optimizer,
+    x,
+    y,
+    *,
+    epochs=1,
+    batch_size=64,
+    loss_fn=softmax_cross_entropy,
+    test=None,
+    eval_every=None,
+    probes=None,
+    rng=None,
+    progress=True,
+    on_nonfinite="raise",
+    max_steps=None,
+):
     """Train ``model`` with mini-batches of (x, y) and record a :class:`History`.
 
     Args:
@@ -95,14 +117,22 @@ def fit(model, optimizer, x, y, *, epochs=1, batch_size=64, loss_fn=softmax_cros
         max_steps: optional cap on the number of steps.
     """
     if on_nonfinite not in ("raise", "stop"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}")
+        raise ValueError(
+            f"on_nonfinite must be 'raise' or 'stop', got {on_nonfinite!r}"
+        )
     rng = np.random.default_rng(rng)
     probes = probes or {}
     hist = History(probes={name: [] for name in probes})
     steps_per_epoch = len(x) // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {batch_size} is larger than the data set ({len(x)})")
-    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the data set ({len(x)})"
+        )
+    total = (
+        epochs * steps_per_epoch
+        if max_steps is None
+        else min(max_steps, epochs * steps_per_epoch)
+    )
     eval_every = eval_every or steps_per_epoch
     model.train()
     step = 0
@@ -121,8 +151,11 @@ def fit(model, optimizer, x, y, *, epochs=1, batch_size=64, loss_fn=softmax_cros
                 step += 1
                 hist.step.append(step)
                 hist.loss.append(loss)
-                hist.acc.append(accuracy(out, yb) if out.ndim == 2 and
-                                np.issubdtype(np.asarray(yb).dtype, np.integer) else np.nan)
+                hist.acc.append(
+                    accuracy(out, yb)
+                    if out.ndim == 2 and np.issubdtype(np.asarray(yb).dtype, np.integer)
+                    else np.nan
+                )
                 for name, fn in probes.items():
                     hist.probes[name].append(fn(model))
                 if test is not None and (step % eval_every == 0 or step == total):

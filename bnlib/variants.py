@@ -10,6 +10,7 @@
 * :class:`NormRNN` and :class:`LastStep`: a tanh RNN with BatchNorm (statistics per time
   step, Cooijmans et al. 2017) or LayerNorm (Ba et al. 2016) inside the recurrence.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,11 +18,18 @@ import numpy as np
 from . import functional as F
 from .modules import BatchNorm1d, BatchNormBase, Module, _rng
 
-__all__ = ["BatchRenorm1d", "GhostBatchNorm1d", "NoisyBatchNorm1d", "WeightNormLinear",
-           "NormRNN", "LastStep"]
+__all__ = [
+    "BatchRenorm1d",
+    "GhostBatchNorm1d",
+    "NoisyBatchNorm1d",
+    "WeightNormLinear",
+    "NormRNN",
+    "LastStep",
+]
 
 
 # --------------------------------------------------------------------------- Batch Renorm
+
 
 class BatchRenorm1d(BatchNormBase):
     """Batch Renormalization (Ioffe 2017) for (N, C) or (N, C, L) inputs.
@@ -55,15 +63,29 @@ class BatchRenorm1d(BatchNormBase):
     _ranks = (2, 3)
     _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, r_max=3.0, d_max=5.0,
-                 affine=True, running="std"):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        r_max=3.0,
+        d_max=5.0,
+        affine=True,
+        running="std",
+    ):
         if r_max < 1.0 or d_max < 0.0:
-            raise ValueError(f"BatchRenorm1d: expected r_max >= 1 and d_max >= 0, "
-                             f"got r_max={r_max}, d_max={d_max}")
+            raise ValueError(
+                f"BatchRenorm1d: expected r_max >= 1 and d_max >= 0, "
+                f"got r_max={r_max}, d_max={d_max}"
+            )
         if running not in ("std", "var"):
-            raise ValueError(f"BatchRenorm1d: running must be 'std' or 'var', got {running!r}")
+            raise ValueError(
+                f"BatchRenorm1d: running must be 'std' or 'var', got {running!r}"
+            )
         if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchRenorm1d: expected momentum in [0, 1] (or None), got {momentum}")
+            raise ValueError(
+                f"BatchRenorm1d: expected momentum in [0, 1] (or None), got {momentum}"
+            )
         super().__init__(num_features, eps, momentum, affine)
         self.r_max, self.d_max, self.running = float(r_max), float(d_max), running
         self.last_r = self.last_d = None
@@ -79,8 +101,10 @@ class BatchRenorm1d(BatchNormBase):
         self._check_input(x)
         m = x.size // x.shape[1]
         if m <= 1:
-            raise ValueError(f"BatchRenorm1d: expected more than 1 value per channel when "
-                             f"training, got input of shape {x.shape} (m = {m})")
+            raise ValueError(
+                f"BatchRenorm1d: expected more than 1 value per channel when "
+                f"training, got input of shape {x.shape} (m = {m})"
+            )
         axes = F.batch_axes(x.ndim)
         mu_b = x.mean(axis=axes).astype(np.float64)
         sigma_b = np.sqrt(x.var(axis=axes).astype(np.float64) + self.eps)
@@ -120,8 +144,10 @@ class BatchRenorm1d(BatchNormBase):
         return dx
 
     def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"r_max={self.r_max}, d_max={self.d_max}, running={self.running!r}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"r_max={self.r_max}, d_max={self.d_max}, running={self.running!r}"
+        )
 
 
 class NoisyBatchNorm1d(BatchNorm1d):
@@ -138,8 +164,16 @@ class NoisyBatchNorm1d(BatchNorm1d):
     Input (N, C) or (N, C, L), output the same shape.
     """
 
-    def __init__(self, num_features, shift=0.5, scale=(1.0, 1.25), unit_std=0.1, rng=None,
-                 eps=1e-5, momentum=0.1):
+    def __init__(
+        self,
+        num_features,
+        shift=0.5,
+        scale=(1.0, 1.25),
+        unit_std=0.1,
+        rng=None,
+        eps=1e-5,
+        momentum=0.1,
+    ):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.shift, self.scale, self.unit_std = shift, tuple(scale), unit_std
         self.rng = _rng(rng)
@@ -156,7 +190,10 @@ class NoisyBatchNorm1d(BatchNorm1d):
         m_j = mu + self.unit_std * self.rng.standard_normal(c)
         s_j = s + self.unit_std * self.rng.standard_normal(c)
         shape = (1, c) + (1,) * (x.ndim - 2)
-        self._noise = (s_j.reshape(shape).astype(x.dtype), m_j.reshape(shape).astype(x.dtype))
+        self._noise = (
+            s_j.reshape(shape).astype(x.dtype),
+            m_j.reshape(shape).astype(x.dtype),
+        )
         return out * self._noise[0] + self._noise[1]
 
     def backward(self, dout):
@@ -165,8 +202,10 @@ class NoisyBatchNorm1d(BatchNorm1d):
         return super().backward(dout)
 
     def extra_repr(self):
-        return (f"{self.num_features}, shift={self.shift}, scale={self.scale}, "
-                f"unit_std={self.unit_std}")
+        return (
+            f"{self.num_features}, shift={self.shift}, scale={self.scale}, "
+            f"unit_std={self.unit_std}"
+        )
 
 
 class GhostBatchNorm1d(BatchNorm1d):
@@ -180,7 +219,9 @@ class GhostBatchNorm1d(BatchNorm1d):
     def __init__(self, num_features, ghost_size, eps=1e-5, momentum=0.1):
         super().__init__(num_features, eps=eps, momentum=momentum)
         if ghost_size < 2:
-            raise ValueError(f"GhostBatchNorm1d: ghost_size must be >= 2, got {ghost_size}")
+            raise ValueError(
+                f"GhostBatchNorm1d: ghost_size must be >= 2, got {ghost_size}"
+            )
         self.ghost_size = ghost_size
 
     def forward(self, x):
@@ -190,13 +231,18 @@ class GhostBatchNorm1d(BatchNorm1d):
         n, c = x.shape[0], self.num_features
         g = self.ghost_size
         if x.ndim != 2 or n % g:
-            raise ValueError(f"GhostBatchNorm1d: expected an (N, C) input with N a multiple of "
-                             f"ghost_size={g}, got shape {x.shape}")
+            raise ValueError(
+                f"GhostBatchNorm1d: expected an (N, C) input with N a multiple of "
+                f"ghost_size={g}, got shape {x.shape}"
+            )
         gamma = self.params["weight"].reshape(1, 1, c)
         beta = self.params["bias"].reshape(1, 1, c)
-        out, cache = F.norm_forward(x.reshape(n // g, g, c), gamma, beta, (1,), self.eps)
-        self._update_running({"m": g, "mu": cache["mu"].mean(axis=0),
-                              "var": cache["var"].mean(axis=0)})
+        out, cache = F.norm_forward(
+            x.reshape(n // g, g, c), gamma, beta, (1,), self.eps
+        )
+        self._update_running(
+            {"m": g, "mu": cache["mu"].mean(axis=0), "var": cache["var"].mean(axis=0)}
+        )
         self._cache = cache
         return out.reshape(n, c)
 
@@ -215,6 +261,7 @@ class GhostBatchNorm1d(BatchNorm1d):
 
 
 # --------------------------------------------------------------------------- recurrent
+
 
 class NormRNN(Module):
     """Elman RNN with the summed inputs normalized at every time step.
@@ -243,18 +290,35 @@ class NormRNN(Module):
     without a norm), ``bias`` (beta, (H,)). Output: all hidden states, (N, T, H).
     """
 
-    def __init__(self, input_size, hidden_size, norm="ln", max_len=None, eps=1e-5,
-                 momentum=0.1, extrapolate="error", gamma_init=1.0, rng=None):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        norm="ln",
+        max_len=None,
+        eps=1e-5,
+        momentum=0.1,
+        extrapolate="error",
+        gamma_init=1.0,
+        rng=None,
+    ):
         super().__init__()
         if norm not in ("bn", "ln", None):
             raise ValueError(f"norm must be 'bn', 'ln' or None, got {norm!r}")
         if norm == "bn" and not max_len:
             raise ValueError("norm='bn' keeps statistics per time step: give max_len")
         if extrapolate not in ("error", "last"):
-            raise ValueError(f"extrapolate must be 'error' or 'last', got {extrapolate!r}")
+            raise ValueError(
+                f"extrapolate must be 'error' or 'last', got {extrapolate!r}"
+            )
         rng = np.random.default_rng(rng)
         self.input_size, self.hidden_size, self.norm = input_size, hidden_size, norm
-        self.max_len, self.eps, self.momentum, self.extrapolate = max_len, eps, momentum, extrapolate
+        self.max_len, self.eps, self.momentum, self.extrapolate = (
+            max_len,
+            eps,
+            momentum,
+            extrapolate,
+        )
         bound = 1.0 / np.sqrt(input_size)
         self.params["weight_ih"] = rng.uniform(-bound, bound, (hidden_size, input_size))
         q, r = np.linalg.qr(rng.normal(size=(hidden_size, hidden_size)))
@@ -266,14 +330,23 @@ class NormRNN(Module):
         if norm == "bn":
             self.running_mean = np.zeros((max_len, hidden_size))
             self.running_var = np.ones((max_len, hidden_size))
-            self.active_counts = np.zeros(max_len, dtype=np.int64)  # sequences seen per step
+            self.active_counts = np.zeros(
+                max_len, dtype=np.int64
+            )  # sequences seen per step
+
+    def buffer_names(self):
+        if self.norm != "bn":
+            return ()
+        return ("running_mean", "running_var", "active_counts")
 
     def _stats(self, t):
         if t >= self.max_len:
             if self.extrapolate == "error":
-                raise ValueError(f"NormRNN(norm='bn'): no running statistics for time step {t}; "
-                                 f"they exist for steps 0..{self.max_len - 1} (max_len={self.max_len}). "
-                                 "Use extrapolate='last' to reuse the last step's statistics")
+                raise ValueError(
+                    f"NormRNN(norm='bn'): no running statistics for time step {t}; "
+                    f"they exist for steps 0..{self.max_len - 1} (max_len={self.max_len}). "
+                    "Use extrapolate='last' to reuse the last step's statistics"
+                )
             t = self.max_len - 1
         return self.running_mean[t], self.running_var[t]
 
@@ -288,27 +361,38 @@ class NormRNN(Module):
         n = a.shape[0]
         if self.training and n > 1:
             mom = self.momentum
-            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * cache["mu"][0]
-            self.running_var[t] = ((1 - mom) * self.running_var[t]
-                                   + mom * cache["var"][0] * n / (n - 1))
+            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * cache["mu"][
+                0
+            ]
+            self.running_var[t] = (1 - mom) * self.running_var[t] + mom * cache["var"][
+                0
+            ] * n / (n - 1)
         if self.training:
             self.active_counts[t] += n
         return z, cache
 
     def forward(self, x):
         if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"NormRNN: expected input (N, T, {self.input_size}), got {x.shape}")
+            raise ValueError(
+                f"NormRNN: expected input (N, T, {self.input_size}), got {x.shape}"
+            )
         n, steps, _ = x.shape
         if self.norm == "bn" and self.training:
             if steps > self.max_len:
-                raise ValueError(f"NormRNN(norm='bn'): training sequence of {steps} steps is "
-                                 f"longer than max_len={self.max_len}")
+                raise ValueError(
+                    f"NormRNN(norm='bn'): training sequence of {steps} steps is "
+                    f"longer than max_len={self.max_len}"
+                )
             if n < 2:
-                raise ValueError(f"NormRNN(norm='bn'): expected more than 1 example per batch "
-                                 f"when training, got N={n}")
-        active = ~np.isnan(x).any(axis=2)                     # (N, T)
+                raise ValueError(
+                    f"NormRNN(norm='bn'): expected more than 1 example per batch "
+                    f"when training, got N={n}"
+                )
+        active = ~np.isnan(x).any(axis=2)  # (N, T)
         if np.any(active[:, 1:] & ~active[:, :-1]):
-            raise ValueError("NormRNN: NaN padding must come after a sequence's last step")
+            raise ValueError(
+                "NormRNN: NaN padding must come after a sequence's last step"
+            )
         w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
         h = np.zeros((n, self.hidden_size), dtype=x.dtype)
         out = np.empty((n, steps, self.hidden_size), dtype=x.dtype)
@@ -339,37 +423,40 @@ class NormRNN(Module):
         w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         dx = np.zeros((n, steps, self.input_size), dtype=dout.dtype)
-        dh = np.zeros((n, self.hidden_size), dtype=dout.dtype)   # dL/dh_t from later steps
+        dh = np.zeros(
+            (n, self.hidden_size), dtype=dout.dtype
+        )  # dL/dh_t from later steps
         for t in reversed(range(steps)):
             idx, x_t, h_prev, nc, h_act = caches[t]
             dh = dh + dout[:, t]
             if len(x_t) == 0:
-                continue                                       # nobody active: h passes through
+                continue  # nobody active: h passes through
             dh_act = dh if idx is None else dh[idx]
-            dz = dh_act * (1.0 - h_act**2)                     # through tanh
+            dz = dh_act * (1.0 - h_act**2)  # through tanh
             if self.norm is None:
                 da = dz
                 grads["bias"] += dz.sum(axis=0)
             else:
-                da, dgamma, dbeta = F.norm_backward(dz, nc)    # through the normalization
+                da, dgamma, dbeta = F.norm_backward(dz, nc)  # through the normalization
                 grads["weight"] += dgamma
                 grads["bias"] += dbeta
             grads["weight_ih"] += da.T @ x_t
             grads["weight_hh"] += da.T @ h_prev
-            dh_prev = da @ w_hh                                # to the previous step
+            dh_prev = da @ w_hh  # to the previous step
             if idx is None:
                 dx[:, t] = da @ w_ih
                 dh = dh_prev
             else:
                 dx[idx, t] = da @ w_ih
                 dh = dh.copy()
-                dh[idx] = dh_prev                              # inactive rows: carried as is
+                dh[idx] = dh_prev  # inactive rows: carried as is
         self.grads = grads
         return dx
 
     def extra_repr(self):
-        return (f"{self.input_size}, {self.hidden_size}, norm={self.norm!r}"
-                + (f", max_len={self.max_len}" if self.norm == "bn" else ""))
+        return f"{self.input_size}, {self.hidden_size}, norm={self.norm!r}" + (
+            f", max_len={self.max_len}" if self.norm == "bn" else ""
+        )
 
 
 class LastStep(Module):
@@ -388,6 +475,7 @@ class LastStep(Module):
 
 
 # --------------------------------------------------------------------------- invariances
+
 
 class WeightNormLinear(Module):
     """Weight-normalized linear layer (Salimans & Kingma 2016): ``y = x W^T + b`` with
@@ -416,8 +504,10 @@ class WeightNormLinear(Module):
 
     def forward(self, x):
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"WeightNormLinear: expected input (..., {self.in_features}), "
-                             f"got {x.shape}")
+            raise ValueError(
+                f"WeightNormLinear: expected input (..., {self.in_features}), "
+                f"got {x.shape}"
+            )
         out = x @ self.weight().T
         if "bias" in self.params:
             out = out + self.params["bias"]
@@ -428,14 +518,13 @@ class WeightNormLinear(Module):
         x = self._need_cache()
         self._check_dout(dout, x.shape[:-1] + (self.out_features,))
         x2, d2 = x.reshape(-1, self.in_features), dout.reshape(-1, self.out_features)
-        dw = d2.T @ x2                                          # dL/dW, (out, in)
+        dw = d2.T @ x2  # dL/dW, (out, in)
         v, g = self.params["v"], self.params["g"]
         norm = np.linalg.norm(v, axis=1, keepdims=True)
         v_hat = v / norm
-        dg = np.sum(dw * v_hat, axis=1)                         # dL/dg_i = dW_i . v_i/||v_i||
+        dg = np.sum(dw * v_hat, axis=1)  # dL/dg_i = dW_i . v_i/||v_i||
         self.grads["g"] = dg
         self.grads["v"] = g[:, None] / norm * (dw - dg[:, None] * v_hat)
         if "bias" in self.params:
             self.grads["bias"] = d2.sum(axis=0)
         return dout @ self.weight()
-

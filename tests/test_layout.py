@@ -1,5 +1,6 @@
 """The package layout: the core exports its names explicitly, chapter code stays in
 bnlib/chapters/ (one module per notebook) and never imports another chapter."""
+
 import ast
 import importlib
 from pathlib import Path
@@ -20,14 +21,28 @@ def _imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
 def test_no_star_imports(path):
-    stars = [n.lineno for n in _imports(path)
-             if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)]
+    stars = [
+        n.lineno
+        for n in _imports(path)
+        if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
+    ]
     assert not stars, f"{path.name}: star import on line(s) {stars}"
 
 
 def test_all_is_what_the_package_exports():
-    submodules = {"chapters", "data", "fastpath", "gradcheck", "losses", "models", "modules",
-                  "optim", "surgery", "train", "variants"}
+    submodules = {
+        "chapters",
+        "data",
+        "fastpath",
+        "gradcheck",
+        "losses",
+        "models",
+        "modules",
+        "optim",
+        "surgery",
+        "train",
+        "variants",
+    }
     public = {n for n in dir(bnlib) if not n.startswith("_")} - submodules
     assert set(bnlib.__all__) == public
     for name in bnlib.__all__:
@@ -42,7 +57,8 @@ def test_chapter_module_imports_the_core_only(path):
             names = [a.name for a in node.names]
             assert "chapters" not in module, f"{path.name} imports {module}"
             assert not (node.level == 1 and any(n.startswith("ch") for n in names)), (
-                f"{path.name} imports another chapter: {names}")
+                f"{path.name} imports another chapter: {names}"
+            )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

@@ -9,7 +9,6 @@ from bnlib import check_module_gradients, conv1d_net, make_mlp, norm_layer
 GRAD_TOL = 1e-6
 
 
-
 def test_make_mlp_position_after_keeps_bias_and_order():
     model = make_mlp([4, 5, 2], "relu", "bn", rng=0, position="after")
     kinds = [type(m).__name__ for m in model.layers]
@@ -56,7 +55,9 @@ def test_conv1d_net_shapes_and_gradients(norm):
     x = rng.uniform(0.1, 1.0, (3, 1, 12))
     errs = check_module_gradients(model, x, rng=1)
     assert errs["x"] < GRAD_TOL, errs
-    n_norm = sum(isinstance(m, (bnlib.BatchNorm1d, bnlib.GroupNorm)) for m in model.modules())
+    n_norm = sum(
+        isinstance(m, (bnlib.BatchNorm1d, bnlib.GroupNorm)) for m in model.modules()
+    )
     assert n_norm == (0 if norm is None else 2)
 
 
@@ -66,4 +67,6 @@ def test_layernorm_over_channels_and_length_parity_with_torch_groupnorm_one_grou
     x = rng.normal(size=(3, 4, 5))
     ours = norm_layer("ln", 4)
     theirs = torch.nn.GroupNorm(1, 4, dtype=torch.float64)
-    np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        ours(x), theirs(torch.from_numpy(x)).detach().numpy(), atol=1e-12
+    )

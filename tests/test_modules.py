@@ -924,3 +924,18 @@ def test_load_state_dict_reports_every_mismatch_and_changes_nothing():
             bnlib.BatchNorm1d(3).state_dict()
             | {"weight": np.ones(4), "bias": np.zeros(4), "running_var": np.ones(4)}
         )
+
+
+def test_rmsnorm_backward_matches_its_closed_form():
+    rng = np.random.default_rng(13)
+    m = bnlib.RMSNorm(6, eps=1e-6)
+    m.params["weight"][...] = rng.uniform(0.5, 2.0, 6)
+    x = rng.normal(size=(4, 6)) + 0.7
+    # dx = r / d * (d g - x_hat * sum(g * x_hat)), g = dout * gamma, r = 1 / rms
+    dout = rng.normal(size=x.shape)
+    m(x)
+    dx = m.backward(dout)
+    r = 1.0 / np.sqrt(np.mean(x**2, axis=1, keepdims=True) + 1e-6)
+    x_hat, g = x * r, dout * m.params["weight"]
+    expected = r / 6 * (6 * g - x_hat * np.sum(g * x_hat, axis=1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, atol=1e-12)

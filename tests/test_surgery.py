@@ -1,4 +1,5 @@
 """bnlib.surgery: finding BN layers, precise BN, folding, capturing inputs, restoring a model."""
+
 import copy
 
 import numpy as np
@@ -20,14 +21,20 @@ from bnlib import (
 
 
 def _mlp(rng, c_in=5, h=6):
-    return Sequential(Linear(c_in, h, rng=rng), BatchNorm1d(h), ReLU(),
-                      Linear(h, h, rng=rng), BatchNorm1d(h), ReLU(), Linear(h, 3, rng=rng))
+    return Sequential(
+        Linear(c_in, h, rng=rng),
+        BatchNorm1d(h),
+        ReLU(),
+        Linear(h, h, rng=rng),
+        BatchNorm1d(h),
+        ReLU(),
+        Linear(h, 3, rng=rng),
+    )
 
 
 def _batch(rng, n=12, d=5, k=3):
     rng = np.random.default_rng(rng)
     return rng.normal(size=(n, d)), rng.integers(0, k, size=n)
-
 
 
 def test_precise_bn_single_layer_equals_full_data_statistics():
@@ -37,7 +44,7 @@ def test_precise_bn_single_layer_equals_full_data_statistics():
     bn.params["weight"][:] = 2.0
     weight = bn.params["weight"].copy()
     bn.eval()
-    batches = [x[i:i + 25] for i in range(0, 200, 25)]
+    batches = [x[i : i + 25] for i in range(0, 200, 25)]
     precise_bn(bn, batches, variance="population")
     np.testing.assert_allclose(bn.running_mean, x.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(bn.running_var, x.var(axis=0), rtol=1e-12)
@@ -51,8 +58,12 @@ def test_precise_bn_single_layer_equals_full_data_statistics():
     # Algorithm 2: the mean of per-batch unbiased variances, the mean of per-batch means
     precise_bn(bn, batches, variance="batch_mean")
     xb = x.reshape(8, 25, 4)
-    np.testing.assert_allclose(bn.running_mean, xb.mean(axis=1).mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(bn.running_var, xb.var(axis=1, ddof=1).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        bn.running_mean, xb.mean(axis=1).mean(axis=0), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        bn.running_var, xb.var(axis=1, ddof=1).mean(axis=0), rtol=1e-12
+    )
 
 
 def test_precise_bn_3d_input_counts_every_position():
@@ -68,7 +79,7 @@ def test_precise_bn_deep_model_matches_manual_train_mode_pass():
     rng = np.random.default_rng(2)
     model = _mlp(rng)
     x = rng.normal(size=(60, 5))
-    batches = [x[i:i + 20] for i in range(0, 60, 20)]
+    batches = [x[i : i + 20] for i in range(0, 60, 20)]
     reference = copy.deepcopy(model).train()
     inputs = {1: [], 4: []}  # layer index -> its inputs over the batches
     for xb in batches:
@@ -83,7 +94,9 @@ def test_precise_bn_deep_model_matches_manual_train_mode_pass():
     precise_bn(model, batches, variance="population")
     for i, hs in inputs.items():
         h = np.concatenate(hs)
-        np.testing.assert_allclose(model[i].running_mean, h.mean(axis=0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            model[i].running_mean, h.mean(axis=0), rtol=1e-10, atol=1e-12
+        )
         np.testing.assert_allclose(model[i].running_var, h.var(axis=0), rtol=1e-10)
     assert [m.training for m in model.layers] == [False] * 4 + [True] + [False] * 2
     for m, k in model.parameters():
@@ -119,8 +132,12 @@ def test_fold_linear_matches_unfolded_pair_float32(bias):
     out = folded(x)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(folded(x.astype(np.float64)), bn(lin(x.astype(np.float64))),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        folded(x.astype(np.float64)),
+        bn(lin(x.astype(np.float64))),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     assert ("bias" in lin.params) == bias  # the original layer is unchanged
 
 
@@ -157,7 +174,9 @@ def test_renorm_float32_and_precise_bn():
     assert model(x).dtype == np.float32
     precise_bn(model, [x[:20], x[20:]], variance="population")
     h = model[0](x.astype(np.float64))
-    np.testing.assert_allclose(model[1].running_mean, h.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model[1].running_mean, h.mean(axis=0), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(model[1].running_var, h.var(axis=0), rtol=1e-5)
 
 
@@ -191,7 +210,9 @@ def test_renorm_and_precise_bn_parity_with_torch():
     x = rng.normal(size=(5, 3))
     with torch.no_grad():
         ref = tbn2(lin(torch.from_numpy(x))).numpy()
-    np.testing.assert_allclose(fold_batchnorm(ours_lin, ours_bn)(x), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        fold_batchnorm(ours_lin, ours_bn)(x), ref, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_bn_mlp_hidden_output_invariant_to_weight_scale():
@@ -221,7 +242,10 @@ def test_precise_bn_population_variance_is_too_small_after_the_first_layer():
             seen = capture_inputs(net, x, BatchNorm1d, mode="eval")[1].var(axis=0)
             ratio[variance, m] = np.median(net[4].running_var / seen)
     assert ratio["population", 4] < ratio["batch_mean", 4] - 0.05
-    for variance in ("population", "batch_mean"):  # large batches: both estimators agree
+    for variance in (
+        "population",
+        "batch_mean",
+    ):  # large batches: both estimators agree
         assert 0.95 < ratio[variance, 256] < 1.05, ratio
 
 
@@ -236,16 +260,28 @@ def test_capture_inputs_and_bad_mode():
 
 
 def test_precise_bn_uses_dropout_free_statistics():
-    data = bnlib.make_gaussian_classes(n_train=200, n_test=20, dim=4, num_classes=2, rng=2)
+    data = bnlib.make_gaussian_classes(
+        n_train=200, n_test=20, dim=4, num_classes=2, rng=2
+    )
     model = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
-    bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
-              batch_size=20, progress=False, rng=0)
+    bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        data.x_train,
+        data.y_train,
+        epochs=3,
+        batch_size=20,
+        progress=False,
+        rng=0,
+    )
     momentum = [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
     model.train()
     precise_bn(model, data.x_train, batch_size=200)
     assert all(m.training for m in model.modules())  # modes are restored
     model.eval()
-    assert momentum == [m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)]
+    assert momentum == [
+        m.momentum for m in model.modules() if isinstance(m, bnlib.BatchNorm1d)
+    ]
     bn2 = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)][1]
     z = capture_inputs(model, data.x_train, bnlib.BatchNorm1d, mode="eval")[1]
     # close, not equal: while recalibrating, the first BN normalizes with the batch's
@@ -254,7 +290,17 @@ def test_precise_bn_uses_dropout_free_statistics():
     np.testing.assert_allclose(bn2.running_var, z.var(0, ddof=1), rtol=0.02)
     # the dropout-free variance is smaller than the one stored in training
     trained = make_mlp([4, 16, 16, 2], "relu", "bn", rng=0, dropout=0.5)
-    bnlib.fit(trained, bnlib.SGD(trained, 0.1), data.x_train, data.y_train, epochs=3,
-              batch_size=20, progress=False, rng=0)
-    stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][1].running_var
+    bnlib.fit(
+        trained,
+        bnlib.SGD(trained, 0.1),
+        data.x_train,
+        data.y_train,
+        epochs=3,
+        batch_size=20,
+        progress=False,
+        rng=0,
+    )
+    stored = [m for m in trained.layers if isinstance(m, bnlib.BatchNorm1d)][
+        1
+    ].running_var
     assert np.median(bn2.running_var / stored) < 1.0

@@ -1,4 +1,5 @@
 """Losses, optimizers and the training loop."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,9 @@ def test_softmax_cross_entropy_gradient():
     loss, dlogits = bnlib.softmax_cross_entropy(logits, y)
     num = numerical_gradient(lambda: bnlib.softmax_cross_entropy(logits, y)[0], logits)
     assert rel_error(dlogits, num) < 1e-7
-    np.testing.assert_allclose(dlogits.sum(axis=1), 0.0, atol=1e-15)  # softmax sums to one
+    np.testing.assert_allclose(
+        dlogits.sum(axis=1), 0.0, atol=1e-15
+    )  # softmax sums to one
 
 
 def test_softmax_cross_entropy_values():
@@ -27,8 +30,11 @@ def test_softmax_cross_entropy_values():
     # large logits do not overflow
     loss, d = bnlib.softmax_cross_entropy(np.array([[1000.0, 0.0]]), np.array([1]))
     assert loss == pytest.approx(1000.0) and np.all(np.isfinite(d))
-    with pytest.raises(ValueError, match=r"expected logits \(N, K\) and labels \(N,\), got "
-                                         r"\(3, 5\) and \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected logits \(N, K\) and labels \(N,\), got "
+        r"\(3, 5\) and \(2,\)",
+    ):
         bnlib.softmax_cross_entropy(np.zeros((3, 5)), np.array([0, 1]))
 
 
@@ -39,7 +45,9 @@ def test_mse_loss_gradient_and_value():
     assert loss == pytest.approx(np.mean((pred - target) ** 2))
     num = numerical_gradient(lambda: bnlib.mse_loss(pred, target)[0], pred)
     assert rel_error(dpred, num) < 1e-7
-    with pytest.raises(ValueError, match=r"mse_loss: pred \(5, 3\) and target \(3, 5\) differ"):
+    with pytest.raises(
+        ValueError, match=r"mse_loss: pred \(5, 3\) and target \(3, 5\) differ"
+    ):
         bnlib.mse_loss(pred, target.T)
 
 
@@ -91,7 +99,9 @@ def test_adam_by_hand():
     np.testing.assert_allclose(m.params["weight"], [[0.9, -2.1]], atol=1e-8)
     m.grads["weight"] = np.array([[-1.0, 0.5]])
     opt.step()
-    np.testing.assert_allclose(m.params["weight"], [[0.9366103542, -2.1965182041]], atol=1e-9)
+    np.testing.assert_allclose(
+        m.params["weight"], [[0.9366103542, -2.1965182041]], atol=1e-9
+    )
     state = opt.state[0]
     assert state["t"] == 2
     np.testing.assert_allclose(state["m"], [[-0.055, 0.0725]], rtol=1e-12)
@@ -112,7 +122,9 @@ def test_adam_weight_decay_adds_to_the_gradient():
 
 def test_optimizer_on_a_subset_of_parameters():
     model = bnlib.Sequential(bnlib.Linear(3, 4, rng=0), bnlib.BatchNorm1d(4))
-    bn_only = [(m, k) for m, k in model.parameters() if isinstance(m, bnlib.BatchNorm1d)]
+    bn_only = [
+        (m, k) for m, k in model.parameters() if isinstance(m, bnlib.BatchNorm1d)
+    ]
     opt = bnlib.SGD(bn_only, lr=0.1)
     w_before = model[0].params["weight"].copy()
     model(np.random.default_rng(1).normal(size=(8, 3)))
@@ -131,24 +143,48 @@ def test_optimizer_rejects_bad_learning_rate():
 
 # ------------------------------------------------------------------ training loop
 def _data(seed=3):
-    return bnlib.make_gaussian_classes(n_train=240, n_test=60, dim=4, num_classes=4, spread=0.7,
-                                       shift=10.0, scale=5.0, rng=seed)
+    return bnlib.make_gaussian_classes(
+        n_train=240,
+        n_test=60,
+        dim=4,
+        num_classes=4,
+        spread=0.7,
+        shift=10.0,
+        scale=5.0,
+        rng=seed,
+    )
 
 
 def _mlp(seed=0, d_in=4, k=4):
-    return bnlib.Sequential(bnlib.Linear(d_in, 16, rng=seed), bnlib.BatchNorm1d(16),
-                            bnlib.ReLU(), bnlib.Linear(16, k, rng=seed + 1))
+    return bnlib.Sequential(
+        bnlib.Linear(d_in, 16, rng=seed),
+        bnlib.BatchNorm1d(16),
+        bnlib.ReLU(),
+        bnlib.Linear(16, k, rng=seed + 1),
+    )
 
 
 def test_fit_records_history():
     d = _data()
     model = _mlp()
     calls = []
-    probes = {"w_norm": lambda m: float(np.linalg.norm(m[0].params["weight"])),
-              "count": lambda m: calls.append(1) or len(calls)}
-    hist = bnlib.fit(model, bnlib.SGD(model, 0.05, momentum=0.9), d.x_train, d.y_train,
-                     epochs=2, batch_size=32, test=(d.x_test, d.y_test), eval_every=5,
-                     probes=probes, rng=0, progress=False)
+    probes = {
+        "w_norm": lambda m: float(np.linalg.norm(m[0].params["weight"])),
+        "count": lambda m: calls.append(1) or len(calls),
+    }
+    hist = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.05, momentum=0.9),
+        d.x_train,
+        d.y_train,
+        epochs=2,
+        batch_size=32,
+        test=(d.x_test, d.y_test),
+        eval_every=5,
+        probes=probes,
+        rng=0,
+        progress=False,
+    )
     steps = 2 * (240 // 32)  # the last incomplete batch of each epoch is dropped
     assert hist.step == list(range(1, steps + 1))
     assert len(hist.loss) == len(hist.acc) == steps
@@ -161,7 +197,8 @@ def test_fit_records_history():
     assert model.training  # fit leaves the model in training mode
     # the recorded test metrics are what evaluate() gives for the final model
     assert (hist.test_loss[-1], hist.test_acc[-1]) == pytest.approx(
-        bnlib.evaluate(model, d.x_test, d.y_test))
+        bnlib.evaluate(model, d.x_test, d.y_test)
+    )
 
 
 def test_fit_is_deterministic_and_respects_max_steps():
@@ -169,8 +206,19 @@ def test_fit_is_deterministic_and_respects_max_steps():
     runs = []
     for _ in range(2):
         model = _mlp()
-        runs.append(bnlib.fit(model, bnlib.SGD(model, 0.05), d.x_train, d.y_train, epochs=3,
-                              batch_size=32, rng=7, progress=False, max_steps=10))
+        runs.append(
+            bnlib.fit(
+                model,
+                bnlib.SGD(model, 0.05),
+                d.x_train,
+                d.y_train,
+                epochs=3,
+                batch_size=32,
+                rng=7,
+                progress=False,
+                max_steps=10,
+            )
+        )
     assert runs[0].step == list(range(1, 11))
     assert runs[0].loss == runs[1].loss
     assert runs[0].eval_step == []  # no test set given
@@ -179,8 +227,16 @@ def test_fit_is_deterministic_and_respects_max_steps():
 def test_fit_with_progress_false_prints_nothing(capsys):
     d = _data()
     model = _mlp()
-    bnlib.fit(model, bnlib.SGD(model, 0.05), d.x_train, d.y_train, epochs=1, batch_size=32,
-              test=(d.x_test, d.y_test), progress=False)
+    bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.05),
+        d.x_train,
+        d.y_train,
+        epochs=1,
+        batch_size=32,
+        test=(d.x_test, d.y_test),
+        progress=False,
+    )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
@@ -188,9 +244,15 @@ def test_fit_with_progress_false_prints_nothing(capsys):
 def test_fit_bad_arguments():
     d = _data()
     model = _mlp()
-    with pytest.raises(ValueError, match=r"on_nonfinite must be 'raise' or 'stop', got 'skip'"):
-        bnlib.fit(model, bnlib.SGD(model, 0.1), d.x_train, d.y_train, on_nonfinite="skip")
-    with pytest.raises(ValueError, match=r"batch_size 1000 is larger than the data set \(240\)"):
+    with pytest.raises(
+        ValueError, match=r"on_nonfinite must be 'raise' or 'stop', got 'skip'"
+    ):
+        bnlib.fit(
+            model, bnlib.SGD(model, 0.1), d.x_train, d.y_train, on_nonfinite="skip"
+        )
+    with pytest.raises(
+        ValueError, match=r"batch_size 1000 is larger than the data set \(240\)"
+    ):
         bnlib.fit(model, bnlib.SGD(model, 0.1), d.x_train, d.y_train, batch_size=1000)
 
 
@@ -209,11 +271,20 @@ class NaNOnCall:
 def test_nonfinite_loss_raises_naming_the_step():
     d = _data()
     model = _mlp()
-    with pytest.raises(bnlib.NonFiniteLossError,
-                       match=r"loss became nan at step 4 \(epoch 0\); training stopped before "
-                             r"applying that update\. Try a smaller learning rate \(lr=0\.05\)"):
-        bnlib.fit(model, bnlib.SGD(model, 0.05), d.x_train, d.y_train, batch_size=32,
-                  loss_fn=NaNOnCall(4), progress=False)
+    with pytest.raises(
+        bnlib.NonFiniteLossError,
+        match=r"loss became nan at step 4 \(epoch 0\); training stopped before "
+        r"applying that update\. Try a smaller learning rate \(lr=0\.05\)",
+    ):
+        bnlib.fit(
+            model,
+            bnlib.SGD(model, 0.05),
+            d.x_train,
+            d.y_train,
+            batch_size=32,
+            loss_fn=NaNOnCall(4),
+            progress=False,
+        )
     assert issubclass(bnlib.NonFiniteLossError, FloatingPointError)
 
 
@@ -221,9 +292,18 @@ def test_nonfinite_loss_stop_records_it_and_skips_the_update():
     d = _data()
     model = _mlp()
     snapshots = []
-    hist = bnlib.fit(model, bnlib.SGD(model, 0.05), d.x_train, d.y_train, epochs=2,
-                     batch_size=32, loss_fn=NaNOnCall(9), on_nonfinite="stop", progress=False,
-                     probes={"w": lambda m: snapshots.append(m[0].params["weight"].copy())})
+    hist = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.05),
+        d.x_train,
+        d.y_train,
+        epochs=2,
+        batch_size=32,
+        loss_fn=NaNOnCall(9),
+        on_nonfinite="stop",
+        progress=False,
+        probes={"w": lambda m: snapshots.append(m[0].params["weight"].copy())},
+    )
     assert hist.diverged
     assert "loss became nan at step 9 (epoch 1)" in hist.stopped
     assert hist.step == list(range(1, 9)) and len(hist.loss) == 8
@@ -237,7 +317,9 @@ def test_real_divergence_is_caught():
     x[:] = np.nan
     model = _mlp()
     with pytest.raises(bnlib.NonFiniteLossError, match=r"at step 1 "):
-        bnlib.fit(model, bnlib.SGD(model, 0.1), x, d.y_train, batch_size=32, progress=False)
+        bnlib.fit(
+            model, bnlib.SGD(model, 0.1), x, d.y_train, batch_size=32, progress=False
+        )
 
 
 def test_evaluate_restores_mode_and_does_not_touch_running_stats():
@@ -265,11 +347,32 @@ def test_train_step_updates_and_returns_loss():
 
 def test_mlp_with_batchnorm_learns_gaussian_classes():
     """Inputs far from zero mean and unit variance (shift 10, scale 5); BN copes."""
-    d = bnlib.make_gaussian_classes(n_train=600, n_test=300, dim=4, num_classes=4, spread=0.7,
-                                    shift=10.0, scale=5.0, rng=3)
-    model = bnlib.Sequential(bnlib.Linear(4, 32, rng=3), bnlib.BatchNorm1d(32), bnlib.ReLU(),
-                             bnlib.Linear(32, 4, rng=4))
-    hist = bnlib.fit(model, bnlib.SGD(model, 0.1, momentum=0.9), d.x_train, d.y_train,
-                     epochs=10, batch_size=32, test=(d.x_test, d.y_test), rng=0, progress=False)
+    d = bnlib.make_gaussian_classes(
+        n_train=600,
+        n_test=300,
+        dim=4,
+        num_classes=4,
+        spread=0.7,
+        shift=10.0,
+        scale=5.0,
+        rng=3,
+    )
+    model = bnlib.Sequential(
+        bnlib.Linear(4, 32, rng=3),
+        bnlib.BatchNorm1d(32),
+        bnlib.ReLU(),
+        bnlib.Linear(32, 4, rng=4),
+    )
+    hist = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1, momentum=0.9),
+        d.x_train,
+        d.y_train,
+        epochs=10,
+        batch_size=32,
+        test=(d.x_test, d.y_test),
+        rng=0,
+        progress=False,
+    )
     assert hist.test_acc[-1] >= 0.97
     assert np.mean(hist.loss[-10:]) < 0.2 * np.mean(hist.loss[:10])

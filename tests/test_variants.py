@@ -1,4 +1,5 @@
 """bnlib.variants: Batch Renorm, ghost and noisy BatchNorm, weight norm, the normalized RNN."""
+
 import copy
 
 import numpy as np
@@ -33,7 +34,6 @@ def _randomize(m, rng):
         m.params["weight"][...] = rng.uniform(0.5, 1.5, m.params["weight"].shape)
     m.params["bias"][...] = rng.normal(0.0, 0.3, m.params["bias"].shape)
     return m
-
 
 
 def test_renorm_running_std_follows_the_paper():
@@ -78,8 +78,13 @@ def test_renorm_gradient_check_clipped():
     """Where r and d sit at their clip limits they are locally constant, so the
     stop-gradient backward is the true gradient of the forward."""
     rng = np.random.default_rng(9)
-    brn = BatchRenorm1d(3, momentum=0.0, r_max=2.0, d_max=0.5)  # momentum 0: stats fixed
-    brn.running_mean, brn.running_var = np.array([5.0, -5.0, 5.0]), np.array([100.0, 100.0, 1e-3])
+    brn = BatchRenorm1d(
+        3, momentum=0.0, r_max=2.0, d_max=0.5
+    )  # momentum 0: stats fixed
+    brn.running_mean, brn.running_var = (
+        np.array([5.0, -5.0, 5.0]),
+        np.array([100.0, 100.0, 1e-3]),
+    )
     brn.params["weight"][:] = rng.uniform(0.5, 2.0, 3)
     brn.params["bias"][:] = rng.normal(size=3)
     errors = check_module_gradients(brn, rng.normal(size=(6, 3)), rng=1)
@@ -98,11 +103,15 @@ def test_renorm_gradient_check_with_r_d_held_constant(shape):
     dout = rng.normal(size=shape)
     brn(x)
     r, d = brn.last_r, brn.last_d
-    assert np.all((r > 0.1) & (r < 10.0))  # interior: the clip is not what holds them fixed
+    assert np.all(
+        (r > 0.1) & (r < 10.0)
+    )  # interior: the clip is not what holds them fixed
     dx = brn.backward(dout)
 
     def loss():
-        return float(np.sum(F.batchnorm_forward(x, gamma * r, gamma * d + beta)[0] * dout))
+        return float(
+            np.sum(F.batchnorm_forward(x, gamma * r, gamma * d + beta)[0] * dout)
+        )
 
     assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
     assert rel_error(brn.grads["weight"], numerical_gradient(loss, gamma)) < GRAD_TOL
@@ -115,7 +124,10 @@ def test_renorm_eval_gradient_check_and_bad_input():
     brn.running_mean, brn.running_var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
     brn.params["weight"][:] = rng.uniform(0.5, 2.0, 3)
     brn.eval()
-    assert max(check_module_gradients(brn, rng.normal(size=(4, 3)), rng=2).values()) < GRAD_TOL
+    assert (
+        max(check_module_gradients(brn, rng.normal(size=(4, 3)), rng=2).values())
+        < GRAD_TOL
+    )
     brn.train()
     with pytest.raises(ValueError, match="more than 1 value"):
         brn(np.ones((1, 3)))
@@ -146,13 +158,15 @@ def test_noisy_bn_eval_is_plain_bn_and_train_is_noisy():
     x, _ = _batch(2, n=50, d=4)
     noisy, plain = NoisyBatchNorm1d(4, rng=0), bnlib.BatchNorm1d(4)
     y1, y2 = noisy(x), noisy(x)
-    assert not np.allclose(y1, y2)                # new noise at every training step
-    plain(x), plain(x)                            # the same two updates of the statistics
+    assert not np.allclose(y1, y2)  # new noise at every training step
+    plain(x), plain(x)  # the same two updates of the statistics
     np.testing.assert_allclose(noisy.running_mean, plain.running_mean)
     np.testing.assert_allclose(noisy.running_var, plain.running_var)
     noisy.eval(), plain.eval()
     np.testing.assert_allclose(noisy(x), plain(x))
-    np.testing.assert_allclose(noisy.backward(np.ones_like(x)), plain.backward(np.ones_like(x)))
+    np.testing.assert_allclose(
+        noisy.backward(np.ones_like(x)), plain.backward(np.ones_like(x))
+    )
 
 
 def test_noisy_bn_noise_ranges():
@@ -161,7 +175,9 @@ def test_noisy_bn_noise_ranges():
     for _ in range(20):
         y = noisy(x)
         mean, std = y.mean(0), y.std(0)
-        np.testing.assert_allclose(mean, mean[0], atol=1e-12)   # unit_std 0: one shift per layer
+        np.testing.assert_allclose(
+            mean, mean[0], atol=1e-12
+        )  # unit_std 0: one shift per layer
         assert -0.5 <= mean[0] <= 0.5
         assert 1.0 - 1e-3 <= std[0] <= 1.25 + 1e-3
 
@@ -174,7 +190,7 @@ def test_noisy_bn_gradients():
     state = noisy.rng.bit_generator.state
     r = np.random.default_rng(5).normal(size=(8, 3))
 
-    def loss():                                   # replay the same noise on every call
+    def loss():  # replay the same noise on every call
         noisy.rng.bit_generator.state = state
         return float(np.sum(noisy(x) * r))
 
@@ -201,7 +217,9 @@ def test_ghost_bn_normalizes_each_group_and_gradcheck():
     ghost = GhostBatchNorm1d(3, ghost_size=4)
     ghost.params["weight"][:] = [0.5, 2.0, -1.0]
     y = ghost(x).reshape(3, 4, 3)
-    np.testing.assert_allclose(y.mean(axis=1), np.zeros((3, 3)) + ghost.params["bias"], atol=1e-12)
+    np.testing.assert_allclose(
+        y.mean(axis=1), np.zeros((3, 3)) + ghost.params["bias"], atol=1e-12
+    )
     errors = bnlib.check_module_gradients(ghost, x, rng=0)
     assert max(errors.values()) < 1e-7
     with pytest.raises(ValueError, match="multiple"):
@@ -236,7 +254,9 @@ def test_rnn_bptt_gradients_with_variable_lengths(norm):
     num_dx = numerical_gradient(loss, x)
     assert rel_error(dx[active], num_dx[active]) < GRAD_TOL
     for k in m.params:
-        assert rel_error(m.grads[k], numerical_gradient(loss, m.params[k])) < GRAD_TOL, k
+        assert (
+            rel_error(m.grads[k], numerical_gradient(loss, m.params[k])) < GRAD_TOL
+        ), k
 
 
 def test_rnn_carries_state_after_the_end_and_ln_is_batch_independent():
@@ -259,7 +279,9 @@ def test_rnn_bn_per_step_running_statistics():
     # step 0 sees x_0 only: its batch mean is the mean of x_0 W_ih^T
     a0 = x[:, 0] @ m.params["weight_ih"].T
     np.testing.assert_allclose(m.running_mean[0], 0.1 * a0.mean(0), atol=1e-12)
-    np.testing.assert_allclose(m.running_var[0], 0.9 + 0.1 * a0.var(0, ddof=1), atol=1e-12)
+    np.testing.assert_allclose(
+        m.running_var[0], 0.9 + 0.1 * a0.var(0, ddof=1), atol=1e-12
+    )
     assert np.all(m.running_mean[4] == 0) and np.all(m.active_counts == [8, 8, 8, 8, 0])
     assert out.shape == (8, 4, 3)
     m.eval()
@@ -325,3 +347,25 @@ def test_weight_norm_gradients_and_row_scale_invariance():
     np.testing.assert_allclose(m(x), out, atol=1e-12)
     with pytest.raises(ValueError, match="expected input"):
         m(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("norm", ["bn", "ln", None])
+def test_norm_rnn_state_dict_round_trip_carries_per_step_statistics(norm):
+    """A BN recurrent cell's state is its per-step running statistics too: a model
+    loaded from the state dict gives the trained model's eval-mode outputs."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(6, 5, 2))
+    trained = NormRNN(2, 3, norm=norm, max_len=5, rng=0)
+    for _ in range(3):
+        trained(rng.normal(size=(6, 5, 2)))
+    state = trained.state_dict()
+    expected = {"weight_ih", "weight_hh", "bias"} | ({"weight"} if norm else set())
+    if norm == "bn":
+        expected |= {"running_mean", "running_var", "active_counts"}
+    assert set(state) == expected
+
+    fresh = NormRNN(2, 3, norm=norm, max_len=5, rng=1)
+    fresh.load_state_dict(state)
+    trained.eval()
+    fresh.eval()
+    np.testing.assert_array_equal(fresh(x), trained(x))

@@ -11,6 +11,7 @@ It only accelerates: a notebook that fails here is simply not cached, and the bu
 executes it again and reports the failing cell as a build error (with -W, a failure).
 Prints each notebook's execution time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,16 @@ def _execute(path: str, timeout: int):
     from jupyter_cache.executors.utils import single_nb_execution
 
     nb = nbformat.read(path, as_version=4)
-    result = single_nb_execution(nb, cwd=str(Path(path).parent.resolve()), timeout=timeout,
-                                 allow_errors=False, meta_override=True)
-    err = None if result.err is None else f"{result.err.__class__.__name__}: {result.err}"
+    result = single_nb_execution(
+        nb,
+        cwd=str(Path(path).parent.resolve()),
+        timeout=timeout,
+        allow_errors=False,
+        meta_override=True,
+    )
+    err = (
+        None if result.err is None else f"{result.err.__class__.__name__}: {result.err}"
+    )
     return path, nb, result.time, err
 
 
@@ -39,7 +47,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default="_build/.jupyter_cache")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per cell")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--root", default=".", help="the book's folder (toc paths are relative to it)")
+    ap.add_argument(
+        "--root", default=".", help="the book's folder (toc paths are relative to it)"
+    )
     args = ap.parse_args(argv)
 
     from jupyter_cache import get_cache
@@ -72,13 +82,17 @@ def main(argv=None) -> int:
             rel = Path(path).relative_to(root)
             if err:
                 failed += 1
-                print(f"  FAILED    {rel} after {seconds:.1f} s ({err.splitlines()[0][:200]}); "
-                      "the build will run it again and report the cell")
+                print(
+                    f"  FAILED    {rel} after {seconds:.1f} s ({err.splitlines()[0][:200]}); "
+                    "the build will run it again and report the cell"
+                )
                 continue
             record = cache.add_nb_to_project(path)
-            cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri,
-                                                      data={"execution_seconds": seconds}),
-                                        check_validity=False, overwrite=True)
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
+                check_validity=False,
+                overwrite=True,
+            )
             print(f"  executed  {rel} in {seconds:.1f} s", flush=True)
     print(f"Executed in {time.time() - start:.1f} s wall time ({failed} failed)")
     return 0

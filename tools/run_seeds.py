@@ -7,6 +7,7 @@ its committed seed fails here. The executed copies go to ``--out`` for inspectio
 
 Exit status 1 if any run failed; each failure names the chapter, the seed and the cell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,16 @@ def first_unexpected_error(executed: Path) -> str:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error" and not expected:
                 first_line = cell.source.splitlines()[0] if cell.source else ""
-                return (f"cell {i - offset} ({first_line[:60]!r}): "
-                        f"{out.get('ename')}: {out.get('evalue', '')[:300]}")
+                return (
+                    f"cell {i - offset} ({first_line[:60]!r}): "
+                    f"{out.get('ename')}: {out.get('evalue', '')[:300]}"
+                )
     return ""
 
 
-def run_one(path: str, seed: int, out_dir: str, timeout: int) -> tuple[str, int, float, str]:
+def run_one(
+    path: str, seed: int, out_dir: str, timeout: int
+) -> tuple[str, int, float, str]:
     """Execute one notebook with ``SEED = seed``; return (path, seed, seconds, error or '')."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -49,9 +54,15 @@ def run_one(path: str, seed: int, out_dir: str, timeout: int) -> tuple[str, int,
     start = time.time()
     try:
         papermill.execute_notebook(
-            path, str(out), parameters={"SEED": seed}, cwd=str(Path(path).parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
-            log_output=False, report_mode=False,
+            path,
+            str(out),
+            parameters={"SEED": seed},
+            cwd=str(Path(path).parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+            log_output=False,
+            report_mode=False,
         )
         error = ""
     except PapermillExecutionError:
@@ -75,20 +86,28 @@ def main(argv=None) -> int:
     notebooks = [Path(p) for p in args.notebooks] or toc_notebooks(args.toc)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), s) for p in notebooks for s in args.seeds]
-    print(f"make seeds: {len(notebooks)} chapter(s) x seeds {args.seeds}, "
-          f"{args.jobs} at a time", flush=True)
+    print(
+        f"make seeds: {len(notebooks)} chapter(s) x seeds {args.seeds}, "
+        f"{args.jobs} at a time",
+        flush=True,
+    )
     start, failures = time.time(), []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, p, s, args.out, args.timeout) for p, s in jobs]
         for future in as_completed(futures):
             path, seed, seconds, error = future.result()
             status = "FAILED" if error else "ok"
-            print(f"  {status:6} {path} SEED={seed} ({seconds:.0f} s)"
-                  + (f"\n         {error.splitlines()[0][:300]}" if error else ""), flush=True)
+            print(
+                f"  {status:6} {path} SEED={seed} ({seconds:.0f} s)"
+                + (f"\n         {error.splitlines()[0][:300]}" if error else ""),
+                flush=True,
+            )
             if error:
                 failures.append((path, seed, error))
-    print(f"make seeds: {len(jobs) - len(failures)} of {len(jobs)} runs passed "
-          f"in {time.time() - start:.0f} s; executed copies in {args.out}/")
+    print(
+        f"make seeds: {len(jobs) - len(failures)} of {len(jobs)} runs passed "
+        f"in {time.time() - start:.0f} s; executed copies in {args.out}/"
+    )
     return 1 if failures else 0
 
 

@@ -19,6 +19,7 @@ opens it. A full-page screenshot of each page goes to the screenshots folder.
 Playwright drives Debian's Chromium (``executable_path``); it never downloads a browser.
 This is a script, not a pytest module, so ``make test`` never collects it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,18 @@ from urllib.parse import urlparse
 import yaml
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-default-apps", "--disable-extensions", "--disable-domain-reliability",
-    "--metrics-recording-only", "--no-default-browser-check",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 EXTRA_PAGES = ["genindex", "search"]
@@ -57,8 +66,10 @@ def toc_pages(toc_file: Path) -> list[str]:
     walk(toc.get("parts"))
     walk(toc.get("chapters"))
     walk(toc.get("sections"))
-    return [str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p
-            for p in pages]
+    return [
+        str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p
+        for p in pages
+    ]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -141,8 +152,10 @@ def check_page(page, watch, base, name, shots, timeout_ms):
     # math
     if page.evaluate(JS_HAS_MATH):
         try:
-            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
-                                   timeout=timeout_ms)
+            page.wait_for_function(
+                "() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                timeout=timeout_ms,
+            )
             math = page.evaluate(JS_MATH)
         except Exception as exc:  # noqa: BLE001
             math = None
@@ -161,14 +174,17 @@ def check_page(page, watch, base, name, shots, timeout_ms):
                 f"() => document.querySelectorAll('.widget-subarea').length >= {views} && "
                 "Array.from(document.querySelectorAll('.widget-subarea'))"
                 ".every(a => a.querySelector('[class*=\"widget-\"]'))",
-                timeout=timeout_ms)
+                timeout=timeout_ms,
+            )
         except Exception:  # noqa: BLE001
             pass
         w = page.evaluate(JS_WIDGETS)
         info["widget views"] = f"{w['filled']}/{views}"
         if w["filled"] < views:
-            problems.append(f"widget views rendered: {w['filled']} of {views} "
-                            f"({w['areas']} widget areas, {w['widgets']} widget elements)")
+            problems.append(
+                f"widget views rendered: {w['filled']} of {views} "
+                f"({w['areas']} widget areas, {w['widgets']} widget elements)"
+            )
     # images
     imgs = page.evaluate(JS_IMAGES)
     info["images"] = imgs["total"]
@@ -185,12 +201,16 @@ def check_search(page, watch, base, timeout_ms):
     watch.reset()
     page.goto(f"{base}/search.html?q=momentum", wait_until="load", timeout=timeout_ms)
     try:
-        page.wait_for_function("() => document.querySelectorAll('ul.search li').length > 0",
-                               timeout=timeout_ms)
+        page.wait_for_function(
+            "() => document.querySelectorAll('ul.search li').length > 0",
+            timeout=timeout_ms,
+        )
     except Exception:  # noqa: BLE001
         pass
-    hits = page.evaluate("() => Array.from(document.querySelectorAll('ul.search li a'))"
-                         ".map(a => a.getAttribute('href'))")
+    hits = page.evaluate(
+        "() => Array.from(document.querySelectorAll('ul.search li a'))"
+        ".map(a => a.getAttribute('href'))"
+    )
     problems = list(watch.problems)
     if not hits:
         problems.append('search for "momentum" returned no results')
@@ -218,7 +238,9 @@ def check_solution_toggle(page, watch, base, names, shots, timeout_ms):
             page.wait_for_timeout(500)  # the opening animation
             sol.screenshot(path=str(shots / "solution-opened.png"))
         except Exception:  # noqa: BLE001
-            problems.append(f"{name}: solution did not open when its toggle was clicked")
+            problems.append(
+                f"{name}: solution did not open when its toggle was clicked"
+            )
         problems.extend(watch.problems)
         return problems, name
     return ["no page has an exercise solution with a toggle"], None
@@ -264,10 +286,12 @@ def main(argv=None) -> int:
 
     watch = PageWatch()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=args.chromium, headless=True,
-                                    args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                      service_workers="block")
+        browser = p.chromium.launch(
+            executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, service_workers="block"
+        )
         context.route("**/*", route)
         page = context.new_page()
         page.on("console", watch.on_console)
@@ -281,29 +305,39 @@ def main(argv=None) -> int:
             results[f"page {name}"] = problems
             detail = ", ".join(f"{k} {v}" for k, v in info.items())
             status = "ok  " if not problems else "FAIL"
-            print(f"{status} {name:<32} {time.time() - t0:5.1f} s  {detail}", flush=True)
+            print(
+                f"{status} {name:<32} {time.time() - t0:5.1f} s  {detail}", flush=True
+            )
             for prob in problems:
                 print(f"       - {prob}")
 
         problems, hits = check_search(page, watch, base, timeout_ms)
         results["search finds momentum"] = problems
-        print(f"{'ok  ' if not problems else 'FAIL'} search 'momentum': {len(hits)} results "
-              f"({', '.join(h.split('?')[0] for h in hits[:4])}{' ...' if len(hits) > 4 else ''})")
+        print(
+            f"{'ok  ' if not problems else 'FAIL'} search 'momentum': {len(hits)} results "
+            f"({', '.join(h.split('?')[0] for h in hits[:4])}{' ...' if len(hits) > 4 else ''})"
+        )
         for prob in problems:
             print(f"       - {prob}")
 
-        problems, where = check_solution_toggle(page, watch, base, names, shots, timeout_ms)
+        problems, where = check_solution_toggle(
+            page, watch, base, names, shots, timeout_ms
+        )
         results["exercise solution opens"] = problems
-        print(f"{'ok  ' if not problems else 'FAIL'} exercise solution toggle"
-              f"{' on ' + where if where else ''}")
+        print(
+            f"{'ok  ' if not problems else 'FAIL'} exercise solution toggle"
+            f"{' on ' + where if where else ''}"
+        )
         for prob in problems:
             print(f"       - {prob}")
         browser.close()
     server.shutdown()
 
     failed = [k for k, v in results.items() if v]
-    print(f"\nscreenshots: {shots}/ ({len(list(shots.glob('*.png')))} files); "
-          f"requests blocked: {len(blocked)}; {time.time() - start:.0f} s")
+    print(
+        f"\nscreenshots: {shots}/ ({len(list(shots.glob('*.png')))} files); "
+        f"requests blocked: {len(blocked)}; {time.time() - start:.0f} s"
+    )
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 

@@ -1,5 +1,6 @@
 """The book's pages in reading order, read from _toc.yml by sphinx-external-toc (the parser
 Jupyter Book itself uses), so every tool agrees with the built site."""
+
 from __future__ import annotations
 
 from pathlib import Path

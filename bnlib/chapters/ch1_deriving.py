@@ -5,6 +5,7 @@
 :func:`weight_scale_sweep` and :func:`plot_weight_scale_sweep` (scale invariance:
 larger weights get smaller updates), and :func:`markdown_table` for tables in outputs.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -42,15 +43,36 @@ BN_GRAPH_NODES = {
 
 #: Forward edges of the graph (parent, child); x and x_c each feed two nodes.
 BN_GRAPH_EDGES = (
-    ("x", "mu"), ("x", "xc"), ("mu", "xc"), ("xc", "sq"), ("sq", "var"), ("var", "std"),
-    ("std", "inv_std"), ("xc", "x_hat"), ("inv_std", "x_hat"), ("x_hat", "scaled"),
-    ("gamma", "scaled"), ("scaled", "out"), ("beta", "out"),
+    ("x", "mu"),
+    ("x", "xc"),
+    ("mu", "xc"),
+    ("xc", "sq"),
+    ("sq", "var"),
+    ("var", "std"),
+    ("std", "inv_std"),
+    ("xc", "x_hat"),
+    ("inv_std", "x_hat"),
+    ("x_hat", "scaled"),
+    ("gamma", "scaled"),
+    ("scaled", "out"),
+    ("beta", "out"),
 )
 
 
-_POS = {"x": (0.0, 0.0), "mu": (1.0, 1.0), "xc": (2.1, 0.0), "sq": (3.2, 1.0),
-        "var": (4.75, 1.0), "std": (6.6, 1.0), "inv_std": (8.3, 1.0), "x_hat": (8.9, 0.0),
-        "scaled": (10.2, 0.0), "gamma": (10.2, -1.0), "out": (11.5, 0.0), "beta": (11.5, -1.0)}
+_POS = {
+    "x": (0.0, 0.0),
+    "mu": (1.0, 1.0),
+    "xc": (2.1, 0.0),
+    "sq": (3.2, 1.0),
+    "var": (4.75, 1.0),
+    "std": (6.6, 1.0),
+    "inv_std": (8.3, 1.0),
+    "x_hat": (8.9, 0.0),
+    "scaled": (10.2, 0.0),
+    "gamma": (10.2, -1.0),
+    "out": (11.5, 0.0),
+    "beta": (11.5, -1.0),
+}
 
 
 def markdown_table(header, rows) -> str:
@@ -63,8 +85,10 @@ def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + " --- |" * len(header)]
     for row in rows:
         if len(row) != len(header):
-            raise ValueError(f"markdown_table: row {row!r} has {len(row)} items, "
-                             f"expected {len(header)}")
+            raise ValueError(
+                f"markdown_table: row {row!r} has {len(row)} items, "
+                f"expected {len(header)}"
+            )
         lines.append("| " + " | ".join(map(str, row)) + " |")
     return "\n".join(lines)
 
@@ -108,25 +132,55 @@ def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
     for name, label in BN_GRAPH_NODES.items():
         is_input = name in ("x", "gamma", "beta")
         boxes[name] = ax.text(
-            *_POS[name], label, ha="center", va="center", fontsize=11, gid=f"node:{name}",
-            bbox=dict(boxstyle="round,pad=0.35", lw=1.0,
-                      fc="#f2f2f2" if is_input else "white",
-                      ec=COLORS["reference"] if is_input else COLORS["bn"]))
+            *_POS[name],
+            label,
+            ha="center",
+            va="center",
+            fontsize=11,
+            gid=f"node:{name}",
+            bbox=dict(
+                boxstyle="round,pad=0.35",
+                lw=1.0,
+                fc="#f2f2f2" if is_input else "white",
+                ec=COLORS["reference"] if is_input else COLORS["bn"],
+            ),
+        )
     for parent, child in BN_GRAPH_EDGES:
-        ax.annotate("", xy=_POS[child], xytext=_POS[parent], gid=f"edge:{parent}->{child}",
-                    arrowprops=dict(arrowstyle="-|>", color="0.35", lw=1.0, shrinkA=0,
-                                    shrinkB=0, patchA=boxes[parent].get_bbox_patch(),
-                                    patchB=boxes[child].get_bbox_patch()))
-    for kind, data, dy, color in (("value", values, 0.34, COLORS["reference"]),
-                                  ("grad", grads, -0.34, COLORS["plain"])):
+        ax.annotate(
+            "",
+            xy=_POS[child],
+            xytext=_POS[parent],
+            gid=f"edge:{parent}->{child}",
+            arrowprops=dict(
+                arrowstyle="-|>",
+                color="0.35",
+                lw=1.0,
+                shrinkA=0,
+                shrinkB=0,
+                patchA=boxes[parent].get_bbox_patch(),
+                patchB=boxes[child].get_bbox_patch(),
+            ),
+        )
+    for kind, data, dy, color in (
+        ("value", values, 0.34, COLORS["reference"]),
+        ("grad", grads, -0.34, COLORS["plain"]),
+    ):
         for name, arr in (data or {}).items():
             if name not in _POS:
                 continue
             prefix = "" if kind == "value" else r"$\partial \ell$: "
             # upper row: gradients above the box, values below (the arrows run underneath)
             off = -dy if _POS[name][1] > 0.5 else dy
-            ax.text(_POS[name][0], _POS[name][1] + off, prefix + _brief(arr), ha="center",
-                    va="center", fontsize=8.5, color=color, gid=f"{kind}:{name}")
+            ax.text(
+                _POS[name][0],
+                _POS[name][1] + off,
+                prefix + _brief(arr),
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color=color,
+                gid=f"{kind}:{name}",
+            )
     return fig
 
 
@@ -148,17 +202,38 @@ def plot_gradient_geometry(x_hat, dy, dx, gamma, inv_std, figsize=(9.0, 3.4)):
     x_hat, dy, dx = (np.asarray(v, np.float64).ravel() for v in (x_hat, dy, dx))
     slope, intercept = np.polyfit(x_hat, dy, 1)
     resid = dx / (gamma * inv_std)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, sharey=True, layout="constrained")
+    fig, (a0, a1) = plt.subplots(
+        1, 2, figsize=figsize, sharey=True, layout="constrained"
+    )
     grid = np.linspace(x_hat.min() - 0.3, x_hat.max() + 0.3, 2)
-    a0.plot(grid, intercept + slope * grid, color=COLORS["reference"],
-            label=r"shift + scale part $a + b\,\hat{x}$")
-    a0.vlines(x_hat, intercept + slope * x_hat, dy, color=COLORS["bn"], lw=1.2, alpha=0.6)
-    a0.scatter(x_hat, dy, color="k", s=18, zorder=3, label=r"upstream $\partial \ell/\partial y_i$")
+    a0.plot(
+        grid,
+        intercept + slope * grid,
+        color=COLORS["reference"],
+        label=r"shift + scale part $a + b\,\hat{x}$",
+    )
+    a0.vlines(
+        x_hat, intercept + slope * x_hat, dy, color=COLORS["bn"], lw=1.2, alpha=0.6
+    )
+    a0.scatter(
+        x_hat,
+        dy,
+        color="k",
+        s=18,
+        zorder=3,
+        label=r"upstream $\partial \ell/\partial y_i$",
+    )
     a0.set_title("what arrives: dy")
     a1.axhline(0.0, color=COLORS["reference"], lw=1.0, label="no shift, no slope")
     a1.vlines(x_hat, 0.0, resid, color=COLORS["bn"], lw=1.2, alpha=0.6, gid="residual")
-    a1.scatter(x_hat, resid, color=COLORS["bn"], s=18, zorder=3,
-               label=r"$\partial \ell/\partial x_i \,/\, (\gamma r)$")
+    a1.scatter(
+        x_hat,
+        resid,
+        color=COLORS["bn"],
+        s=18,
+        zorder=3,
+        label=r"$\partial \ell/\partial x_i \,/\, (\gamma r)$",
+    )
     a1.set_title(r"what passes to x: dx (rescaled)")
     for ax in (a0, a1):
         ax.set_xlabel(r"normalized input $\hat{x}_i$ (batch std units)")
@@ -198,10 +273,10 @@ def weight_scale_sweep(scales, steps=60, lr=0.05, m=128, d=8, h=6, eps=1e-5, see
         w = a * w0
         losses, angles, rel_step, norms, radial = [], [], [], [], []
         for t in range(steps + 1):
-            z = u @ w.T                                        # (m, h)
+            z = u @ w.T  # (m, h)
             zn, cache = F.norm_forward(z, None, None, (0,), eps)
             act = np.tanh(zn)
-            pred = act @ readout                               # (m,)
+            pred = act @ readout  # (m,)
             diff = pred - target
             losses.append(float(np.mean(diff**2)))
             norms.append(float(np.linalg.norm(w, axis=1).mean()))
@@ -210,14 +285,20 @@ def weight_scale_sweep(scales, steps=60, lr=0.05, m=128, d=8, h=6, eps=1e-5, see
             dact = (2.0 / m) * diff[:, None] * readout[None, :]
             dzn = dact * (1.0 - act**2)
             dz, _, _ = F.norm_backward(dzn, cache)
-            g = dz.T @ u                                       # (h, d)
+            g = dz.T @ u  # (h, d)
             gn = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
-            radial.append(float(np.max(np.abs(np.sum(w * g, axis=1)) / np.maximum(gn, 1e-300))))
-            rel_step.append(float(np.mean(lr * np.linalg.norm(g, axis=1)
-                                          / np.linalg.norm(w, axis=1))))
+            radial.append(
+                float(np.max(np.abs(np.sum(w * g, axis=1)) / np.maximum(gn, 1e-300)))
+            )
+            rel_step.append(
+                float(
+                    np.mean(lr * np.linalg.norm(g, axis=1) / np.linalg.norm(w, axis=1))
+                )
+            )
             w_new = w - lr * g
-            cos = np.sum(w * w_new, axis=1) / (np.linalg.norm(w, axis=1)
-                                              * np.linalg.norm(w_new, axis=1))
+            cos = np.sum(w * w_new, axis=1) / (
+                np.linalg.norm(w, axis=1) * np.linalg.norm(w_new, axis=1)
+            )
             angles.append(float(np.mean(np.arccos(np.clip(cos, -1.0, 1.0)))))
             w = w_new
         for key, val in zip(keys, (losses, angles, rel_step, norms, radial)):

@@ -20,6 +20,7 @@
   :func:`random_parameter_masks`, :class:`MaskedOptimizer`, :func:`train_subset`,
   :func:`plot_subset_accuracy`, :func:`bn_gammas`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,7 +89,6 @@ _ACT_COLOR = "#333333"
 _MS_LABELS = {"plain": "Linear + bias", "bn": "Linear + BN (γ, β)"}
 
 
-
 def _sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=float)))
 
@@ -98,7 +98,9 @@ _PHI = {"sigmoid": _sigmoid, "relu": lambda z: np.maximum(z, 0.0)}
 
 def _check_nonlinearity(nonlinearity):
     if nonlinearity not in _PHI:
-        raise ValueError(f"nonlinearity must be one of {sorted(_PHI)}, got {nonlinearity!r}")
+        raise ValueError(
+            f"nonlinearity must be one of {sorted(_PHI)}, got {nonlinearity!r}"
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -141,24 +143,35 @@ def bn_stages(x, gamma, beta, nonlinearity="sigmoid", eps=1e-5):
     _check_nonlinearity(nonlinearity)
     x = np.asarray(x, dtype=float)
     if x.ndim != 1:
-        raise ValueError(f"bn_stages: expected one unit's values, shape (m,), got {x.shape}")
+        raise ValueError(
+            f"bn_stages: expected one unit's values, shape (m,), got {x.shape}"
+        )
     y, cache = F.norm_forward(x[:, None], gamma, beta, axes=(0,), eps=eps)
-    return {"input": x, "x_hat": cache["x_hat"][:, 0], "bn": y[:, 0],
-            "activation": _PHI[nonlinearity](y[:, 0])}
+    return {
+        "input": x,
+        "x_hat": cache["x_hat"][:, 0],
+        "bn": y[:, 0],
+        "activation": _PHI[nonlinearity](y[:, 0]),
+    }
 
 
 def _stage_stats(stages, nonlinearity):
-    stats = {f"{k}_{s}": float(f(stages[k])) for k in ("input", "bn", "activation")
-             for s, f in (("mean", np.mean), ("var", np.var))}
+    stats = {
+        f"{k}_{s}": float(f(stages[k]))
+        for k in ("input", "bn", "activation")
+        for s, f in (("mean", np.mean), ("var", np.var))
+    }
     a, z = stages["activation"], stages["bn"]
-    stats["saturated"] = (float(np.mean((a < 0.05) | (a > 0.95))) if nonlinearity == "sigmoid"
-                          else None)
+    stats["saturated"] = (
+        float(np.mean((a < 0.05) | (a > 0.95))) if nonlinearity == "sigmoid" else None
+    )
     stats["active"] = float(np.mean(z > 0))
     return stats
 
 
-def draw_bn_histograms(axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, bins=60,
-                       titles=True):
+def draw_bn_histograms(
+    axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, bins=60, titles=True
+):
     """Draw one unit's input, BN output and post-nonlinearity histograms into three axes.
 
     The same picture is used by the widget (:func:`gamma_beta_widget`) and by the static
@@ -178,10 +191,16 @@ def draw_bn_histograms(axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, b
     """
     st = bn_stages(x, gamma, beta, nonlinearity, eps)
     stats = _stage_stats(st, nonlinearity)
-    spec = [("input", _RANGE, COLORS["reference"], "input $x$"),
-            ("bn", _RANGE, COLORS["bn"], r"BN output $\gamma\hat{x}+\beta$"),
-            ("activation", _ACT_RANGE[nonlinearity], _ACT_COLOR,
-             f"{nonlinearity}$(\\gamma\\hat{{x}}+\\beta)$")]
+    spec = [
+        ("input", _RANGE, COLORS["reference"], "input $x$"),
+        ("bn", _RANGE, COLORS["bn"], r"BN output $\gamma\hat{x}+\beta$"),
+        (
+            "activation",
+            _ACT_RANGE[nonlinearity],
+            _ACT_COLOR,
+            f"{nonlinearity}$(\\gamma\\hat{{x}}+\\beta)$",
+        ),
+    ]
     for ax, (key, rng, col, title) in zip(axes, spec):
         v = np.clip(st[key], *rng)  # values beyond the range pile up in the edge bins
         counts, edges = np.histogram(v, bins=bins, range=rng, density=True)
@@ -190,10 +209,21 @@ def draw_bn_histograms(axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, b
         ax.set_yticks([])
         text = f"mean {stats[key + '_mean']:.2f}\nvar {stats[key + '_var']:.2f}"
         if key == "activation":
-            text += (f"\nsaturated {stats['saturated']:.0%}" if nonlinearity == "sigmoid"
-                     else f"\nactive {stats['active']:.0%}")
-        ax.text(0.98, 0.95, text, transform=ax.transAxes, ha="right", va="top", fontsize=8,
-                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+            text += (
+                f"\nsaturated {stats['saturated']:.0%}"
+                if nonlinearity == "sigmoid"
+                else f"\nactive {stats['active']:.0%}"
+            )
+        ax.text(
+            0.98,
+            0.95,
+            text,
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1),
+        )
         if titles:
             ax.set_title(title, fontsize=9)
     axes[1].axvline(beta, color=COLORS["bn"], lw=1, ls="--")
@@ -203,8 +233,17 @@ def draw_bn_histograms(axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, b
     return stats
 
 
-def gamma_beta_view(gamma=1.0, beta=0.0, mean=0.0, spread=1.0, skew=0.0,
-                    nonlinearity="sigmoid", n=4000, seed=0, eps=1e-5):
+def gamma_beta_view(
+    gamma=1.0,
+    beta=0.0,
+    mean=0.0,
+    spread=1.0,
+    skew=0.0,
+    nonlinearity="sigmoid",
+    n=4000,
+    seed=0,
+    eps=1e-5,
+):
     """The widget's picture: sample ``n`` skewed inputs (seeded, so only the sliders
     change the picture) and draw :func:`draw_bn_histograms` in a 1 x 3 figure.
 
@@ -233,11 +272,14 @@ def gamma_beta_grid(settings, x, nonlinearity="sigmoid", eps=1e-5, panel=(3.1, 1
     import matplotlib.pyplot as plt
 
     rows = len(settings)
-    fig, axes = plt.subplots(rows, 3, figsize=(3 * panel[0], rows * panel[1]),
-                             squeeze=False, sharex="col")
+    fig, axes = plt.subplots(
+        rows, 3, figsize=(3 * panel[0], rows * panel[1]), squeeze=False, sharex="col"
+    )
     stats = []
     for i, (g, b) in enumerate(settings):
-        stats.append(draw_bn_histograms(axes[i], x, g, b, nonlinearity, eps, titles=i == 0))
+        stats.append(
+            draw_bn_histograms(axes[i], x, g, b, nonlinearity, eps, titles=i == 0)
+        )
         axes[i, 0].set_ylabel(rf"$\gamma$={g:g}, $\beta$={b:g}", fontsize=9)
         if i < rows - 1:
             for ax in axes[i]:
@@ -269,14 +311,29 @@ def _slider_box(view, controls, layout_rows):
 def _slider(description, value, lo, hi, step):
     import ipywidgets as widgets
 
-    return widgets.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
-                               continuous_update=False, readout_format=".2f",
-                               style={"description_width": "50px"},
-                               layout=widgets.Layout(width="225px"))
+    return widgets.FloatSlider(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        readout_format=".2f",
+        style={"description_width": "50px"},
+        layout=widgets.Layout(width="225px"),
+    )
 
 
-def gamma_beta_widget(gamma=1.0, beta=0.0, mean=2.0, spread=1.5, skew=1.0,
-                      nonlinearity="sigmoid", n=4000, seed=0):
+def gamma_beta_widget(
+    gamma=1.0,
+    beta=0.0,
+    mean=2.0,
+    spread=1.5,
+    skew=1.0,
+    nonlinearity="sigmoid",
+    n=4000,
+    seed=0,
+):
     """Sliders for gamma, beta and the input's mean, spread and skew, and a choice of
     nonlinearity, above the picture of :func:`gamma_beta_view`.
 
@@ -286,19 +343,28 @@ def gamma_beta_widget(gamma=1.0, beta=0.0, mean=2.0, spread=1.5, skew=1.0,
     """
     import ipywidgets as widgets
 
-    c = {"gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
-         "beta": _slider("β", beta, -4.0, 4.0, 0.05),
-         "mean": _slider("mean", mean, -5.0, 5.0, 0.1),
-         "spread": _slider("spread", spread, 0.2, 4.0, 0.1),
-         "skew": _slider("skew", skew, -2.0, 2.0, 0.1),
-         "nonlinearity": widgets.Dropdown(options=["sigmoid", "relu"], value=nonlinearity,
-                                          description="φ", style={"description_width": "50px"},
-                                          layout=widgets.Layout(width="180px"))}
+    c = {
+        "gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
+        "beta": _slider("β", beta, -4.0, 4.0, 0.05),
+        "mean": _slider("mean", mean, -5.0, 5.0, 0.1),
+        "spread": _slider("spread", spread, 0.2, 4.0, 0.1),
+        "skew": _slider("skew", skew, -2.0, 2.0, 0.1),
+        "nonlinearity": widgets.Dropdown(
+            options=["sigmoid", "relu"],
+            value=nonlinearity,
+            description="φ",
+            style={"description_width": "50px"},
+            layout=widgets.Layout(width="180px"),
+        ),
+    }
 
     def view(**v):
         return gamma_beta_view(n=n, seed=seed, **v)
 
-    rows = [[c["gamma"], c["beta"], c["nonlinearity"]], [c["mean"], c["spread"], c["skew"]]]
+    rows = [
+        [c["gamma"], c["beta"], c["nonlinearity"]],
+        [c["mean"], c["spread"], c["skew"]],
+    ]
     return _slider_box(view, c, rows)
 
 
@@ -315,7 +381,9 @@ def sigmoid_linear_bound(rel_tol=0.05):
     is one interval, found by bisection. Returns a float.
     """
     if not 0.0 < rel_tol < 1.0:
-        raise ValueError(f"sigmoid_linear_bound: rel_tol must be in (0, 1), got {rel_tol}")
+        raise ValueError(
+            f"sigmoid_linear_bound: rel_tol must be in (0, 1), got {rel_tol}"
+        )
     lo, hi = 1e-9, 100.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
@@ -340,10 +408,13 @@ def sigmoid_linear_regime(z, rel_tol=0.05):
     s = _sigmoid(z)
     err = np.abs(s - (0.5 + z / 4.0))
     fit_ = np.polyval(np.polyfit(z, s, 1), z)
-    return {"fraction": float(np.mean(np.abs(z) <= sigmoid_linear_bound(rel_tol))),
-            "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
-            "saturated": float(np.mean((s < 0.05) | (s > 0.95))),
-            "r2": float(1.0 - np.var(s - fit_) / np.var(s))}
+    return {
+        "fraction": float(np.mean(np.abs(z) <= sigmoid_linear_bound(rel_tol))),
+        "mean_abs_error": float(err.mean()),
+        "max_abs_error": float(err.max()),
+        "saturated": float(np.mean((s < 0.05) | (s > 0.95))),
+        "r2": float(1.0 - np.var(s - fit_) / np.var(s)),
+    }
 
 
 def unit_input_ranges(model, x, kind=Sigmoid, q=(5, 50, 95)):
@@ -355,7 +426,9 @@ def unit_input_ranges(model, x, kind=Sigmoid, q=(5, 50, 95)):
         list (one per nonlinearity layer) of arrays (len(q), C): the q-th percentiles of
         each unit's input over the N examples.
     """
-    return [np.percentile(z, q, axis=0) for z in capture_inputs(model, x, kind, mode="eval")]
+    return [
+        np.percentile(z, q, axis=0) for z in capture_inputs(model, x, kind, mode="eval")
+    ]
 
 
 def draw_unit_ranges(ax, ranges, z_lin=None, label=None):
@@ -370,11 +443,20 @@ def draw_unit_ranges(ax, ranges, z_lin=None, label=None):
     lo, med, hi = ranges
     order = np.argsort(med)
     units = np.arange(len(med))
-    ax.vlines(units, lo[order], hi[order], color=COLORS["bn"], lw=0.9, alpha=0.75, label=label)
+    ax.vlines(
+        units, lo[order], hi[order], color=COLORS["bn"], lw=0.9, alpha=0.75, label=label
+    )
     ax.plot(units, med[order], ".", color="black", ms=3)
     if z_lin is not None:
-        ax.axhspan(-z_lin, z_lin, color=COLORS["reference"], alpha=0.3, lw=0, zorder=3,
-                   label=f"linear regime |z| ≤ {z_lin:.2f}")
+        ax.axhspan(
+            -z_lin,
+            z_lin,
+            color=COLORS["reference"],
+            alpha=0.3,
+            lw=0,
+            zorder=3,
+            label=f"linear regime |z| ≤ {z_lin:.2f}",
+        )
         for v in (-z_lin, z_lin):
             ax.axhline(v, color="black", lw=0.8, ls="--", zorder=4)
     ax.set_xlabel("unit (sorted by median input)")
@@ -401,13 +483,29 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     x_hat = _rng(rng).standard_normal(n)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.2))
     z = np.linspace(-8, 8, 401)
-    a0.axvspan(-z_lin, z_lin, color=COLORS["reference"], alpha=0.25, lw=0,
-               label=f"linear regime |z| ≤ {z_lin:.2f}")
+    a0.axvspan(
+        -z_lin,
+        z_lin,
+        color=COLORS["reference"],
+        alpha=0.25,
+        lw=0,
+        label=f"linear regime |z| ≤ {z_lin:.2f}",
+    )
     a0.plot(z, _sigmoid(z), color="black", label="sigmoid(z)")
-    a0.plot(z, np.clip(0.5 + z / 4, -0.1, 1.1), color="black", ls=":", label="tangent 1/2 + z/4")
+    a0.plot(
+        z,
+        np.clip(0.5 + z / 4, -0.1, 1.1),
+        color="black",
+        ls=":",
+        label="tangent 1/2 + z/4",
+    )
     for g, ls in ((gammas[0], "-"), (gammas[-1], "--")):
-        dens = np.exp(-0.5 * (z / g) ** 2)  # the N(0, gamma^2) density, peak scaled to 1
-        a0.plot(z, dens, color=COLORS["bn"], ls=ls, label=rf"density of z, $\gamma$={g:g}")
+        dens = np.exp(
+            -0.5 * (z / g) ** 2
+        )  # the N(0, gamma^2) density, peak scaled to 1
+        a0.plot(
+            z, dens, color=COLORS["bn"], ls=ls, label=rf"density of z, $\gamma$={g:g}"
+        )
     a0.set_ylim(-0.1, 1.1)
     a0.set_xlabel("sigmoid input z")
     a0.set_ylabel("sigmoid(z); density (peak = 1)")
@@ -416,10 +514,24 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     for b, ls in zip(betas, ("-", "--", ":")):
         rows = [sigmoid_linear_regime(g * x_hat + b, rel_tol) for g in gammas]
         table[b] = rows
-        a1.plot(gammas, [r["fraction"] for r in rows], ls=ls, marker="o", ms=3,
-                color=COLORS["bn"], label=rf"in linear regime, $\beta$={b:g}")
-        a1.plot(gammas, [r["saturated"] for r in rows], ls=ls, marker="s", ms=3,
-                color=_ACT_COLOR, label=rf"saturated, $\beta$={b:g}")
+        a1.plot(
+            gammas,
+            [r["fraction"] for r in rows],
+            ls=ls,
+            marker="o",
+            ms=3,
+            color=COLORS["bn"],
+            label=rf"in linear regime, $\beta$={b:g}",
+        )
+        a1.plot(
+            gammas,
+            [r["saturated"] for r in rows],
+            ls=ls,
+            marker="s",
+            ms=3,
+            color=_ACT_COLOR,
+            label=rf"saturated, $\beta$={b:g}",
+        )
     a1.set_xscale("log")
     a1.set_xticks(list(gammas), [f"{g:g}" for g in gammas])
     a1.minorticks_off()
@@ -444,11 +556,19 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     fig, axes = plt.subplots(1, 1 + len(bns), figsize=(3.3 * (1 + len(bns)), 3.1))
     markers = "os^v"
     for i, bn in enumerate(bns):
-        axes[0].plot(bn.params["weight"], bn.params["bias"], markers[i % 4], ms=3.5,
-                     color=COLORS["bn"], alpha=0.35 + 0.65 * i / max(1, len(bns) - 1),
-                     label=f"layer {i + 1}")
+        axes[0].plot(
+            bn.params["weight"],
+            bn.params["bias"],
+            markers[i % 4],
+            ms=3.5,
+            color=COLORS["bn"],
+            alpha=0.35 + 0.65 * i / max(1, len(bns) - 1),
+            label=f"layer {i + 1}",
+        )
         draw_unit_ranges(axes[i + 1], ranges[i], z_lin)
-        axes[i + 1].set_title(f"layer {i + 1}: each unit's 5-95% input range", fontsize=9)
+        axes[i + 1].set_title(
+            f"layer {i + 1}: each unit's 5-95% input range", fontsize=9
+        )
     axes[0].plot([1], [0], "+", color="black", ms=10, mew=1.5, label="initial (1, 0)")
     axes[0].set_xlabel(r"learned $\gamma$")
     axes[0].set_ylabel(r"learned $\beta$")
@@ -457,8 +577,18 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     return fig, ranges
 
 
-def train_mlp(data, activation="sigmoid", norm="bn", width=128, depth=2, lr=1e-2, epochs=10,
-              batch_size=100, rng=0, fit_rng=1):
+def train_mlp(
+    data,
+    activation="sigmoid",
+    norm="bn",
+    width=128,
+    depth=2,
+    lr=1e-2,
+    epochs=10,
+    batch_size=100,
+    rng=0,
+    fit_rng=1,
+):
     """Train a :func:`~bnlib.make_mlp` network (``depth`` hidden layers of ``width``) on
     ``data`` (x_train (N, d_in), y_train (N,)) with Adam.
 
@@ -469,11 +599,23 @@ def train_mlp(data, activation="sigmoid", norm="bn", width=128, depth=2, lr=1e-2
     Returns:
         ``(model, history)``: the trained network and the :class:`~bnlib.History`.
     """
-    model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
-                     activation, norm, rng=rng)
-    hist = fit(model, Adam(model, lr=lr), data.x_train, data.y_train, epochs=epochs,
-               batch_size=batch_size, test=(data.x_test, data.y_test), rng=fit_rng,
-               progress=False)
+    model = make_mlp(
+        [data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+        activation,
+        norm,
+        rng=rng,
+    )
+    hist = fit(
+        model,
+        Adam(model, lr=lr),
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        test=(data.x_test, data.y_test),
+        rng=fit_rng,
+        progress=False,
+    )
     return model, hist
 
 
@@ -485,8 +627,10 @@ def linear_regime_shares(model, x, z_lin):
     Returns:
         list (one per sigmoid layer) of arrays (C,).
     """
-    return [np.mean(np.abs(z) <= z_lin, axis=0)
-            for z in capture_inputs(model, x, Sigmoid, mode="eval")]
+    return [
+        np.mean(np.abs(z) <= z_lin, axis=0)
+        for z in capture_inputs(model, x, Sigmoid, mode="eval")
+    ]
 
 
 # ----------------------------------------------------------------------------------------
@@ -557,8 +701,12 @@ def steps_to_target(model, optimizer, x, t, loss_target=0.02, max_steps=1500):
         optimizer.zero_grad()
         model.backward(dout)
         optimizer.step()
-    return {"steps": steps, "diverged": diverged, "loss": np.array(losses),
-            "mean": np.array(means)}
+    return {
+        "steps": steps,
+        "diverged": diverged,
+        "loss": np.array(losses),
+        "mean": np.array(means),
+    }
 
 
 def mean_shift_sweep(shifts, lrs, max_steps=800, loss_target=0.02, rng=0):
@@ -575,7 +723,9 @@ def mean_shift_sweep(shifts, lrs, max_steps=800, loss_target=0.02, rng=0):
         for bn in (False, True):
             for lr in lrs:
                 model = mean_shift_model(bn)
-                res = steps_to_target(model, SGD(model, lr=lr), x, t, loss_target, max_steps)
+                res = steps_to_target(
+                    model, SGD(model, lr=lr), x, t, loss_target, max_steps
+                )
                 res["target_mean"] = t.mean(axis=0)
                 out[bn, shift, lr] = res
     return out
@@ -584,12 +734,22 @@ def mean_shift_sweep(shifts, lrs, max_steps=800, loss_target=0.02, rng=0):
 def _best(runs, bn, shift, lrs):
     """(steps, lr) of the fastest learning rate; if none reached the target, (None, lr)
     with the learning rate whose run ended at the lowest loss."""
-    done = [(runs[bn, shift, lr]["steps"], lr) for lr in lrs
-            if runs[bn, shift, lr]["steps"] is not None]
+    done = [
+        (runs[bn, shift, lr]["steps"], lr)
+        for lr in lrs
+        if runs[bn, shift, lr]["steps"] is not None
+    ]
     if done:
         return min(done)
-    finals = [(runs[bn, shift, lr]["loss"][-1] if len(runs[bn, shift, lr]["loss"]) else np.inf,
-               lr) for lr in lrs]
+    finals = [
+        (
+            runs[bn, shift, lr]["loss"][-1]
+            if len(runs[bn, shift, lr]["loss"])
+            else np.inf,
+            lr,
+        )
+        for lr in lrs
+    ]
     return None, min(finals)[1]
 
 
@@ -615,15 +775,26 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
         reached = [st is not None for st in steps]
         y = [st if st is not None else max_steps for st in steps]
         axes[0].plot(shifts, y, color=COLORS[key], lw=1, label=_MS_LABELS[key])
-        axes[0].scatter([s for s, r in zip(shifts, reached) if r],
-                        [v for v, r in zip(y, reached) if r], color=COLORS[key], zorder=3)
+        axes[0].scatter(
+            [s for s, r in zip(shifts, reached) if r],
+            [v for v, r in zip(y, reached) if r],
+            color=COLORS[key],
+            zorder=3,
+        )
         if not all(reached):
-            axes[0].scatter([s for s, r in zip(shifts, reached) if not r],
-                            [v for v, r in zip(y, reached) if not r], facecolor="white",
-                            edgecolor=COLORS[key], zorder=3, label="not reached")
+            axes[0].scatter(
+                [s for s, r in zip(shifts, reached) if not r],
+                [v for v, r in zip(y, reached) if not r],
+                facecolor="white",
+                edgecolor=COLORS[key],
+                zorder=3,
+                label="not reached",
+            )
         lr = best[bn, show_shift][1]
         r = runs[bn, show_shift, lr]
-        axes[1].plot(r["loss"], color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
+        axes[1].plot(
+            r["loss"], color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}"
+        )
         err = np.abs(r["mean"] - r["target_mean"]).max(axis=1)
         axes[2].plot(err, color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
     axes[0].set_xlabel("shift of the target mean")
@@ -650,18 +821,23 @@ def mean_shift_table(runs, shifts, lrs, max_steps=800):
     Returns:
         str (rows joined by newlines, no trailing newline).
     """
+
     def cell(r):
         if r["diverged"]:
             return "diverged"
         return f">{max_steps}" if r["steps"] is None else str(r["steps"])
 
-    lines = ["output layer         lr  " + "".join(f"{'shift ' + str(s):>11}"
-                                                for s in shifts)]
+    lines = [
+        "output layer         lr  "
+        + "".join(f"{'shift ' + str(s):>11}" for s in shifts)
+    ]
     for bn in (False, True):
         name = f"{_MS_LABELS['bn' if bn else 'plain']:<18}"
         for lr in lrs:
-            lines.append(f"{name} {lr:4.1f}  " +
-                         "".join(f"{cell(runs[bn, s, lr]):>11}" for s in shifts))
+            lines.append(
+                f"{name} {lr:4.1f}  "
+                + "".join(f"{cell(runs[bn, s, lr]):>11}" for s in shifts)
+            )
     return "\n".join(lines)
 
 
@@ -688,11 +864,16 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
     """
     a, sat_a = _fixed_steps(bn, shift_a, steps, lr, rng)
     b, sat_b = _fixed_steps(bn, shift_b, steps, lr, rng)
-    diffs = [np.abs(m1.params[k] - m2.params[k]).max()
-             for (m1, k), (m2, _) in zip(a.parameters(), b.parameters())]
-    return {"models": (a, b), "diffs": diffs,
-            "bias_change": b[-1].params["bias"] - a[-1].params["bias"],
-            "saturated": (sat_a, sat_b)}
+    diffs = [
+        np.abs(m1.params[k] - m2.params[k]).max()
+        for (m1, k), (m2, _) in zip(a.parameters(), b.parameters())
+    ]
+    return {
+        "models": (a, b),
+        "diffs": diffs,
+        "bias_change": b[-1].params["bias"] - a[-1].params["bias"],
+        "saturated": (sat_a, sat_b),
+    }
 
 
 # ----------------------------------------------------------------------------------------
@@ -725,13 +906,24 @@ def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
     edges = np.linspace(*rng_, bins + 1)
     counts, _ = np.histogram(np.clip(z, *rng_), bins=edges, density=True)
     k = bins // 2  # edges[k] == 0: the left half is inactive, the right half active
-    ax.stairs(counts[:k], edges[:k + 1], fill=True, color=COLORS["reference"], alpha=0.7,
-              label="inactive (output 0)")
-    ax.stairs(counts[k:], edges[k:], fill=True, color=COLORS["bn"], alpha=0.85, label="active")
+    ax.stairs(
+        counts[:k],
+        edges[: k + 1],
+        fill=True,
+        color=COLORS["reference"],
+        alpha=0.7,
+        label="inactive (output 0)",
+    )
+    ax.stairs(
+        counts[k:], edges[k:], fill=True, color=COLORS["bn"], alpha=0.85, label="active"
+    )
     ax.axvline(0, color="black", lw=0.8)
     active = float(np.mean(z > 0))
-    ax.set_title(rf"$\gamma$={gamma:g}, $\beta$={beta:g}: active {active:.0%}"
-                 f"\n(Φ(β/|γ|) = {relu_active_fraction(gamma, beta):.0%})", fontsize=9)
+    ax.set_title(
+        rf"$\gamma$={gamma:g}, $\beta$={beta:g}: active {active:.0%}"
+        f"\n(Φ(β/|γ|) = {relu_active_fraction(gamma, beta):.0%})",
+        fontsize=9,
+    )
     ax.set_xlim(*rng_)
     ax.set_yticks([])
     ax.set_xlabel("ReLU input z")
@@ -751,8 +943,12 @@ def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.5, 2.8))
     active = draw_relu_panel(a0, x_hat, gamma, beta)
     b = np.linspace(-4, 4, 201)
-    a1.plot(b, relu_active_fraction(gamma, b), color=COLORS["bn"],
-            label=rf"Φ(β/|γ|), $\gamma$={gamma:g}")
+    a1.plot(
+        b,
+        relu_active_fraction(gamma, b),
+        color=COLORS["bn"],
+        label=rf"Φ(β/|γ|), $\gamma$={gamma:g}",
+    )
     a1.plot([beta], [active], "o", color="black", label="measured")
     a1.set_xlabel(r"$\beta$")
     a1.set_ylabel("fraction of inputs active")
@@ -764,8 +960,10 @@ def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
 def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
     """Sliders for gamma and beta above :func:`relu_view` (``box.controls``,
     ``box.last_stats`` as in :func:`gamma_beta_widget`)."""
-    c = {"gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
-         "beta": _slider("β", beta, -4.0, 4.0, 0.05)}
+    c = {
+        "gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
+        "beta": _slider("β", beta, -4.0, 4.0, 0.05),
+    }
 
     def view(**v):
         return relu_view(n=n, seed=seed, **v)
@@ -789,16 +987,25 @@ def relu_grid(x_hat, settings, gammas_curve=(0.5, 1.0, 2.0)):
     n = len(settings) + 1
     ncols = min(n, 4)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols, 2.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.45 * ncols, 2.5 * nrows), squeeze=False
+    )
     axes = axes.ravel()
     measured = [draw_relu_panel(ax, x_hat, g, b) for ax, (g, b) in zip(axes, settings)]
     ax = axes[len(settings)]
     b = np.linspace(-4, 4, 201)
     styles = ("-", "--", ":")
     for i, g in enumerate(gammas_curve):
-        ax.plot(b, relu_active_fraction(g, b), color=COLORS["bn"], ls=styles[i % 3],
-                label=rf"$\gamma$={g:g}")
-    ax.plot([bb for _, bb in settings], measured, "o", color="black", ms=4, label="panels")
+        ax.plot(
+            b,
+            relu_active_fraction(g, b),
+            color=COLORS["bn"],
+            ls=styles[i % 3],
+            label=rf"$\gamma$={g:g}",
+        )
+    ax.plot(
+        [bb for _, bb in settings], measured, "o", color="black", ms=4, label="panels"
+    )
     ax.set_xlabel(r"$\beta$")
     ax.set_ylabel("fraction active")
     ax.set_title("Φ(β/|γ|)", fontsize=9)
@@ -814,8 +1021,9 @@ def active_fractions(model, x):
     return [np.mean(z > 0, axis=0) for z in capture_inputs(model, x, ReLU, mode="eval")]
 
 
-def dead_unit_census(data, lrs, width=128, depth=2, epochs=5, batch_size=100, momentum=0.9,
-                     rng=0):
+def dead_unit_census(
+    data, lrs, width=128, depth=2, epochs=5, batch_size=100, momentum=0.9, rng=0
+):
     """Train ReLU MLPs with and without BN on ``data`` at each learning rate (SGD with
     momentum) and count the units never active on the training set.
 
@@ -826,16 +1034,34 @@ def dead_unit_census(data, lrs, width=128, depth=2, epochs=5, batch_size=100, mo
     rows = []
     for norm in (None, "bn"):
         for lr in lrs:
-            model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
-                             "relu", norm, rng=rng)
-            hist = fit(model, SGD(model, lr=lr, momentum=momentum), data.x_train,
-                       data.y_train, epochs=epochs, batch_size=batch_size,
-                       test=(data.x_test, data.y_test), rng=rng, progress=False,
-                       on_nonfinite="stop")
+            model = make_mlp(
+                [data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+                "relu",
+                norm,
+                rng=rng,
+            )
+            hist = fit(
+                model,
+                SGD(model, lr=lr, momentum=momentum),
+                data.x_train,
+                data.y_train,
+                epochs=epochs,
+                batch_size=batch_size,
+                test=(data.x_test, data.y_test),
+                rng=rng,
+                progress=False,
+                on_nonfinite="stop",
+            )
             fr = active_fractions(model, data.x_train)
-            rows.append({"norm": norm, "lr": lr, "dead": [int(np.sum(f == 0)) for f in fr],
-                         "test_acc": hist.test_acc[-1] if hist.test_acc else float("nan"),
-                         "model": model})
+            rows.append(
+                {
+                    "norm": norm,
+                    "lr": lr,
+                    "dead": [int(np.sum(f == 0)) for f in fr],
+                    "test_acc": hist.test_acc[-1] if hist.test_acc else float("nan"),
+                    "model": model,
+                }
+            )
     return rows
 
 
@@ -845,8 +1071,10 @@ def census_table(census, width=128):
     lines = []
     for row in census:
         name = "with BN   " if row["norm"] else "without BN"
-        lines.append(f"{name} lr={row['lr']:.1f}: dead units per layer {row['dead']} "
-                     f"of {width}, test accuracy {row['test_acc']:.3f}")
+        lines.append(
+            f"{name} lr={row['lr']:.1f}: dead units per layer {row['dead']} "
+            f"of {width}, test accuracy {row['test_acc']:.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -870,12 +1098,19 @@ def dead_unit_profile(model, x, layer):
     gam = np.abs(bl.params["weight"])
     ratio = bl.params["bias"] / gam
     dead = frac == 0
-    return {"ratio": ratio, "abs_gamma": gam, "active": frac, "dead": dead,
-            "n_dead": int(dead.sum()),
-            "ratio_dead": np.median(ratio[dead]), "ratio_dead_max": ratio[dead].max(),
-            "ratio_live": np.median(ratio[~dead]),
-            "gamma_dead": np.median(gam[dead]), "gamma_live": np.median(gam[~dead]),
-            "active_live": np.median(frac[~dead])}
+    return {
+        "ratio": ratio,
+        "abs_gamma": gam,
+        "active": frac,
+        "dead": dead,
+        "n_dead": int(dead.sum()),
+        "ratio_dead": np.median(ratio[dead]),
+        "ratio_dead_max": ratio[dead].max(),
+        "ratio_live": np.median(ratio[~dead]),
+        "gamma_dead": np.median(gam[dead]),
+        "gamma_live": np.median(gam[~dead]),
+        "active_live": np.median(frac[~dead]),
+    }
 
 
 def active_share_gap(model, x, layer=0):
@@ -893,8 +1128,13 @@ def active_share_gap(model, x, layer=0):
 def bn_affine_parameters(model):
     """The ``(module, name)`` pairs of every BatchNorm gamma ("weight") and beta ("bias")
     in ``model``, in forward order: what an optimizer needs to train only them."""
-    return [(m, k) for m in model.modules() if isinstance(m, BatchNorm1d)
-            for k in ("weight", "bias") if k in m.params]
+    return [
+        (m, k)
+        for m in model.modules()
+        if isinstance(m, BatchNorm1d)
+        for k in ("weight", "bias")
+        if k in m.params
+    ]
 
 
 def random_parameter_masks(pairs, count, rng=None):
@@ -908,12 +1148,14 @@ def random_parameter_masks(pairs, count, rng=None):
     sizes = [m.params[k].size for m, k in pairs]
     total = int(sum(sizes))
     if not 0 <= count <= total:
-        raise ValueError(f"random_parameter_masks: count must be in [0, {total}], got {count}")
+        raise ValueError(
+            f"random_parameter_masks: count must be in [0, {total}], got {count}"
+        )
     flat = np.zeros(total, dtype=bool)
     flat[_rng(rng).choice(total, size=count, replace=False)] = True
     masks, i = [], 0
     for (m, k), s in zip(pairs, sizes):
-        masks.append(flat[i:i + s].reshape(m.params[k].shape))
+        masks.append(flat[i : i + s].reshape(m.params[k].shape))
         i += s
     return masks
 
@@ -934,12 +1176,16 @@ class MaskedOptimizer:
 
     def __init__(self, optimizer, masks):
         if len(masks) != len(optimizer.params):
-            raise ValueError(f"MaskedOptimizer: expected {len(optimizer.params)} masks (one "
-                             f"per parameter array), got {len(masks)}")
+            raise ValueError(
+                f"MaskedOptimizer: expected {len(optimizer.params)} masks (one "
+                f"per parameter array), got {len(masks)}"
+            )
         for (m, k), mask in zip(optimizer.params, masks):
             if np.shape(mask) != m.params[k].shape:
-                raise ValueError(f"MaskedOptimizer: mask of shape {np.shape(mask)} for "
-                                 f"{type(m).__name__}.{k} of shape {m.params[k].shape}")
+                raise ValueError(
+                    f"MaskedOptimizer: mask of shape {np.shape(mask)} for "
+                    f"{type(m).__name__}.{k} of shape {m.params[k].shape}"
+                )
         self.optimizer = optimizer
         self.masks = [np.asarray(mask, dtype=bool) for mask in masks]
         self.params = optimizer.params
@@ -964,8 +1210,17 @@ class MaskedOptimizer:
             m.params[k][~mask] = old
 
 
-def train_subset(which, data=None, width=256, depth=2, lr=0.03, epochs=10, batch_size=100,
-                 rng=0, mask_rng=1):
+def train_subset(
+    which,
+    data=None,
+    width=256,
+    depth=2,
+    lr=0.03,
+    epochs=10,
+    batch_size=100,
+    rng=0,
+    mask_rng=1,
+):
     """Frankle et al.'s experiment, scaled down: a randomly initialized ReLU MLP with BN
     (``Linear -> BN -> ReLU`` x depth, then ``Linear``) of which only some parameters train.
 
@@ -981,10 +1236,16 @@ def train_subset(which, data=None, width=256, depth=2, lr=0.03, epochs=10, batch
         dict: ``num_trainable``, ``test_acc`` (final), ``history`` and ``model``.
     """
     if which not in ("bn", "random", "all"):
-        raise ValueError(f"train_subset: which must be 'bn', 'random' or 'all', got {which!r}")
+        raise ValueError(
+            f"train_subset: which must be 'bn', 'random' or 'all', got {which!r}"
+        )
     data = load_mnist1d() if data is None else data
-    model = make_mlp([data.x_train.shape[1]] + [width] * depth + [data.num_classes],
-                     "relu", "bn", rng=rng)
+    model = make_mlp(
+        [data.x_train.shape[1]] + [width] * depth + [data.num_classes],
+        "relu",
+        "bn",
+        rng=rng,
+    )
     bn = bn_affine_parameters(model)
     n_bn = sum(m.params[k].size for m, k in bn)
     if which == "bn":
@@ -992,15 +1253,30 @@ def train_subset(which, data=None, width=256, depth=2, lr=0.03, epochs=10, batch
         n = n_bn
     elif which == "random":
         others = [(m, k) for m, k in model.parameters() if (m, k) not in bn]
-        opt = MaskedOptimizer(Adam(others, lr=lr), random_parameter_masks(others, n_bn, mask_rng))
+        opt = MaskedOptimizer(
+            Adam(others, lr=lr), random_parameter_masks(others, n_bn, mask_rng)
+        )
         n = opt.num_trainable()
     else:
         opt = Adam(model, lr=lr)
         n = model.num_parameters()
-    hist = fit(model, opt, data.x_train, data.y_train, epochs=epochs, batch_size=batch_size,
-               test=(data.x_test, data.y_test), rng=rng, progress=False)
-    return {"num_trainable": int(n), "test_acc": hist.test_acc[-1], "history": hist,
-            "model": model}
+    hist = fit(
+        model,
+        opt,
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        test=(data.x_test, data.y_test),
+        rng=rng,
+        progress=False,
+    )
+    return {
+        "num_trainable": int(n),
+        "test_acc": hist.test_acc[-1],
+        "history": hist,
+        "model": model,
+    }
 
 
 def plot_subset_accuracy(results, chance=0.1, ax=None):
@@ -1024,7 +1300,9 @@ def plot_subset_accuracy(results, chance=0.1, ax=None):
     ax.axhline(chance, color="black", ls=":", lw=1, label="chance")
     ax.set_xlabel("training step (mini-batches)")
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, max(0.6, max(max(r["history"].test_acc) for r, _, _ in results) + 0.05))
+    ax.set_ylim(
+        0, max(0.6, max(max(r["history"].test_acc) for r, _, _ in results) + 0.05)
+    )
     ax.legend()
     return ax
 

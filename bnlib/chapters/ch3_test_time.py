@@ -18,6 +18,7 @@
   ``draw_batch_dependence_sweep``, ``draw_tracking_error``, ``draw_ema_vs_precise``,
   ``draw_shift_accuracy``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- EMA
+
 
 def _check_momentum(momentum, name="momentum"):
     if momentum is not None and not 0.0 <= momentum <= 1.0:
@@ -153,7 +155,9 @@ def torch_to_keras_momentum(momentum):
     return 1.0 - momentum
 
 
-def simulate_drift(momentum, drift, steps=200, noise=1.0, batch_size=32, init=0.0, rng=None):
+def simulate_drift(
+    momentum, drift, steps=200, noise=1.0, batch_size=32, init=0.0, rng=None
+):
     """An EMA tracking a statistic that drifts while noisy mini-batch estimates arrive.
 
     The true mean of a unit moves linearly, ``true_t = drift * t`` (as the weights change
@@ -191,6 +195,7 @@ def ema_tracking_error(momentum, drift, batch_noise):
 
 # --------------------------------------------------------------------------- deployment shift
 
+
 def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
     """Inputs as a changed sensor would deliver them: ``gain * x + offset + noise * z``.
 
@@ -210,6 +215,7 @@ def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
 
 
 # --------------------------------------------------------------------------- figures
+
 
 def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
     """Train-mode BatchNorm outputs of a one-feature batch in which one member is moved.
@@ -236,12 +242,23 @@ def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
     i = np.arange(1, len(x) + 1)
     moved = np.zeros(len(x), bool)
     moved[index] = True
-    ax.plot(i[~moved], eval_out[~moved], "o", mfc="none", color=COLORS["reference"], ms=9,
-            label="fixed statistics (evaluation)")
-    ax.plot(i[~moved], train_out[~moved], "o", color=COLORS["bn"],
-            label="batch statistics (training)")
-    ax.plot(i[moved], train_out[moved], "D", color="k",
-            label="the moved example")
+    ax.plot(
+        i[~moved],
+        eval_out[~moved],
+        "o",
+        mfc="none",
+        color=COLORS["reference"],
+        ms=9,
+        label="fixed statistics (evaluation)",
+    )
+    ax.plot(
+        i[~moved],
+        train_out[~moved],
+        "o",
+        color=COLORS["bn"],
+        label="batch statistics (training)",
+    )
+    ax.plot(i[moved], train_out[moved], "D", color="k", label="the moved example")
     ax.axhline(0.0, color="k", lw=0.6)
     caption_axes(ax, "example in the batch", "normalized output")
     ax.set_xticks(i)
@@ -259,10 +276,19 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
             title also shows the theoretical jitter.
     """
 
-    ax.plot(sim["step"], sim["batch"], ".", ms=2.5, color=COLORS["reference"], alpha=0.6,
-            label="batch mean")
+    ax.plot(
+        sim["step"],
+        sim["batch"],
+        ".",
+        ms=2.5,
+        color=COLORS["reference"],
+        alpha=0.6,
+        label="batch mean",
+    )
     ax.plot(sim["step"], sim["true"], color="k", lw=1.2, label="true mean")
-    ax.plot(sim["step"], sim["ema"], color=COLORS["bn"], lw=1.6, label="running mean (EMA)")
+    ax.plot(
+        sim["step"], sim["ema"], color=COLORS["bn"], lw=1.6, label="running mean (EMA)"
+    )
     title = f"momentum {momentum:g}, drift {drift:g}/step"
     if batch_noise is not None:
         lag, jitter = ema_tracking_error(momentum, drift, batch_noise)
@@ -273,7 +299,9 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
         ax.legend(loc="upper left")
 
 
-def draw_batch_dependence_sweep(batch, values, ncols=3, panel_size=(3.1, 2.5), ylim=(-2.7, 2.7)):
+def draw_batch_dependence_sweep(
+    batch, values, ncols=3, panel_size=(3.1, 2.5), ylim=(-2.7, 2.7)
+):
     """Small multiples of ``draw_batch_dependence``: the last batch member set to each value.
 
     The static counterpart of the chapter's batch-dependence widget, one panel per value.
@@ -300,14 +328,16 @@ def draw_batch_dependence_sweep(batch, values, ncols=3, panel_size=(3.1, 2.5), y
 
 # --------------------------------------------------------------------------- experiments
 
+
 def class_probabilities(logits):
     """Softmax over the last axis, computed stably: (..., K) logits -> (..., K) probabilities."""
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def predictions_in_random_batches(train_model, eval_model, x0, others, n_batches=200,
-                                  batch_size=16, rng=None):
+def predictions_in_random_batches(
+    train_model, eval_model, x0, others, n_batches=200, batch_size=16, rng=None
+):
     """Class probabilities of one example classified inside many random batches.
 
     For each of ``n_batches`` batches, ``batch_size - 1`` batch-mates are drawn from
@@ -333,7 +363,9 @@ def predictions_in_random_batches(train_model, eval_model, x0, others, n_batches
     return np.array(p_train), np.array(p_eval)
 
 
-def tracking_error_sweep(momenta, drift, steps=6000, noise=1.0, batch_size=16, rng=None):
+def tracking_error_sweep(
+    momenta, drift, steps=6000, noise=1.0, batch_size=16, rng=None
+):
     """Root-mean-square error of the running mean against the drifting truth, per momentum.
 
     Draws one seed from ``rng`` and runs ``simulate_drift`` with it for every momentum (the
@@ -350,10 +382,16 @@ def tracking_error_sweep(momenta, drift, steps=6000, noise=1.0, batch_size=16, r
     """
     rng = np.random.default_rng(rng)
     seed = int(rng.integers(2**31))
-    sims = [simulate_drift(a, drift, steps=steps, noise=noise, batch_size=batch_size, rng=seed)
-            for a in momenta]
+    sims = [
+        simulate_drift(
+            a, drift, steps=steps, noise=noise, batch_size=batch_size, rng=seed
+        )
+        for a in momenta
+    ]
     half = steps // 2
-    rmse = np.array([np.sqrt(np.mean((s["ema"] - s["true"])[half:] ** 2)) for s in sims])
+    rmse = np.array(
+        [np.sqrt(np.mean((s["ema"] - s["true"])[half:] ** 2)) for s in sims]
+    )
     batch_noise = noise / np.sqrt(batch_size)
     lag_jit = np.array([ema_tracking_error(a, drift, batch_noise) for a in momenta])
     theory = np.sqrt(lag_jit[:, 0] ** 2 + lag_jit[:, 1] ** 2)
@@ -371,11 +409,17 @@ def running_mean_distance(net, reference):
         a float (in units of the reference standard deviation).
     """
     pairs = zip(batchnorm_layers(net), batchnorm_layers(reference))
-    return np.mean([np.sqrt(np.mean((a.running_mean - b.running_mean) ** 2
-                                    / b.running_var)) for a, b in pairs])
+    return np.mean(
+        [
+            np.sqrt(np.mean((a.running_mean - b.running_mean) ** 2 / b.running_var))
+            for a, b in pairs
+        ]
+    )
 
 
-def ema_vs_precise(data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, rng=None):
+def ema_vs_precise(
+    data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, rng=None
+):
     """Train identical networks that differ only in BatchNorm momentum; compare with precise BN.
 
     Draws one seed from ``rng`` for the initial weights (shared by all networks, built by
@@ -398,25 +442,42 @@ def ema_vs_precise(data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, r
     rng = np.random.default_rng(rng)
     init_seed = int(rng.integers(2**31))
     keys = [f"ema {a:g}" for a in momenta]
-    nets = [make_mlp(MLP_SIZES, "relu", norm=lambda c, a=a: BatchNorm1d(c, momentum=a),
-                     rng=init_seed)
-            for a in momenta]
+    nets = [
+        make_mlp(
+            MLP_SIZES,
+            "relu",
+            norm=lambda c, a=a: BatchNorm1d(c, momentum=a),
+            rng=init_seed,
+        )
+        for a in momenta
+    ]
     opts = [SGD(net, lr=lr) for net in nets]
     acc = {k: [] for k in keys + ["precise"]}
     err = {k: [] for k in keys}
     for _ in range(epochs):
         shuffle_seed = int(rng.integers(2**31))
         for net, opt in zip(nets, opts):
-            fit(net, opt, data.x_train, data.y_train, epochs=1, batch_size=batch_size,
-                rng=shuffle_seed, progress=False)
+            fit(
+                net,
+                opt,
+                data.x_train,
+                data.y_train,
+                epochs=1,
+                batch_size=batch_size,
+                rng=shuffle_seed,
+                progress=False,
+            )
         train_batches = minibatches(data.x_train, data.y_train, batch_size, rng=rng)
         precise = precise_bn(copy.deepcopy(nets[0]), train_batches)
         for name, net in zip(keys + ["precise"], nets + [precise]):
             acc[name].append(evaluate(net, data.x_test, data.y_test)[1])
         for name, net in zip(keys, nets):
             err[name].append(running_mean_distance(net, precise))
-    return dict(acc={k: np.array(v) for k, v in acc.items()},
-                err={k: np.array(v) for k, v in err.items()}, nets=nets)
+    return dict(
+        acc={k: np.array(v) for k, v in acc.items()},
+        err={k: np.array(v) for k, v in err.items()},
+        nets=nets,
+    )
 
 
 def train_mode_accuracy(net, x, y, batch_size):
@@ -431,12 +492,22 @@ def train_mode_accuracy(net, x, y, batch_size):
     Returns:
         the fraction of correct predictions, a float.
     """
-    preds = [net(x[i:i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
+    preds = [
+        net(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)
+    ]
     return float(np.mean(np.concatenate(preds) == y))
 
 
-def tiny_batch_runs(data, batch_sizes=(2, 4), init_seed=0, shuffle_seed=0, momentum=0.01,
-                    lr=0.01, max_steps=1000, last=250):
+def tiny_batch_runs(
+    data,
+    batch_sizes=(2, 4),
+    init_seed=0,
+    shuffle_seed=0,
+    momentum=0.01,
+    lr=0.01,
+    max_steps=1000,
+    last=250,
+):
     """BatchNorm against Batch Renormalization, trained with tiny batches.
 
     For each batch size m and each of ``"bn"`` (``BatchNorm1d``) and ``"renorm"``
@@ -451,17 +522,30 @@ def tiny_batch_runs(data, batch_sizes=(2, 4), init_seed=0, shuffle_seed=0, momen
         dict ``{(key, m): (train_acc, test_acc)}``: the mean training-mode accuracy of the
         ``last`` steps and the test accuracy in evaluation mode.
     """
-    norms = {"bn": lambda c: BatchNorm1d(c, momentum=momentum),
-             "renorm": lambda c: BatchRenorm1d(c, momentum=momentum)}
+    norms = {
+        "bn": lambda c: BatchNorm1d(c, momentum=momentum),
+        "renorm": lambda c: BatchRenorm1d(c, momentum=momentum),
+    }
     runs = {}
     for m in batch_sizes:
         for key, norm in norms.items():
             net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
             opt = SGD(net, lr=lr, momentum=0.9)
-            hist = fit(net, opt, data.x_train, data.y_train, epochs=1, batch_size=m,
-                       rng=shuffle_seed, progress=False, max_steps=max_steps)
-            runs[key, m] = (float(np.mean(hist.acc[-last:])),
-                            evaluate(net, data.x_test, data.y_test)[1])
+            hist = fit(
+                net,
+                opt,
+                data.x_train,
+                data.y_train,
+                epochs=1,
+                batch_size=m,
+                rng=shuffle_seed,
+                progress=False,
+                max_steps=max_steps,
+            )
+            runs[key, m] = (
+                float(np.mean(hist.acc[-last:])),
+                evaluate(net, data.x_test, data.y_test)[1],
+            )
     return runs
 
 
@@ -489,12 +573,15 @@ def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng
         x_target_test = covariate_shift(x_test, rng=rng, **kw)
         x_target = covariate_shift(x_train, rng=rng, **kw)
         adapted = precise_bn(copy.deepcopy(model), x_target, batch_size=batch_size)
-        results[name] = (evaluate(model, x_target_test, y_test)[1],
-                         evaluate(adapted, x_target_test, y_test)[1])
+        results[name] = (
+            evaluate(model, x_target_test, y_test)[1],
+            evaluate(adapted, x_target_test, y_test)[1],
+        )
     return results
 
 
 # --------------------------------------------------------------------------- experiment figures
+
 
 def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
     """RMS error of the running mean against momentum: simulation dots, theory lines.
@@ -508,10 +595,21 @@ def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
 
     last = list(sweeps)[-1]
     for (drift, (rmse, theory)), style in zip(sweeps.items(), styles):
-        ax.plot(momenta, rmse, "o", ms=3, color=COLORS["bn"],
-                label="simulation" if drift == last else None)
-        ax.plot(momenta, theory, style, color=COLORS["reference"],
-                label=f"drift {drift}/step (theory)")
+        ax.plot(
+            momenta,
+            rmse,
+            "o",
+            ms=3,
+            color=COLORS["bn"],
+            label="simulation" if drift == last else None,
+        )
+        ax.plot(
+            momenta,
+            theory,
+            style,
+            color=COLORS["reference"],
+            label=f"drift {drift}/step (theory)",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     caption_axes(ax, "momentum α (PyTorch convention)", "RMS error of the running mean")
@@ -530,8 +628,9 @@ def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
     """
     import matplotlib.pyplot as plt
 
-
-    fig, ax_dict = plt.subplot_mosaic([["acc", "gap"], ["stats", "key"]], figsize=figsize)
+    fig, ax_dict = plt.subplot_mosaic(
+        [["acc", "gap"], ["stats", "key"]], figsize=figsize
+    )
     axes = [ax_dict["acc"], ax_dict["gap"], ax_dict["stats"]]
     ep = np.arange(1, len(acc["precise"]) + 1)
     styles, lines = {}, iter([("-", "o"), ("--", "s"), (":", "D"), ("-.", "v")])
@@ -543,18 +642,24 @@ def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
         note = "PyTorch default" if a == 0.1 else f"Keras {1 - a:g}"
         styles[k] = ("bn", *next(lines), f"EMA, momentum {a:g} ({note})")
     for k, (c, ls, mk, label) in styles.items():
-        kw = dict(ls=ls, marker=mk, ms=4, color=COLORS[c],
-                  mfc="white" if ls == "--" else None)
+        kw = dict(
+            ls=ls, marker=mk, ms=4, color=COLORS[c], mfc="white" if ls == "--" else None
+        )
         axes[0].plot(ep, acc[k], label=label, **kw)
         if k in err:
             axes[1].plot(ep, 100 * (acc["precise"] - acc[k]), **kw)
             axes[2].plot(ep, err[k], **kw)
     axes[1].axhline(0.0, color="k", lw=0.6)
     caption_axes(axes[0], "epoch", "test accuracy", "accuracy")
-    caption_axes(axes[1], "epoch", "precise - EMA accuracy\n(percentage points)",
-                 "accuracy gap")
-    caption_axes(axes[2], "epoch", "RMS distance of running means\n"
-                 "from precise (in precise std)", "statistics gap")
+    caption_axes(
+        axes[1], "epoch", "precise - EMA accuracy\n(percentage points)", "accuracy gap"
+    )
+    caption_axes(
+        axes[2],
+        "epoch",
+        "RMS distance of running means\nfrom precise (in precise std)",
+        "statistics gap",
+    )
     axes[2].set_ylim(bottom=0)
     ax_dict["key"].axis("off")
     ax_dict["key"].legend(*axes[0].get_legend_handles_labels(), loc="center")
@@ -572,10 +677,22 @@ def draw_shift_accuracy(ax, results, clean_acc):
 
     names = list(results)
     xs = np.arange(len(names))
-    ax.bar(xs - 0.2, [results[n][0] for n in names], width=0.38, color=COLORS["bn"],
-           label="shifted data,\ntraining statistics")
-    ax.bar(xs + 0.2, [results[n][1] for n in names], width=0.38, color="white",
-           hatch="//", edgecolor=COLORS["bn"], label="shifted data,\nAdaBN statistics")
+    ax.bar(
+        xs - 0.2,
+        [results[n][0] for n in names],
+        width=0.38,
+        color=COLORS["bn"],
+        label="shifted data,\ntraining statistics",
+    )
+    ax.bar(
+        xs + 0.2,
+        [results[n][1] for n in names],
+        width=0.38,
+        color="white",
+        hatch="//",
+        edgecolor=COLORS["bn"],
+        label="shifted data,\nAdaBN statistics",
+    )
     ax.axhline(clean_acc, color=COLORS["reference"], ls="--", label="clean test data")
     ax.set_xticks(xs, names)
     caption_axes(ax, "deployment shift", "test accuracy")

@@ -18,6 +18,7 @@
 The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 :func:`bnlib.preserved`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -136,12 +137,22 @@ def internal_covariate_shift(model, x, y, lr, loss_fn=softmax_cross_entropy):
             cos.append(1.0 if i == 0 else _cos(g_before, g_after))
             rel.append(d / n if n > 0 else 0.0)
             norms.append(n)
-    return {"l2": np.array(l2), "cosine": np.array(cos), "relative": np.array(rel),
-            "grad_norm": np.array(norms)}
+    return {
+        "l2": np.array(l2),
+        "cosine": np.array(cos),
+        "relative": np.array(rel),
+        "grad_norm": np.array(norms),
+    }
 
 
-def gradient_landscape(model, x, y, lr, multipliers=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0),
-                       loss_fn=softmax_cross_entropy):
+def gradient_landscape(
+    model,
+    x,
+    y,
+    lr,
+    multipliers=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0),
+    loss_fn=softmax_cross_entropy,
+):
     """Loss and gradient along the gradient direction (Santurkar et al. 2018, Figure 4).
 
     With g the gradient of the loss on (x, y) at the current parameters w (all
@@ -173,13 +184,19 @@ def gradient_landscape(model, x, y, lr, multipliers=(0.5, 1.0, 1.5, 2.0, 2.5, 3.
             losses.append(loss)
             changes.append(d)
             ratios.append(d / (eta * gnorm) if gnorm > 0 else 0.0)
-    return {"eta": etas, "loss": np.array(losses), "loss0": float(loss0),
-            "grad_change": np.array(changes), "beta": float(np.max(ratios)),
-            "grad_norm": gnorm}
+    return {
+        "eta": etas,
+        "loss": np.array(losses),
+        "loss0": float(loss0),
+        "grad_change": np.array(changes),
+        "beta": float(np.max(ratios)),
+        "grad_norm": gnorm,
+    }
 
 
-def percentile_probe(x, layer=-1, unit=0, q=(15, 50, 85), kind=(Sigmoid, Tanh, ReLU),
-                     mode="train"):
+def percentile_probe(
+    x, layer=-1, unit=0, q=(15, 50, 85), kind=(Sigmoid, Tanh, ReLU), mode="train"
+):
     """A probe for :func:`bnlib.fit`: percentiles ``q`` of the input to one nonlinearity.
 
     The input of unit ``unit`` of the ``layer``-th nonlinearity (default: the last
@@ -188,9 +205,11 @@ def percentile_probe(x, layer=-1, unit=0, q=(15, 50, 85), kind=(Sigmoid, Tanh, R
     is None. ``mode="train"`` uses the batch statistics
     of x (what the network sees while it trains); the model is left untouched.
     """
+
     def fn(model):
         z = capture_inputs(model, x, kind, mode=mode)[layer]
         return np.percentile(z if unit is None else z[:, unit], q, axis=0)
+
     return fn
 
 
@@ -214,6 +233,7 @@ def probe_every(k, fn, x=None, y=None, batch_size=None, rng=None):
             return fn(model)
         idx = rng.choice(len(x), size=batch_size, replace=False)
         return fn(model, x[idx], y[idx])
+
     return probe
 
 
@@ -245,8 +265,10 @@ def ics_probe(every, lr, x, y, batch_size, rng=None):
     """A :func:`bnlib.fit` probe measuring :func:`internal_covariate_shift` (SGD step
     ``lr``) every ``every`` steps on a fresh random batch of ``batch_size`` rows of
     x (N, d_in), y (N,), drawn from ``rng`` (see :func:`probe_every`)."""
+
     def fn(m, xb, yb):
         return internal_covariate_shift(m, xb, yb, lr)
+
     return probe_every(every, fn, x, y, batch_size, rng=rng)
 
 
@@ -254,8 +276,10 @@ def landscape_probe(every, lr, x, y, batch_size, rng=None):
     """A :func:`bnlib.fit` probe measuring :func:`gradient_landscape` (base step ``lr``)
     every ``every`` steps on a fresh random batch of ``batch_size`` rows of x (N, d_in),
     y (N,), drawn from ``rng`` (see :func:`probe_every`)."""
+
     def fn(m, xb, yb):
         return gradient_landscape(m, xb, yb, lr)
+
     return probe_every(every, fn, x, y, batch_size, rng=rng)
 
 
@@ -265,8 +289,20 @@ def first_weight_sq_norm(model):
     return float(np.sum(model[0].params["weight"] ** 2))
 
 
-def train_mlps(variants, sizes, activation, x, y, lr, *, init, order, probes=None, mlp=None,
-               **fit_kwargs):
+def train_mlps(
+    variants,
+    sizes,
+    activation,
+    x,
+    y,
+    lr,
+    *,
+    init,
+    order,
+    probes=None,
+    mlp=None,
+    **fit_kwargs,
+):
     """Train the same :func:`make_mlp` network in several variants with plain SGD.
 
     Args:
@@ -288,15 +324,37 @@ def train_mlps(variants, sizes, activation, x, y, lr, *, init, order, probes=Non
     runs, models = {}, {}
     for key, norm in variants:
         model = make_mlp(sizes, activation, norm, rng=init, **(mlp or {}))
-        runs[key] = fit(model, SGD(model, lr), x, y, probes=None if probes is None else probes(),
-                        rng=order, progress=False, **fit_kwargs)
+        runs[key] = fit(
+            model,
+            SGD(model, lr),
+            x,
+            y,
+            probes=None if probes is None else probes(),
+            rng=order,
+            progress=False,
+            **fit_kwargs,
+        )
         models[key] = model
     return runs, models
 
 
-def lr_sweep(rates, sizes, activation, x, y, *, init, order, steps, batch_size,
-             variants=(("plain", None), ("bn", "bn")), land_rates=(), land_every=20,
-             land_seed=None, epochs=100):
+def lr_sweep(
+    rates,
+    sizes,
+    activation,
+    x,
+    y,
+    *,
+    init,
+    order,
+    steps,
+    batch_size,
+    variants=(("plain", None), ("bn", "bn")),
+    land_rates=(),
+    land_every=20,
+    land_seed=None,
+    epochs=100,
+):
     """Train :func:`make_mlp` networks for ``steps`` SGD steps at each learning rate.
 
     For every ``(key, norm)`` in ``variants`` and every ``lr`` in ``rates`` (in this
@@ -316,11 +374,23 @@ def lr_sweep(rates, sizes, activation, x, y, *, init, order, steps, batch_size,
             model = make_mlp(sizes, activation, norm, rng=init)
             probes = {"w2": first_weight_sq_norm}
             if lr in land_rates:
-                probes["land"] = landscape_probe(land_every, lr, x, y, batch_size, land_seed)
+                probes["land"] = landscape_probe(
+                    land_every, lr, x, y, batch_size, land_seed
+                )
             with np.errstate(all="ignore"):  # diverging runs overflow before they stop
-                hist = fit(model, SGD(model, lr), x, y, epochs=epochs, max_steps=steps,
-                           batch_size=batch_size, probes=probes, rng=order, progress=False,
-                           on_nonfinite="stop")
+                hist = fit(
+                    model,
+                    SGD(model, lr),
+                    x,
+                    y,
+                    epochs=epochs,
+                    max_steps=steps,
+                    batch_size=batch_size,
+                    probes=probes,
+                    rng=order,
+                    progress=False,
+                    on_nonfinite="stop",
+                )
                 loss = np.inf if hist.diverged else evaluate(model, x, y)[0]
             sweep[key].append({"lr": lr, "loss": loss, "hist": hist})
     return sweep
@@ -332,8 +402,13 @@ def weight_grad_norms(model, x, y, loss_fn=softmax_cross_entropy):
     left exactly as it was."""
     with preserved(model):
         _, grads = loss_and_gradients(model, x, y, loss_fn)
-    return np.array([np.linalg.norm(g) for (m, k), g in zip(model.parameters(), grads)
-                     if isinstance(m, Linear) and k == "weight"])
+    return np.array(
+        [
+            np.linalg.norm(g)
+            for (m, k), g in zip(model.parameters(), grads)
+            if isinstance(m, Linear) and k == "weight"
+        ]
+    )
 
 
 def mean_ics(history, name="ics", quantities=("l2", "cosine", "relative")):
@@ -355,8 +430,13 @@ def train_and_score(model, lr, x, y, test, **fit_kwargs):
     fit(model, SGD(model, lr), x, y, progress=False, **fit_kwargs)
     tr_loss, tr_acc = evaluate(model, x, y)
     te_loss, te_acc = evaluate(model, *test)
-    return dict(train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc,
-                gap=tr_acc - te_acc)
+    return dict(
+        train_loss=tr_loss,
+        train_acc=tr_acc,
+        test_loss=te_loss,
+        test_acc=te_acc,
+        gap=tr_acc - te_acc,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -368,15 +448,26 @@ def plot_depth(runs, grad_norms, title="6 x 100 sigmoid MLP, lr 1.0"):
     method, e.g. "plain", "bn"), and ``grad_norms[key]`` (L,) (see
     :func:`weight_grad_norms`) per layer on a log scale. Returns ``(fig, axes)``."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
     for key in runs:
-        axes[0].plot(runs[key].eval_step, runs[key].test_acc, color=COLORS[key],
-                     label=LABELS[key])
+        axes[0].plot(
+            runs[key].eval_step,
+            runs[key].test_acc,
+            color=COLORS[key],
+            label=LABELS[key],
+        )
         layers = np.arange(1, len(grad_norms[key]) + 1)
-        axes[1].semilogy(layers, grad_norms[key], "o-", color=COLORS[key], label=LABELS[key])
+        axes[1].semilogy(
+            layers, grad_norms[key], "o-", color=COLORS[key], label=LABELS[key]
+        )
     caption_axes(axes[0], "training step", "test accuracy", title)
-    caption_axes(axes[1], "layer (1 = input side)", "||dL/dW|| at initialization",
-                 "weight-gradient norm per layer")
+    caption_axes(
+        axes[1],
+        "layer (1 = input side)",
+        "||dL/dW|| at initialization",
+        "weight-gradient norm per layer",
+    )
     axes[0].legend()
     axes[1].legend()
     return fig, axes
@@ -389,6 +480,7 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
     ``move[key]`` (units,), how far each unit's percentiles moved. Returns ``(fig, axes)``.
     """
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0))
     for key, h in runs.items():
         axes[0].plot(h.eval_step, h.test_acc, color=COLORS[key], label=LABELS[key])
@@ -396,16 +488,25 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
     axes[0].legend(fontsize=8)
     for key in compare:
         steps, p = pct[key]
-        axes[1].fill_between(steps, p[:, 0, unit], p[:, 2, unit], color=COLORS[key],
-                             alpha=0.25)
+        axes[1].fill_between(
+            steps, p[:, 0, unit], p[:, 2, unit], color=COLORS[key], alpha=0.25
+        )
         axes[1].plot(steps, p[:, 1, unit], color=COLORS[key], lw=1, label=LABELS[key])
-    caption_axes(axes[1], "training step", "sigmoid input", f"(b) unit {unit}: median, 15-85 %")
+    caption_axes(
+        axes[1], "training step", "sigmoid input", f"(b) unit {unit}: median, 15-85 %"
+    )
     axes[1].legend(fontsize=8)
     bins = np.linspace(0, max(m.max() for m in move.values()), 30)
     for key in move:
-        axes[2].hist(move[key], bins=bins, color=COLORS[key], alpha=0.5, label=LABELS[key])
-    caption_axes(axes[2], "movement of a unit's percentiles", "number of units (of 100)",
-                 "(c) all last-layer units")
+        axes[2].hist(
+            move[key], bins=bins, color=COLORS[key], alpha=0.5, label=LABELS[key]
+        )
+    caption_axes(
+        axes[2],
+        "movement of a unit's percentiles",
+        "number of units (of 100)",
+        "(c) all last-layer units",
+    )
     axes[2].legend(fontsize=8)
     return fig, axes
 
@@ -420,9 +521,15 @@ def plot_landscape(land, keys=("plain", "bn")):
     max gradient change, mean beta)`` (time averages), in row order.
     """
     import matplotlib.pyplot as plt
+
     settings = list(dict.fromkeys(s for s, _ in land))
-    fig, axes = plt.subplots(len(settings), 3, figsize=(9.6, 2.4 * len(settings)),
-                             sharex="row", squeeze=False)
+    fig, axes = plt.subplots(
+        len(settings),
+        3,
+        figsize=(9.6, 2.4 * len(settings)),
+        sharex="row",
+        squeeze=False,
+    )
     summary = {}
     for row, setting in enumerate(settings):
         for key in keys:
@@ -431,17 +538,28 @@ def plot_landscape(land, keys=("plain", "bn")):
             _, G = series(h, "land", "grad_change")
             _, B = series(h, "land", "beta")
             c = COLORS[key]
-            axes[row, 0].fill_between(steps, L.min(1), L.max(1), color=c, alpha=0.4,
-                                      label=LABELS[key])
-            axes[row, 1].fill_between(steps, G.min(1), G.max(1), color=c, alpha=0.4,
-                                      label=LABELS[key])
+            axes[row, 0].fill_between(
+                steps, L.min(1), L.max(1), color=c, alpha=0.4, label=LABELS[key]
+            )
+            axes[row, 1].fill_between(
+                steps, G.min(1), G.max(1), color=c, alpha=0.4, label=LABELS[key]
+            )
             axes[row, 2].plot(steps, B, color=c, label=LABELS[key])
-            summary[setting, key] = ((L.max(1) - L.min(1)).mean(), G.max(1).mean(), B.mean())
+            summary[setting, key] = (
+                (L.max(1) - L.min(1)).mean(),
+                G.max(1).mean(),
+                B.mean(),
+            )
         caption_axes(axes[row, 0], "training step", "loss along g", setting)
-        caption_axes(axes[row, 1], "training step", "||g(w) - g(w - eta g)||",
-                     "gradient predictiveness")
-        caption_axes(axes[row, 2], "training step", "effective beta",
-                     "effective beta-smoothness")
+        caption_axes(
+            axes[row, 1],
+            "training step",
+            "||g(w) - g(w - eta g)||",
+            "gradient predictiveness",
+        )
+        caption_axes(
+            axes[row, 2], "training step", "effective beta", "effective beta-smoothness"
+        )
     axes[0, 0].legend(fontsize=8)
     return fig, summary
 
@@ -454,17 +572,23 @@ def plot_effective_lr(runs, rows):
     Returns ``(fig, eff_final)``, ``eff_final[lr]`` the effective rate at the last step.
     """
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
     shades = plt.cm.Blues(np.linspace(0.35, 1.0, len(runs)))
     eff_final = {}
     for r, shade in zip(runs, shades):
         steps, w2 = series(r["hist"], "w2")
-        eff = r["lr"] / (w2 / rows)                       # eta / (mean squared row norm)
+        eff = r["lr"] / (w2 / rows)  # eta / (mean squared row norm)
         axes[0].semilogy(steps, w2, color=shade, label=f"lr {r['lr']:.2g}")
         axes[1].loglog(steps, eff, color=shade)
         eff_final[r["lr"]] = eff[-1]
-    caption_axes(axes[0], "training step", "||W1||^2", "BN runs of the sweep: weight norm")
-    caption_axes(axes[1], "training step", "eta / mean ||w_j||^2", "effective learning rate")
-    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=7, ncol=2,
-                   loc="upper right")
+    caption_axes(
+        axes[0], "training step", "||W1||^2", "BN runs of the sweep: weight norm"
+    )
+    caption_axes(
+        axes[1], "training step", "eta / mean ||w_j||^2", "effective learning rate"
+    )
+    axes[1].legend(
+        *axes[0].get_legend_handles_labels(), fontsize=7, ncol=2, loc="upper right"
+    )
     return fig, eff_final

@@ -12,6 +12,7 @@
   :func:`plot_rnn_length_experiment`: BN per time step vs LN (:class:`bnlib.NormRNN`)
   on lengths seen and unseen in training.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -40,8 +41,14 @@ __all__ = [
 
 # ---------------------------------------------------------------- chapter 5: normalized axes
 
-def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups=2,
-                   index=(1, 1, 0), figsize=(10.0, 3.0)):
+
+def plot_norm_axes(
+    methods=("bn", "ln", "in", "gn"),
+    shape=(4, 6, 5),
+    num_groups=2,
+    index=(1, 1, 0),
+    figsize=(10.0, 3.0),
+):
     """Four (N, C, spatial) blocks with the set that shares one mean and variance shaded.
 
     Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
@@ -59,7 +66,7 @@ def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups
     for k, method in enumerate(methods):
         ax = fig.add_subplot(1, len(methods), k + 1, projection="3d")
         mask = normalized_mask(method, shape, index, num_groups)
-        shaded = mask.transpose(1, 0, 2)                     # voxel axes: x = C, y = N, z = HW
+        shaded = mask.transpose(1, 0, 2)  # voxel axes: x = C, y = N, z = HW
         ax.voxels(~shaded, facecolors="#d9d9d920", edgecolor="#9090907f", linewidth=0.4)
         ax.voxels(shaded, facecolors=COLORS[method], edgecolor="#404040", linewidth=0.5)
         ax.set_box_aspect((c, n, s), zoom=0.88)
@@ -81,6 +88,7 @@ def plot_norm_axes(methods=("bn", "ln", "in", "gn"), shape=(4, 6, 5), num_groups
 
 # --------------------------------------------------------------------------- axes
 
+
 def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
     """Axes a method averages over for an input of rank ``ndim`` laid out (N, C, *spatial).
 
@@ -99,19 +107,30 @@ def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
     last axis only (``LayerNorm(d)``): that is "ln" with the token axis treated as batch.
     """
     if ndim < 2:
-        raise ValueError(f"expected an input of rank >= 2 laid out (N, C, *spatial), got rank {ndim}")
+        raise ValueError(
+            f"expected an input of rank >= 2 laid out (N, C, *spatial), got rank {ndim}"
+        )
     spatial = tuple(range(2, ndim))
-    table = {"bn": (0,) + spatial, "ln": (1,) + spatial, "rms": (1,) + spatial,
-             "in": spatial, "gn": tuple(range(2, ndim + 1))}
+    table = {
+        "bn": (0,) + spatial,
+        "ln": (1,) + spatial,
+        "rms": (1,) + spatial,
+        "in": spatial,
+        "gn": tuple(range(2, ndim + 1)),
+    }
     if method not in table:
         raise ValueError(f"method must be one of {sorted(table)}, got {method!r}")
     if method == "in" and not spatial:
-        raise ValueError("InstanceNorm needs at least one spatial axis (N, C, L, ...); "
-                         f"got rank {ndim}")
+        raise ValueError(
+            "InstanceNorm needs at least one spatial axis (N, C, L, ...); "
+            f"got rank {ndim}"
+        )
     return table[method]
 
 
-def normalized_mask(method: str, shape: tuple, index: tuple, num_groups: int = 2) -> np.ndarray:
+def normalized_mask(
+    method: str, shape: tuple, index: tuple, num_groups: int = 2
+) -> np.ndarray:
     """Boolean mask (shape ``shape``) of the entries that share statistics with ``index``.
 
     ``shape`` is (N, C, *spatial); the mask marks the set one mean and one variance are
@@ -121,10 +140,17 @@ def normalized_mask(method: str, shape: tuple, index: tuple, num_groups: int = 2
     shape, index = tuple(shape), tuple(index)
     n, c = shape[:2]
     if method == "gn" and c % num_groups:
-        raise ValueError(f"num_channels ({c}) must be divisible by num_groups ({num_groups})")
+        raise ValueError(
+            f"num_channels ({c}) must be divisible by num_groups ({num_groups})"
+        )
     nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
-    per = {"bn": (cc,), "ln": (nn,), "rms": (nn,), "in": (nn, cc),
-           "gn": (nn, cc // max(c // num_groups, 1))}
+    per = {
+        "bn": (cc,),
+        "ln": (nn,),
+        "rms": (nn,),
+        "in": (nn, cc),
+        "gn": (nn, cc // max(c // num_groups, 1)),
+    }
     if method not in per:
         raise ValueError(f"method must be one of {sorted(per)}, got {method!r}")
     same = np.ones((n, c), dtype=bool)
@@ -133,7 +159,9 @@ def normalized_mask(method: str, shape: tuple, index: tuple, num_groups: int = 2
     return np.broadcast_to(same.reshape((n, c) + (1,) * (len(shape) - 2)), shape).copy()
 
 
-def make_drift_task(num_samples, length, rng=None, drift=0.15, noise=1.0, min_length=None):
+def make_drift_task(
+    num_samples, length, rng=None, drift=0.15, noise=1.0, min_length=None
+):
     """Sequences whose class is the sign of a hidden drift: x_t = s * drift + noise * e_t.
 
     s = +1 (class 1) or -1 (class 0), e_t standard normal, one input feature. The
@@ -163,14 +191,28 @@ def drift_test_sets(max_len=30, num_samples=2000, min_length=5, rng=None):
     * ``"length {2 * max_len}"``: every sequence has T = 2 * max_len steps.
     """
     rng = np.random.default_rng(rng)
-    return {f"lengths {min_length}-{max_len}":
-                make_drift_task(num_samples, max_len, rng=rng, min_length=min_length)[:2],
-            f"length {max_len}": make_drift_task(num_samples, max_len, rng=rng)[:2],
-            f"length {2 * max_len}": make_drift_task(num_samples, 2 * max_len, rng=rng)[:2]}
+    return {
+        f"lengths {min_length}-{max_len}": make_drift_task(
+            num_samples, max_len, rng=rng, min_length=min_length
+        )[:2],
+        f"length {max_len}": make_drift_task(num_samples, max_len, rng=rng)[:2],
+        f"length {2 * max_len}": make_drift_task(num_samples, 2 * max_len, rng=rng)[:2],
+    }
 
 
-def rnn_length_experiment(runs, tests, seeds=3, max_len=30, hidden=16, train_size=1500,
-                          min_length=5, epochs=3, batch_size=16, lr=0.003, rng=None):
+def rnn_length_experiment(
+    runs,
+    tests,
+    seeds=3,
+    max_len=30,
+    hidden=16,
+    train_size=1500,
+    min_length=5,
+    epochs=3,
+    batch_size=16,
+    lr=0.003,
+    rng=None,
+):
     """Train :func:`rnn_classifier` networks on the drift task and test them on ``tests``.
 
     ``runs`` maps a run name to ``(norm, variable)``: norm "bn" or "ln", and whether its
@@ -188,24 +230,44 @@ def rnn_length_experiment(runs, tests, seeds=3, max_len=30, hidden=16, train_siz
     rng = np.random.default_rng(rng)
     models, acc = {}, {name: {t: [] for t in tests} for name in runs}
     for _ in range(seeds):
-        train_sets = {True: make_drift_task(train_size, max_len, rng=rng,
-                                            min_length=min_length)[:2],
-                      False: make_drift_task(train_size, max_len, rng=rng)[:2]}
+        train_sets = {
+            True: make_drift_task(train_size, max_len, rng=rng, min_length=min_length)[
+                :2
+            ],
+            False: make_drift_task(train_size, max_len, rng=rng)[:2],
+        }
         for name, (norm, variable) in runs.items():
-            model = rnn_classifier(1, hidden, 2, norm=norm, max_len=max_len,
-                                   extrapolate="last", rng=rng)
-            fit(model, Adam(model, lr=lr), *train_sets[variable],
-                epochs=epochs, batch_size=batch_size, rng=rng, progress=False)
+            model = rnn_classifier(
+                1, hidden, 2, norm=norm, max_len=max_len, extrapolate="last", rng=rng
+            )
+            fit(
+                model,
+                Adam(model, lr=lr),
+                *train_sets[variable],
+                epochs=epochs,
+                batch_size=batch_size,
+                rng=rng,
+                progress=False,
+            )
             models[name] = model
             for t, data_t in tests.items():
                 acc[name][t].append(evaluate(model, *data_t)[1])
-    acc = {name: {t: float(np.mean(v)) for t, v in a.items()} for name, a in acc.items()}
+    acc = {
+        name: {t: float(np.mean(v)) for t, v in a.items()} for name, a in acc.items()
+    }
     return acc, models
 
 
-def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
-                               variable="BN, lengths 5-30", fixed="BN, all length 30",
-                               figsize=(10.0, 3.2)):
+def plot_rnn_length_experiment(
+    models,
+    acc,
+    runs,
+    num_batches,
+    num_runs=3,
+    variable="BN, lengths 5-30",
+    fixed="BN, all length 30",
+    figsize=(10.0, 3.2),
+):
     """Three panels on the outcome of :func:`rnn_length_experiment`.
 
     Left: ``active_counts / num_batches`` of the BN layers of runs ``variable`` and
@@ -218,22 +280,23 @@ def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
     """
     import matplotlib.pyplot as plt
 
-
     rnn_var, rnn_fix = models[variable][0], models[fixed][0]
     steps = np.arange(len(rnn_var.active_counts))
     label_var, label_fix = variable.split(", ", 1)[-1], fixed.split(", ", 1)[-1]
     fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize)
     fixed_style = dict(color=COLORS["reference"], ls="--", label=label_fix)
-    a0.plot(steps, rnn_var.active_counts / num_batches, color=COLORS["bn"],
-            label=label_var)
+    a0.plot(
+        steps, rnn_var.active_counts / num_batches, color=COLORS["bn"], label=label_var
+    )
     a0.plot(steps, rnn_fix.active_counts / num_batches, **fixed_style)
     a0.axhline(2, color="k", lw=0.8, ls=":")
     a0.set_xlabel("time step t")
     a0.set_ylabel("sequences per batch at step t")
     a0.set_title("who contributes to BN's statistics")
     a0.legend(fontsize=8)
-    a1.plot(steps, rnn_var.running_var.mean(axis=1), color=COLORS["bn"],
-            label=label_var)
+    a1.plot(
+        steps, rnn_var.running_var.mean(axis=1), color=COLORS["bn"], label=label_var
+    )
     a1.plot(steps, rnn_fix.running_var.mean(axis=1), **fixed_style)
     a1.set_xlabel("time step t")
     a1.set_ylabel("running variance of $a_t$")
@@ -242,12 +305,21 @@ def plot_rnn_length_experiment(models, acc, runs, num_batches, num_runs=3,
     tests = list(next(iter(acc.values())))
     width = 0.27
     for k, (name, (norm, variable_lengths)) in enumerate(runs.items()):
-        style = (dict(color=COLORS[norm]) if variable_lengths else
-                 dict(color="white", edgecolor=COLORS[norm], hatch="///"))
-        a2.bar(np.arange(len(tests)) + (k - (len(runs) - 1) / 2) * width,
-               [acc[name][t] for t in tests], width, label=name, **style)
-    a2.set_xticks(np.arange(len(tests)),
-                  ["test {}\n{}".format(*t.split(" ", 1)) for t in tests])
+        style = (
+            dict(color=COLORS[norm])
+            if variable_lengths
+            else dict(color="white", edgecolor=COLORS[norm], hatch="///")
+        )
+        a2.bar(
+            np.arange(len(tests)) + (k - (len(runs) - 1) / 2) * width,
+            [acc[name][t] for t in tests],
+            width,
+            label=name,
+            **style,
+        )
+    a2.set_xticks(
+        np.arange(len(tests)), ["test {}\n{}".format(*t.split(" ", 1)) for t in tests]
+    )
     a2.set_ylim(0.5, 0.9)
     a2.set_ylabel("test accuracy")
     a2.set_title(f"mean accuracy over {num_runs} runs")
@@ -261,22 +333,29 @@ def _transform(name, w, x, rng):
     if name == "weight matrix re-scaling":
         return 2.7 * w, x
     if name == "weight matrix re-centering":
-        return w + rng.normal(size=(1, d)), x             # the same vector added to every row
+        return w + rng.normal(size=(1, d)), x  # the same vector added to every row
     if name == "weight vector re-scaling":
         return w * rng.uniform(0.3, 3.0, size=(c, 1)), x  # each row its own factor
     if name == "dataset re-scaling":
         return w, 2.7 * x
     if name == "dataset re-centering":
-        return w, x + rng.normal(size=(1, d, 1))          # the same shift for every example
+        return w, x + rng.normal(size=(1, d, 1))  # the same shift for every example
     if name == "single training case re-scaling":
         return w, x * rng.uniform(0.3, 3.0, size=(x.shape[0], 1, 1))
-    raise ValueError(f"unknown transformation {name!r}; expected one of {TRANSFORMATIONS}")
+    raise ValueError(
+        f"unknown transformation {name!r}; expected one of {TRANSFORMATIONS}"
+    )
 
 
 #: The six transformations of Ba, Kiros & Hinton (2016), Table 1, in its column order.
-TRANSFORMATIONS = ("weight matrix re-scaling", "weight matrix re-centering",
-                   "weight vector re-scaling", "dataset re-scaling", "dataset re-centering",
-                   "single training case re-scaling")
+TRANSFORMATIONS = (
+    "weight matrix re-scaling",
+    "weight matrix re-centering",
+    "weight vector re-scaling",
+    "dataset re-scaling",
+    "dataset re-centering",
+    "single training case re-scaling",
+)
 
 
 #: Ba, Kiros & Hinton (2016), Table 1: True = invariant.
@@ -298,17 +377,28 @@ def _normalized_layer(method, w, x, eps, num_groups):
         return a / np.linalg.norm(w, axis=1)[None, :, None]
     if method == "gn":
         n, c, length = a.shape
-        out, _ = F.norm_forward(a.reshape(n, num_groups, c // num_groups, length), None, None,
-                                (2, 3), eps)
+        out, _ = F.norm_forward(
+            a.reshape(n, num_groups, c // num_groups, length), None, None, (2, 3), eps
+        )
         return out.reshape(a.shape)
-    out, _ = F.norm_forward(a, None, None, reduction_axes(method, 3), eps,
-                            center=method != "rms")
+    out, _ = F.norm_forward(
+        a, None, None, reduction_axes(method, 3), eps, center=method != "rms"
+    )
     return out
 
 
-def invariance_table(methods=("bn", "wn", "ln"), length=1, num_examples=16, in_features=6,
-                     out_features=8, num_groups=2, eps=1e-12, tol=1e-6, rng=0,
-                     return_changes=False):
+def invariance_table(
+    methods=("bn", "wn", "ln"),
+    length=1,
+    num_examples=16,
+    in_features=6,
+    out_features=8,
+    num_groups=2,
+    eps=1e-12,
+    tol=1e-6,
+    rng=0,
+    return_changes=False,
+):
     """Check numerically which transformation leaves each method's output unchanged.
 
     A linear layer with weights W (out_features, in_features) is applied at each of
@@ -323,7 +413,9 @@ def invariance_table(methods=("bn", "wn", "ln"), length=1, num_examples=16, in_f
     """
     rng = np.random.default_rng(rng)
     w = rng.normal(size=(out_features, in_features))
-    x = rng.normal(size=(num_examples, in_features, length)) + rng.normal(size=(1, in_features, 1))
+    x = rng.normal(size=(num_examples, in_features, length)) + rng.normal(
+        size=(1, in_features, 1)
+    )
     table, changes = {}, {}
     for method in methods:
         base = _normalized_layer(method, w, x, eps, num_groups)
@@ -348,13 +440,24 @@ def invariance_html(table, labels=None):
     for method, row in table.items():
         cells = "".join(f"<td>{'<b>yes</b>' if row[c] else 'no'}</td>" for c in cols)
         rows.append(f"<tr><td>{labels.get(method, method)}</td>{cells}</tr>")
-    return (f"<table class=\"table\"><thead><tr><th>invariant?</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f'<table class="table"><thead><tr><th>invariant?</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
-def batch_size_sweep(data, norms=("bn", "ln", "gn"), batch_sizes=(2, 4, 8, 16, 32, 64),
-                     epochs=1, optimizer="adam", lr=0.01, ref_batch=32, train_size=None, rng=0,
-                     **net_kwargs):
+def batch_size_sweep(
+    data,
+    norms=("bn", "ln", "gn"),
+    batch_sizes=(2, 4, 8, 16, 32, 64),
+    epochs=1,
+    optimizer="adam",
+    lr=0.01,
+    ref_batch=32,
+    train_size=None,
+    rng=0,
+    **net_kwargs,
+):
     """Train :func:`conv1d_net` for each norm and batch size; return test errors.
 
     Every run sees the same number of epochs over the same (first ``train_size``)
@@ -372,13 +475,20 @@ def batch_size_sweep(data, norms=("bn", "ln", "gn"), batch_sizes=(2, 4, 8, 16, 3
     for norm in norms:
         errs = []
         for b in batch_sizes:
-            model = conv1d_net(norm, length=xs.shape[-1], in_channels=xs.shape[1], rng=rng,
-                               **net_kwargs)
+            model = conv1d_net(
+                norm,
+                length=xs.shape[-1],
+                in_channels=xs.shape[1],
+                rng=rng,
+                **net_kwargs,
+            )
             if optimizer == "sgd":
                 opt = SGD(model, lr=lr * b / ref_batch, momentum=0.9)
             else:
                 opt = Adam(model, lr=lr * np.sqrt(b / ref_batch))
-            fit(model, opt, xs, ys, epochs=epochs, batch_size=b, rng=rng, progress=False)
+            fit(
+                model, opt, xs, ys, epochs=epochs, batch_size=b, rng=rng, progress=False
+            )
             errs.append(100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1]))
         errors[norm] = np.array(errs)
     return errors

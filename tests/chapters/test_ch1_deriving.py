@@ -1,4 +1,5 @@
 """Tests for bnlib.diagrams (chapter 1 figures)."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,7 +13,9 @@ from bnlib.chapters import ch1_deriving as ch1  # noqa: E402
 
 
 def _gids(fig, prefix):
-    return sorted(a.get_gid() for a in fig.findobj() if (a.get_gid() or "").startswith(prefix))
+    return sorted(
+        a.get_gid() for a in fig.findobj() if (a.get_gid() or "").startswith(prefix)
+    )
 
 
 def _staged_example(seed=0):
@@ -67,16 +70,20 @@ def test_gradient_geometry_residual_panel():
     dy = rng.normal(size=(9, 1)) + x
     _, cache = F.batchnorm_forward(x, np.array([2.0]), np.array([0.5]), eps=0.0)
     dx, _, _ = F.batchnorm_backward(dy, cache)
-    fig = ch1.plot_gradient_geometry(cache["x_hat"][:, 0], dy[:, 0], dx[:, 0], 2.0,
-                                          cache["inv_std"].item())
+    fig = ch1.plot_gradient_geometry(
+        cache["x_hat"][:, 0], dy[:, 0], dx[:, 0], 2.0, cache["inv_std"].item()
+    )
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     (resid,) = [a for a in fig.axes[1].collections if a.get_gid() == "residual"]
     assert len(resid.get_segments()) == 9
     # the rescaled dx is the least-squares residual of dy on x_hat (exact when eps = 0)
     xh = cache["x_hat"][:, 0]
     slope, icpt = np.polyfit(xh, dy[:, 0], 1)
-    np.testing.assert_allclose(dx[:, 0] / (2.0 * cache["inv_std"].item()),
-                               dy[:, 0] - icpt - slope * xh, atol=1e-10)
+    np.testing.assert_allclose(
+        dx[:, 0] / (2.0 * cache["inv_std"].item()),
+        dy[:, 0] - icpt - slope * xh,
+        atol=1e-10,
+    )
     plt.close(fig)
 
 
@@ -85,9 +92,12 @@ def test_weight_scale_sweep_shapes_and_inverse_square_law():
     res = ch1.weight_scale_sweep(scales, steps=5, m=32)
     assert res["loss"].shape == (3, 6) and res["norm"].shape == (3, 6)
     assert res["angle"].shape == (3, 5) and res["rel_step"].shape == (3, 5)
-    np.testing.assert_allclose(res["loss"][:, 0], res["loss"][0, 0], rtol=1e-4)  # eps breaks exact invariance
-    np.testing.assert_allclose(res["rel_step"][:, 0] * np.square(scales),
-                               res["rel_step"][1, 0], rtol=1e-3)
+    np.testing.assert_allclose(
+        res["loss"][:, 0], res["loss"][0, 0], rtol=1e-4
+    )  # eps breaks exact invariance
+    np.testing.assert_allclose(
+        res["rel_step"][:, 0] * np.square(scales), res["rel_step"][1, 0], rtol=1e-3
+    )
     assert np.all(np.diff(res["norm"], axis=1) >= 0)
     assert res["radial"].max() < 1e-2
 
@@ -107,6 +117,11 @@ def test_brief_summaries():
 
 def test_markdown_table():
     text = ch1.markdown_table(["a", "b"], [[1, "x"], ["2.50", "y"]])
-    assert text.splitlines() == ["| a | b |", "| --- | --- |", "| 1 | x |", "| 2.50 | y |"]
+    assert text.splitlines() == [
+        "| a | b |",
+        "| --- | --- |",
+        "| 1 | x |",
+        "| 2.50 | y |",
+    ]
     with pytest.raises(ValueError, match="expected 2"):
         ch1.markdown_table(["a", "b"], [[1]])

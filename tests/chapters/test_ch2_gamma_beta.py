@@ -1,4 +1,5 @@
 """Tests for bnlib.intuition (chapter 2: what gamma and beta do)."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -20,7 +21,10 @@ def _close_figures():
 
 # ---------------------------------------------------------------- sampler and stages
 
-@pytest.mark.parametrize("mean,spread,sk", [(0.0, 1.0, 0.0), (2.0, 1.5, 1.0), (-3.0, 0.5, -1.5)])
+
+@pytest.mark.parametrize(
+    "mean,spread,sk", [(0.0, 1.0, 0.0), (2.0, 1.5, 1.0), (-3.0, 0.5, -1.5)]
+)
 def test_sample_skewed_moments(mean, spread, sk):
     x = ch2.sample_skewed(200_000, mean, spread, sk, rng=0)
     assert x.shape == (200_000,)
@@ -30,18 +34,24 @@ def test_sample_skewed_moments(mean, spread, sk):
 
 
 def test_sample_skewed_is_seeded_and_checks_spread():
-    np.testing.assert_array_equal(ch2.sample_skewed(10, 1, 2, 1, rng=3), ch2.sample_skewed(10, 1, 2, 1, rng=3))
+    np.testing.assert_array_equal(
+        ch2.sample_skewed(10, 1, 2, 1, rng=3), ch2.sample_skewed(10, 1, 2, 1, rng=3)
+    )
     with pytest.raises(ValueError, match="spread"):
         ch2.sample_skewed(10, spread=0.0)
 
 
-@pytest.mark.parametrize("gamma,beta", [(0.5, -1.0), (1.0, 0.0), (3.0, 2.0), (-2.0, 0.5)])
+@pytest.mark.parametrize(
+    "gamma,beta", [(0.5, -1.0), (1.0, 0.0), (3.0, 2.0), (-2.0, 0.5)]
+)
 def test_bn_stages_mean_is_beta_and_variance_is_gamma_squared(gamma, beta):
     x = ch2.sample_skewed(1000, 4.0, 3.0, 1.0, rng=1)
     st = ch2.bn_stages(x, gamma, beta, "relu", eps=1e-5)
     assert set(st) == {"input", "x_hat", "bn", "activation"}
     np.testing.assert_allclose(st["bn"].mean(), beta, atol=1e-12)
-    np.testing.assert_allclose(st["bn"].var(), gamma**2 * x.var() / (x.var() + 1e-5), rtol=1e-10)
+    np.testing.assert_allclose(
+        st["bn"].var(), gamma**2 * x.var() / (x.var() + 1e-5), rtol=1e-10
+    )
     np.testing.assert_allclose(st["activation"], np.maximum(st["bn"], 0))
     # the module gives the same numbers
     bn = bnlib.BatchNorm1d(1)
@@ -61,7 +71,9 @@ def test_draw_bn_histograms_returns_the_stats_it_draws():
     x = ch2.sample_skewed(2000, 1.0, 2.0, 0.5, rng=2)
     fig, axes = plt.subplots(1, 3)
     st = ch2.draw_bn_histograms(axes, x, 2.0, -1.0, "sigmoid")
-    np.testing.assert_allclose([st["bn_mean"], st["bn_var"]], [-1.0, 4.0], rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(
+        [st["bn_mean"], st["bn_var"]], [-1.0, 4.0], rtol=1e-4, atol=1e-12
+    )
     a = ch2.bn_stages(x, 2.0, -1.0)["activation"]
     np.testing.assert_allclose(st["saturated"], np.mean((a < 0.05) | (a > 0.95)))
     assert all(len(ax.patches) >= 1 for ax in axes)
@@ -77,19 +89,34 @@ def test_view_and_grid_draw_the_same_panel():
 
 # ---------------------------------------------------------------- widgets
 
+
 def test_gamma_beta_widget_redraws_when_a_slider_moves():
     w = ch2.gamma_beta_widget(n=2000, seed=0)
-    assert set(w.controls) == {"gamma", "beta", "mean", "spread", "skew", "nonlinearity"}
+    assert set(w.controls) == {
+        "gamma",
+        "beta",
+        "mean",
+        "spread",
+        "skew",
+        "nonlinearity",
+    }
     np.testing.assert_allclose(w.last_stats["bn_var"], 1.0, rtol=1e-3)
     w.controls["gamma"].value = 3.0
     np.testing.assert_allclose(w.last_stats["bn_var"], 9.0, rtol=1e-3)
     w.controls["beta"].value = -2.0
     np.testing.assert_allclose(w.last_stats["bn_mean"], -2.0, atol=1e-12)
     w.controls["nonlinearity"].value = "relu"
-    np.testing.assert_allclose(w.last_stats["active"], np.mean(
-        ch2.bn_stages(ch2.sample_skewed(2000, 2.0, 1.5, 1.0, rng=0), 3.0, -2.0)["bn"] > 0))
+    np.testing.assert_allclose(
+        w.last_stats["active"],
+        np.mean(
+            ch2.bn_stages(ch2.sample_skewed(2000, 2.0, 1.5, 1.0, rng=0), 3.0, -2.0)[
+                "bn"
+            ]
+            > 0
+        ),
+    )
     before = w.last_stats["input_mean"]
-    w.controls["mean"].value = -3.0          # the input moves, the BN output does not
+    w.controls["mean"].value = -3.0  # the input moves, the BN output does not
     assert w.last_stats["input_mean"] < before - 4
     np.testing.assert_allclose(w.last_stats["bn_mean"], -2.0, atol=1e-12)
 
@@ -104,6 +131,7 @@ def test_relu_widget_redraws_when_a_slider_moves():
 
 # ---------------------------------------------------------------- sigmoid linear regime
 
+
 @pytest.mark.parametrize("tol", [0.01, 0.05, 0.1, 0.3])
 def test_sigmoid_linear_bound_solves_the_ratio(tol):
     z = ch2.sigmoid_linear_bound(tol)
@@ -116,8 +144,9 @@ def test_sigmoid_linear_bound_solves_the_ratio(tol):
 def test_sigmoid_linear_regime_matches_the_normal_cdf():
     z = np.random.default_rng(0).standard_normal(200_000)
     r = ch2.sigmoid_linear_regime(z, 0.1)
-    np.testing.assert_allclose(r["fraction"], 2 * norm.cdf(ch2.sigmoid_linear_bound(0.1)) - 1,
-                               atol=0.005)
+    np.testing.assert_allclose(
+        r["fraction"], 2 * norm.cdf(ch2.sigmoid_linear_bound(0.1)) - 1, atol=0.005
+    )
     assert r["r2"] > 0.98 and r["saturated"] < 0.01
     big = ch2.sigmoid_linear_regime(8 * z, 0.1)
     assert big["saturated"] > 0.6 and big["r2"] < r["r2"]
@@ -128,24 +157,30 @@ def test_unit_input_ranges_and_figures():
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, rng=0)
     net = bnlib.make_mlp([5, 8, 6, 3], "sigmoid", "bn", rng=0)
     net.train()
-    net(data.x_train)                                       # fill the running statistics
+    net(data.x_train)  # fill the running statistics
     r = ch2.unit_input_ranges(net, data.x_train)
     assert [a.shape for a in r] == [(3, 8), (3, 6)]
     assert np.all(r[0][0] <= r[0][1]) and np.all(r[0][1] <= r[0][2])
     fig, ranges = ch2.plot_learned_affine(net, data.x_train)
     assert len(fig.axes) == 3
     fig, table = ch2.plot_sigmoid_regime([0.5, 1.0, 2.0], betas=(0.0,), n=2000)
-    assert [t["saturated"] for t in table[0.0]] == sorted(t["saturated"] for t in table[0.0])
+    assert [t["saturated"] for t in table[0.0]] == sorted(
+        t["saturated"] for t in table[0.0]
+    )
 
 
 # ---------------------------------------------------------------- mean-shift experiment
+
 
 def test_mean_shift_task_and_models():
     x0, t0 = ch2.mean_shift_task(0.0, n=64, d=5, k=3, rng=1)
     x5, t5 = ch2.mean_shift_task(5.0, n=64, d=5, k=3, rng=1)
     np.testing.assert_array_equal(x0, x5)
     np.testing.assert_allclose(t5 - t0, 5.0)
-    plain, bn = ch2.mean_shift_model(False, d=5, k=3), ch2.mean_shift_model(True, d=5, k=3)
+    plain, bn = (
+        ch2.mean_shift_model(False, d=5, k=3),
+        ch2.mean_shift_model(True, d=5, k=3),
+    )
     assert isinstance(bn[-1], bnlib.BatchNorm1d) and "bias" not in bn[-2].params
     assert "bias" in plain[-1].params
     np.testing.assert_array_equal(plain[0].params["weight"], bn[0].params["weight"])
@@ -154,7 +189,9 @@ def test_mean_shift_task_and_models():
 def test_steps_to_target_counts_updates():
     x, t = ch2.mean_shift_task(1.0, n=64, rng=0)
     net = ch2.mean_shift_model(True)
-    r = ch2.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=7)
+    r = ch2.steps_to_target(
+        net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=7
+    )
     assert r["steps"] is None and len(r["loss"]) == 8 and r["mean"].shape == (8, 2)
     net = ch2.mean_shift_model(True)
     r = ch2.steps_to_target(net, bnlib.SGD(net, lr=1.0), x, t, loss_target=1e9)
@@ -166,13 +203,16 @@ def test_with_bn_a_mean_shift_only_changes_beta():
     for shift in (0.0, 4.0):
         x, t = ch2.mean_shift_task(shift, n=64, rng=0)
         net = ch2.mean_shift_model(True)
-        ch2.steps_to_target(net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=20)
+        ch2.steps_to_target(
+            net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.0, max_steps=20
+        )
         nets.append(net)
     for (m0, k), (m1, _) in zip(nets[0].parameters(), nets[1].parameters()):
         if isinstance(m0, bnlib.BatchNorm1d) and k == "bias":
             # beta's distance to the target mean shrinks by (1 - lr * 2 / k) per step
-            np.testing.assert_allclose(m1.params[k] - m0.params[k], 4.0 * (1 - 0.7**20),
-                                       rtol=1e-9)
+            np.testing.assert_allclose(
+                m1.params[k] - m0.params[k], 4.0 * (1 - 0.7**20), rtol=1e-9
+            )
         else:
             np.testing.assert_allclose(m1.params[k], m0.params[k], atol=1e-10)
 
@@ -180,30 +220,41 @@ def test_with_bn_a_mean_shift_only_changes_beta():
 def test_mean_shift_sweep_and_plot():
     runs = ch2.mean_shift_sweep([0.0, 2.0], [0.3], max_steps=30, loss_target=0.5)
     assert set(runs) == {(b, s, 0.3) for b in (False, True) for s in (0.0, 2.0)}
-    fig, best = ch2.plot_mean_shift(runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30)
+    fig, best = ch2.plot_mean_shift(
+        runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30
+    )
     assert set(best) == {(b, s) for b in (False, True) for s in (0.0, 2.0)}
     assert all(lr == 0.3 for _, lr in best.values())
 
 
 # ---------------------------------------------------------------- ReLU
 
+
 def test_relu_active_fraction():
     np.testing.assert_allclose(ch2.relu_active_fraction(1.0, 0.0), 0.5)
     np.testing.assert_allclose(ch2.relu_active_fraction(2.0, -1.0), norm.cdf(-0.5))
-    np.testing.assert_allclose(ch2.relu_active_fraction(-2.0, -1.0), norm.cdf(-0.5))  # |gamma|
-    assert ch2.relu_active_fraction(0.0, 1.0) == 1.0 and ch2.relu_active_fraction(0.0, -1.0) == 0.0
+    np.testing.assert_allclose(
+        ch2.relu_active_fraction(-2.0, -1.0), norm.cdf(-0.5)
+    )  # |gamma|
+    assert (
+        ch2.relu_active_fraction(0.0, 1.0) == 1.0
+        and ch2.relu_active_fraction(0.0, -1.0) == 0.0
+    )
     out = ch2.relu_active_fraction(np.array([1.0, 2.0]), np.array([0.0, 2.0]))
     np.testing.assert_allclose(out, norm.cdf([0.0, 1.0]))
     x_hat = np.random.default_rng(0).standard_normal(100_000)
     for g, b in [(1.0, -1.0), (0.5, 0.3), (-3.0, 2.0)]:
-        np.testing.assert_allclose(np.mean(g * x_hat + b > 0), ch2.relu_active_fraction(g, b),
-                                   atol=0.005)
+        np.testing.assert_allclose(
+            np.mean(g * x_hat + b > 0), ch2.relu_active_fraction(g, b), atol=0.005
+        )
 
 
 def test_relu_panels():
     x_hat = np.random.default_rng(0).standard_normal(3000)
     fig, measured = ch2.relu_grid(x_hat, [(1.0, -1.0), (2.0, 0.5)])
-    np.testing.assert_allclose(measured, [np.mean(x_hat > 1.0), np.mean(2 * x_hat + 0.5 > 0)])
+    np.testing.assert_allclose(
+        measured, [np.mean(x_hat > 1.0), np.mean(2 * x_hat + 0.5 > 0)]
+    )
     fig, st = ch2.relu_view(1.0, 0.5, n=3000, seed=0)
     np.testing.assert_allclose(st["predicted"], norm.cdf(0.5))
 
@@ -211,14 +262,16 @@ def test_relu_panels():
 def test_active_fractions_and_dead_units():
     data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, rng=0)
     net = bnlib.make_mlp([5, 8, 3], "relu", None, rng=0)
-    net[0].params["bias"][:3] = -100.0                      # three units that never fire
+    net[0].params["bias"][:3] = -100.0  # three units that never fire
     fr = ch2.active_fractions(net, data.x_train)
     assert len(fr) == 1 and fr[0].shape == (8,)
     assert np.all(fr[0][:3] == 0) and np.all(fr[0][3:] > 0)
 
 
 def test_dead_unit_census_small():
-    data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
+    data = bnlib.make_gaussian_classes(
+        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
+    )
     rows = ch2.dead_unit_census(data, [0.05], width=8, epochs=1, batch_size=50)
     assert [r["norm"] for r in rows] == [None, "bn"]
     assert all(len(r["dead"]) == 2 and 0 <= r["test_acc"] <= 1 for r in rows)
@@ -226,20 +279,25 @@ def test_dead_unit_census_small():
 
 # ---------------------------------------------------------------- training a subset
 
+
 def _net():
     return bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
 
 
 def test_bn_affine_parameters():
     pairs = ch2.bn_affine_parameters(_net())
-    assert [(type(m).__name__, k) for m, k in pairs] == [("BatchNorm1d", "weight"),
-                                                         ("BatchNorm1d", "bias")] * 2
+    assert [(type(m).__name__, k) for m, k in pairs] == [
+        ("BatchNorm1d", "weight"),
+        ("BatchNorm1d", "bias"),
+    ] * 2
     assert sum(m.params[k].size for m, k in pairs) == 2 * (8 + 6)
 
 
 def test_random_parameter_masks():
     net = _net()
-    pairs = [(m, k) for m, k in net.parameters() if not isinstance(m, bnlib.BatchNorm1d)]
+    pairs = [
+        (m, k) for m, k in net.parameters() if not isinstance(m, bnlib.BatchNorm1d)
+    ]
     masks = ch2.random_parameter_masks(pairs, 17, rng=0)
     assert [mk.shape for mk in masks] == [m.params[k].shape for m, k in pairs]
     assert sum(int(mk.sum()) for mk in masks) == 17
@@ -249,8 +307,13 @@ def test_random_parameter_masks():
         ch2.random_parameter_masks(pairs, 10**6)
 
 
-@pytest.mark.parametrize("make_opt", [lambda p: bnlib.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
-                                      lambda p: bnlib.Adam(p, lr=0.01, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: bnlib.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
+        lambda p: bnlib.Adam(p, lr=0.01, weight_decay=0.1),
+    ],
+)
 def test_masked_optimizer_moves_only_chosen_entries(make_opt):
     data = bnlib.make_gaussian_classes(n_train=100, n_test=10, dim=5, rng=0)
     net = _net()
@@ -259,7 +322,16 @@ def test_masked_optimizer_moves_only_chosen_entries(make_opt):
     start = [m.params[k].copy() for m, k in pairs]
     opt = ch2.MaskedOptimizer(make_opt(pairs), masks)
     assert opt.num_trainable() == 20 and opt.lr > 0
-    bnlib.fit(net, opt, data.x_train, data.y_train, epochs=3, batch_size=20, rng=0, progress=False)
+    bnlib.fit(
+        net,
+        opt,
+        data.x_train,
+        data.y_train,
+        epochs=3,
+        batch_size=20,
+        rng=0,
+        progress=False,
+    )
     moved = 0
     for (m, k), mask, s in zip(pairs, masks, start):
         np.testing.assert_array_equal(m.params[k][~mask], s[~mask])
@@ -279,26 +351,36 @@ def test_masked_optimizer_checks_masks():
 
 @pytest.mark.parametrize("which", ["bn", "random", "all"])
 def test_train_subset_trains_what_it_says(which):
-    data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
+    data = bnlib.make_gaussian_classes(
+        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
+    )
     ref = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
-    res = ch2.train_subset(which, data, width=16, depth=1, lr=0.03, epochs=2, batch_size=50)
+    res = ch2.train_subset(
+        which, data, width=16, depth=1, lr=0.03, epochs=2, batch_size=50
+    )
     net = res["model"]
     n_bn = 2 * 16
-    changed = sum(int(np.sum(m.params[k] != r.params[k]))
-                  for (m, k), (r, _) in zip(net.parameters(), ref.parameters()))
+    changed = sum(
+        int(np.sum(m.params[k] != r.params[k]))
+        for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
+    )
     if which == "all":
         assert res["num_trainable"] == net.num_parameters()
     else:
         assert res["num_trainable"] == n_bn and changed <= n_bn
     if which == "bn":
-        lin_same = all(np.array_equal(m.params[k], r.params[k])
-                       for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-                       if isinstance(m, bnlib.Linear))
+        lin_same = all(
+            np.array_equal(m.params[k], r.params[k])
+            for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
+            if isinstance(m, bnlib.Linear)
+        )
         assert lin_same
     if which == "random":
-        bn_same = all(np.array_equal(m.params[k], r.params[k])
-                      for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-                      if isinstance(m, bnlib.BatchNorm1d))
+        bn_same = all(
+            np.array_equal(m.params[k], r.params[k])
+            for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
+            if isinstance(m, bnlib.BatchNorm1d)
+        )
         assert bn_same
     assert 0.0 <= res["test_acc"] <= 1.0
     with pytest.raises(ValueError, match="which"):
@@ -306,25 +388,51 @@ def test_train_subset_trains_what_it_says(which):
 
 
 def test_plot_subset_accuracy():
-    data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
-    res = ch2.train_subset("bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50)
+    data = bnlib.make_gaussian_classes(
+        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
+    )
+    res = ch2.train_subset(
+        "bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50
+    )
     ax = ch2.plot_subset_accuracy([(res, "C0", "BN only")])
     assert len(ax.lines) == 2 and ax.get_ylim()[0] == 0
 
 
 # ---------------------------------------------------------------- helpers of the chapter's cells
 
+
 def _tiny_data():
-    return bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, num_classes=3, rng=0)
+    return bnlib.make_gaussian_classes(
+        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
+    )
 
 
 def test_train_mlp_matches_make_mlp_and_fit():
     data = _tiny_data()
-    net, hist = ch2.train_mlp(data, "sigmoid", "bn", width=8, depth=2, lr=1e-2, epochs=2,
-                            batch_size=50, rng=3, fit_rng=4)
+    net, hist = ch2.train_mlp(
+        data,
+        "sigmoid",
+        "bn",
+        width=8,
+        depth=2,
+        lr=1e-2,
+        epochs=2,
+        batch_size=50,
+        rng=3,
+        fit_rng=4,
+    )
     ref = bnlib.make_mlp([5, 8, 8, 3], "sigmoid", "bn", rng=3)
-    ref_hist = bnlib.fit(ref, bnlib.Adam(ref, lr=1e-2), data.x_train, data.y_train, epochs=2,
-                         batch_size=50, test=(data.x_test, data.y_test), rng=4, progress=False)
+    ref_hist = bnlib.fit(
+        ref,
+        bnlib.Adam(ref, lr=1e-2),
+        data.x_train,
+        data.y_train,
+        epochs=2,
+        batch_size=50,
+        test=(data.x_test, data.y_test),
+        rng=4,
+        progress=False,
+    )
     for (m, k), (r, _) in zip(net.parameters(), ref.parameters()):
         np.testing.assert_array_equal(m.params[k], r.params[k])
     assert hist.test_acc == ref_hist.test_acc and len(hist.test_acc) == 2
@@ -343,8 +451,12 @@ def test_linear_regime_shares():
 
 
 def test_mean_shift_table():
-    runs = {(b, s, lr): {"steps": None, "diverged": False} for b in (False, True)
-            for s in (0.0, 3.0) for lr in (0.3, 1.0)}
+    runs = {
+        (b, s, lr): {"steps": None, "diverged": False}
+        for b in (False, True)
+        for s in (0.0, 3.0)
+        for lr in (0.3, 1.0)
+    }
     runs[True, 0.0, 0.3]["steps"] = 12
     runs[False, 3.0, 1.0]["diverged"] = True
     lines = ch2.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
@@ -361,8 +473,10 @@ def test_mean_shift_pair(bn):
     a, b = pair["models"]
     assert len(pair["diffs"]) == len(a.parameters())
     assert len(pair["saturated"]) == 2 and all(0 <= s <= 1 for s in pair["saturated"])
-    np.testing.assert_allclose(pair["bias_change"], b[-1].params["bias"] - a[-1].params["bias"])
-    if bn:   # same path but beta, as in test_with_bn_a_mean_shift_only_changes_beta
+    np.testing.assert_allclose(
+        pair["bias_change"], b[-1].params["bias"] - a[-1].params["bias"]
+    )
+    if bn:  # same path but beta, as in test_with_bn_a_mean_shift_only_changes_beta
         assert max(pair["diffs"][:-1]) < 1e-10
         np.testing.assert_allclose(pair["bias_change"], 4.0 * (1 - 0.7**20), rtol=1e-9)
         assert pair["saturated"][0] == pair["saturated"][1]
@@ -371,30 +485,36 @@ def test_mean_shift_pair(bn):
 
 
 def test_census_table():
-    census = [{"norm": None, "lr": 0.1, "dead": [0, 3], "test_acc": 0.5},
-              {"norm": "bn", "lr": 1.0, "dead": [1, 2], "test_acc": 0.25}]
+    census = [
+        {"norm": None, "lr": 0.1, "dead": [0, 3], "test_acc": 0.5},
+        {"norm": "bn", "lr": 1.0, "dead": [1, 2], "test_acc": 0.25},
+    ]
     assert ch2.census_table(census, width=8).split("\n") == [
         "without BN lr=0.1: dead units per layer [0, 3] of 8, test accuracy 0.500",
-        "with BN    lr=1.0: dead units per layer [1, 2] of 8, test accuracy 0.250"]
+        "with BN    lr=1.0: dead units per layer [1, 2] of 8, test accuracy 0.250",
+    ]
 
 
 def test_dead_unit_profile_and_active_share_gap():
     net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
     x = np.random.default_rng(1).standard_normal((400, 5))
     bl = [m for m in net.modules() if isinstance(m, bnlib.BatchNorm1d)][1]
-    bl.params["bias"][:2] = -50.0                     # two units that never fire
+    bl.params["bias"][:2] = -50.0  # two units that never fire
     bl.params["weight"][:2] = 0.5
     p = ch2.dead_unit_profile(net, x, layer=1)
     assert p["n_dead"] == 2 and np.array_equal(p["dead"], np.arange(6) < 2)
-    np.testing.assert_allclose(p["ratio"], bl.params["bias"] / np.abs(bl.params["weight"]))
+    np.testing.assert_allclose(
+        p["ratio"], bl.params["bias"] / np.abs(bl.params["weight"])
+    )
     assert p["ratio_dead"] == p["ratio_dead_max"] == -100.0 and p["gamma_dead"] == 0.5
     assert p["ratio_live"] == 0.0 and p["gamma_live"] == 1.0
     assert p["active_live"] == np.median(p["active"][2:]) > 0
     # the first layer's inputs are zero-mean: Phi(beta/|gamma|) = 1/2 predicts its share
     assert ch2.active_share_gap(net, x, layer=0) < 0.1
     frac = ch2.active_fractions(net, x)[1]
-    expected = np.mean(np.abs(frac - ch2.relu_active_fraction(bl.params["weight"],
-                                                             bl.params["bias"])))
+    expected = np.mean(
+        np.abs(frac - ch2.relu_active_fraction(bl.params["weight"], bl.params["bias"]))
+    )
     np.testing.assert_allclose(ch2.active_share_gap(net, x, layer=1), expected)
 
 

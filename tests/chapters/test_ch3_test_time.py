@@ -1,4 +1,5 @@
 """bnlib.inference: EMA helpers, precise_bn, fold_batchnorm, BatchRenorm1d, covariate_shift."""
+
 import copy
 
 import numpy as np
@@ -19,6 +20,7 @@ GRAD_TOL = 1e-7
 
 
 # ----------------------------------------------------------------------------- EMA
+
 
 def test_ema_weights_recent_batch_weighs_most_and_sum():
     w = ema_weights(0.1, 20)
@@ -44,7 +46,9 @@ def test_ema_matches_weights_and_batchnorm():
     bn_cum = BatchNorm1d(3, momentum=None)
     for x in xs:
         bn_cum(x)
-    np.testing.assert_allclose(ema(uvars, None, 1.0)[-1], bn_cum.running_var, rtol=1e-12)
+    np.testing.assert_allclose(
+        ema(uvars, None, 1.0)[-1], bn_cum.running_var, rtol=1e-12
+    )
     np.testing.assert_allclose(uvars.mean(axis=0), bn_cum.running_var, rtol=1e-12)
 
 
@@ -52,7 +56,9 @@ def test_momentum_conversion_and_window():
     assert ch3.keras_to_torch_momentum(0.99) == pytest.approx(0.01)
     assert ch3.torch_to_keras_momentum(0.1) == pytest.approx(0.9)
     for m in (0.0, 0.3, 1.0):
-        assert ch3.keras_to_torch_momentum(ch3.torch_to_keras_momentum(m)) == pytest.approx(m)
+        assert ch3.keras_to_torch_momentum(
+            ch3.torch_to_keras_momentum(m)
+        ) == pytest.approx(m)
     with pytest.raises(ValueError, match="momentum"):
         ch3.keras_to_torch_momentum(1.5)
     k = ch3.effective_window(0.1)
@@ -72,9 +78,17 @@ def test_drift_simulation_matches_theory():
 
 # ----------------------------------------------------------------------------- precise_bn
 
+
 def _mlp(rng, c_in=5, h=6):
-    return Sequential(Linear(c_in, h, rng=rng), BatchNorm1d(h), ReLU(),
-                      Linear(h, h, rng=rng), BatchNorm1d(h), ReLU(), Linear(h, 3, rng=rng))
+    return Sequential(
+        Linear(c_in, h, rng=rng),
+        BatchNorm1d(h),
+        ReLU(),
+        Linear(h, h, rng=rng),
+        BatchNorm1d(h),
+        ReLU(),
+        Linear(h, 3, rng=rng),
+    )
 
 
 # ----------------------------------------------------------------------------- folding
@@ -82,9 +96,12 @@ def _mlp(rng, c_in=5, h=6):
 
 # ----------------------------------------------------------------------------- Batch Renorm
 
+
 def _affine_pair(num_features, rng):
-    bn, brn = BatchNorm1d(num_features), BatchRenorm1d(num_features, r_max=1.0, d_max=0.0,
-                                                       running="var")
+    bn, brn = (
+        BatchNorm1d(num_features),
+        BatchRenorm1d(num_features, r_max=1.0, d_max=0.0, running="var"),
+    )
     gamma, beta = rng.uniform(0.5, 2.0, num_features), rng.normal(size=num_features)
     for layer in (bn, brn):
         layer.params["weight"][:] = gamma
@@ -100,9 +117,13 @@ def test_renorm_reduces_to_batchnorm(shape):
         x = rng.normal(2.0, 3.0, shape)
         np.testing.assert_allclose(brn(x), bn(x), rtol=1e-12, atol=1e-12)
         dout = rng.normal(size=shape)
-        np.testing.assert_allclose(brn.backward(dout), bn.backward(dout), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            brn.backward(dout), bn.backward(dout), rtol=1e-12, atol=1e-12
+        )
         for k in ("weight", "bias"):
-            np.testing.assert_allclose(brn.grads[k], bn.grads[k], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(
+                brn.grads[k], bn.grads[k], rtol=1e-12, atol=1e-12
+            )
         np.testing.assert_allclose(brn.running_mean, bn.running_mean, rtol=1e-12)
         np.testing.assert_allclose(brn.running_var, bn.running_var, rtol=1e-12)
     bn.eval(), brn.eval()
@@ -111,6 +132,7 @@ def test_renorm_reduces_to_batchnorm(shape):
 
 
 # ----------------------------------------------------------------------------- shift
+
 
 def test_covariate_shift():
     x = np.arange(6.0).reshape(2, 3)
@@ -126,8 +148,10 @@ def test_covariate_shift():
 
 # ----------------------------------------------------------------------------- figures
 
+
 def test_drawing_helpers():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -135,7 +159,9 @@ def test_drawing_helpers():
     batch = np.array([-1.0, 0.0, 0.5, 2.0])
     train_out, eval_out = ch3.draw_batch_dependence(a1, batch, 10.0)
     np.testing.assert_allclose(train_out.mean(), 0.0, atol=1e-12)
-    np.testing.assert_allclose(eval_out[:3], (batch[:3] - batch.mean()) / np.sqrt(batch.var() + 1e-5))
+    np.testing.assert_allclose(
+        eval_out[:3], (batch[:3] - batch.mean()) / np.sqrt(batch.var() + 1e-5)
+    )
     assert len(a1.lines) == 4
     sim = ch3.simulate_drift(0.1, 0.02, steps=50, rng=0)
     ch3.draw_drift(a2, sim, 0.1, 0.02, batch_noise=0.25)
@@ -145,17 +171,25 @@ def test_drawing_helpers():
 
 def test_ema_edge_cases_and_mlp():
     v = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    np.testing.assert_allclose(ema(v, 0.5, init=[0.0, 10.0]), [[0.5, 6.0], [1.75, 5.0], [3.375, 5.5]])
+    np.testing.assert_allclose(
+        ema(v, 0.5, init=[0.0, 10.0]), [[0.5, 6.0], [1.75, 5.0], [3.375, 5.5]]
+    )
     np.testing.assert_allclose(ema(v, None), [[1, 2], [2, 3], [3, 4]])
     np.testing.assert_allclose(ema(v, 1.0, init=7.0), v)
     np.testing.assert_allclose(ema(v, 0.0, init=7.0), 7.0)
     model = bnlib.make_mlp([6] + [5] * 3 + [3], "relu", "bn", rng=0)
-    assert len(bnlib.batchnorm_layers(model)) == 3 and model(np.ones((4, 6))).shape == (4, 3)
-    renorm = bnlib.make_mlp([6] + [5] * 2 + [3], "relu", lambda c: BatchRenorm1d(c), rng=0)
+    assert len(bnlib.batchnorm_layers(model)) == 3 and model(np.ones((4, 6))).shape == (
+        4,
+        3,
+    )
+    renorm = bnlib.make_mlp(
+        [6] + [5] * 2 + [3], "relu", lambda c: BatchRenorm1d(c), rng=0
+    )
     assert isinstance(renorm[1], BatchRenorm1d)
 
 
 # ----------------------------------------------------------------------------- experiments
+
 
 def _tiny_data(seed=0, n_train=96, n_test=48, d=40):
     return bnlib.make_gaussian_classes(n_train, n_test, dim=d, num_classes=10, rng=seed)
@@ -163,14 +197,17 @@ def _tiny_data(seed=0, n_train=96, n_test=48, d=40):
 
 def test_class_probabilities_and_predictions_in_random_batches():
     logits = np.array([[1000.0, 1000.0, -np.inf], [0.0, np.log(3.0), 0.0]])
-    np.testing.assert_allclose(ch3.class_probabilities(logits), [[0.5, 0.5, 0], [0.2, 0.6, 0.2]])
+    np.testing.assert_allclose(
+        ch3.class_probabilities(logits), [[0.5, 0.5, 0], [0.2, 0.6, 0.2]]
+    )
     model = bnlib.make_mlp([6] + [8] * 2 + [3], "relu", "bn", rng=0)
     x = np.random.default_rng(1).normal(size=(30, 6))
     model(x)  # running statistics away from their start values
     model.eval()
     probe = copy.deepcopy(model).train()
-    p_train, p_eval = ch3.predictions_in_random_batches(probe, model, x[:1], x[1:],
-                                                          n_batches=5, batch_size=4, rng=2)
+    p_train, p_eval = ch3.predictions_in_random_batches(
+        probe, model, x[:1], x[1:], n_batches=5, batch_size=4, rng=2
+    )
     assert p_train.shape == p_eval.shape == (5, 3)
     np.testing.assert_allclose(p_train.sum(axis=1), 1.0)
     alone = ch3.class_probabilities(model(x[:1])[0])
@@ -179,8 +216,12 @@ def test_class_probabilities_and_predictions_in_random_batches():
     # the same draws as a hand-written loop with the same generator
     rng = np.random.default_rng(2)
     mates = x[1:][rng.choice(29, 3, replace=False)]
-    np.testing.assert_allclose(p_train[0], ch3.class_probabilities(
-        copy.deepcopy(model).train()(np.concatenate([x[:1], mates]))[0]))
+    np.testing.assert_allclose(
+        p_train[0],
+        ch3.class_probabilities(
+            copy.deepcopy(model).train()(np.concatenate([x[:1], mates]))[0]
+        ),
+    )
 
 
 def test_tracking_error_sweep_matches_theory_and_advances_rng():
@@ -195,11 +236,16 @@ def test_tracking_error_sweep_matches_theory_and_advances_rng():
     seed = int(again.integers(2**31))
     assert rng.integers(2**31) == again.integers(2**31)  # exactly one draw was used
     sim = ch3.simulate_drift(0.5, 0.01, steps=4000, batch_size=16, rng=seed)
-    np.testing.assert_allclose(rmse[2], np.sqrt(np.mean((sim["ema"] - sim["true"])[2000:] ** 2)))
+    np.testing.assert_allclose(
+        rmse[2], np.sqrt(np.mean((sim["ema"] - sim["true"])[2000:] ** 2))
+    )
 
 
 def test_running_mean_distance():
-    a, b = bnlib.make_mlp([4] + [3] * 2 + [2], "relu", "bn", rng=0), bnlib.make_mlp([4] + [3] * 2 + [2], "relu", "bn", rng=0)
+    a, b = (
+        bnlib.make_mlp([4] + [3] * 2 + [2], "relu", "bn", rng=0),
+        bnlib.make_mlp([4] + [3] * 2 + [2], "relu", "bn", rng=0),
+    )
     assert ch3.running_mean_distance(a, b) == 0.0
     for layer in bnlib.batchnorm_layers(b):
         layer.running_var = np.full(3, 4.0)
@@ -209,8 +255,14 @@ def test_running_mean_distance():
 
 def test_ema_vs_precise_small():
     data = _tiny_data()
-    run = ch3.ema_vs_precise(data, epochs=2, momenta=(0.1, 0.01), lr=0.1, batch_size=32,
-                               rng=np.random.default_rng(4))
+    run = ch3.ema_vs_precise(
+        data,
+        epochs=2,
+        momenta=(0.1, 0.01),
+        lr=0.1,
+        batch_size=32,
+        rng=np.random.default_rng(4),
+    )
     assert list(run["acc"]) == ["ema 0.1", "ema 0.01", "precise"]
     assert list(run["err"]) == ["ema 0.1", "ema 0.01"]
     assert all(v.shape == (2,) for v in [*run["acc"].values(), *run["err"].values()])
@@ -234,8 +286,9 @@ def test_train_mode_accuracy():
 
 def test_tiny_batch_runs_small():
     data = _tiny_data(1)
-    runs = ch3.tiny_batch_runs(data, batch_sizes=(2,), init_seed=0, shuffle_seed=1,
-                                 max_steps=10, last=5)
+    runs = ch3.tiny_batch_runs(
+        data, batch_sizes=(2,), init_seed=0, shuffle_seed=1, max_steps=10, last=5
+    )
     assert list(runs) == [("bn", 2), ("renorm", 2)]
     for train_acc, test_acc in runs.values():
         assert 0.0 <= train_acc <= 1.0 and 0.0 <= test_acc <= 1.0
@@ -244,14 +297,25 @@ def test_tiny_batch_runs_small():
 def test_adabn_under_shift_undoes_an_affine_shift():
     data = _tiny_data(2)
     model = bnlib.make_mlp([40] + [16] * 2 + [10], "relu", "bn", rng=0)
-    bnlib.fit(model, bnlib.SGD(model, lr=0.1), data.x_train, data.y_train, epochs=3,
-              batch_size=16, rng=0, progress=False)
+    bnlib.fit(
+        model,
+        bnlib.SGD(model, lr=0.1),
+        data.x_train,
+        data.y_train,
+        epochs=3,
+        batch_size=16,
+        rng=0,
+        progress=False,
+    )
     model.eval()
     before = copy.deepcopy(model[1].running_mean)
     shifts = {"affine": dict(gain=3.0, offset=-2.0), "noise": dict(noise=0.1)}
-    results = ch3.adabn_under_shift(model, data.x_train, data.x_test, data.y_test, shifts,
-                                      batch_size=32, rng=0)
-    np.testing.assert_array_equal(model[1].running_mean, before)  # the model is untouched
+    results = ch3.adabn_under_shift(
+        model, data.x_train, data.x_test, data.y_test, shifts, batch_size=32, rng=0
+    )
+    np.testing.assert_array_equal(
+        model[1].running_mean, before
+    )  # the model is untouched
     assert list(results) == ["affine", "noise"]
     precise = bnlib.precise_bn(copy.deepcopy(model), data.x_train, batch_size=32)
     clean = bnlib.evaluate(precise, data.x_test, data.y_test)[1]
@@ -260,28 +324,41 @@ def test_adabn_under_shift_undoes_an_affine_shift():
 
 def test_experiment_figures():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, outputs = ch3.draw_batch_dependence_sweep(np.array([-1.0, 0.0, 0.5, 2.0]), [0.0, 3.0])
+    fig, outputs = ch3.draw_batch_dependence_sweep(
+        np.array([-1.0, 0.0, 0.5, 2.0]), [0.0, 3.0]
+    )
     assert set(outputs) == {0.0, 3.0} and fig.axes[0].get_title() == "x_4 = 0"
     plt.close(fig)
     fig, ax = plt.subplots()
     grid = np.array([0.1, 0.5])
     ch3.draw_tracking_error(ax, grid, {0.0: (grid, grid), 0.01: (grid, 2 * grid)})
     assert len(ax.lines) == 4 and ax.get_xscale() == "log"
-    assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "drift 0.0/step (theory)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][
+        0
+    ] == "drift 0.0/step (theory)"
     plt.close(fig)
-    acc = {"ema 0.1": np.array([0.5, 0.6]), "ema 0.01": np.array([0.2, 0.5]),
-           "precise": np.array([0.5, 0.6])}
+    acc = {
+        "ema 0.1": np.array([0.5, 0.6]),
+        "ema 0.01": np.array([0.2, 0.5]),
+        "precise": np.array([0.5, 0.6]),
+    }
     err = {"ema 0.1": np.array([0.1, 0.1]), "ema 0.01": np.array([0.5, 0.3])}
     fig = ch3.draw_ema_vs_precise(acc, err)
     labels = fig.axes[-1].get_legend().get_texts()
     assert [t.get_text() for t in labels] == [
-        "EMA, momentum 0.1 (PyTorch default)", "EMA, momentum 0.01 (Keras 0.99)",
-        "precise BN (recomputed)"]
+        "EMA, momentum 0.1 (PyTorch default)",
+        "EMA, momentum 0.01 (Keras 0.99)",
+        "precise BN (recomputed)",
+    ]
     plt.close(fig)
     fig, ax = plt.subplots()
     ch3.draw_shift_accuracy(ax, {"a": (0.2, 0.5), "b": (0.4, 0.4)}, 0.6)
-    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_xticklabels()] == [
+        "a",
+        "b",
+    ]
     plt.close(fig)

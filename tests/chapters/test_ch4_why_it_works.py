@@ -1,5 +1,6 @@
 """Tests for bnlib.probes: model builders, noisy and ghost BatchNorm, state save/restore,
 internal covariate shift and the loss-landscape probe."""
+
 import numpy as np
 import pytest
 
@@ -29,11 +30,17 @@ def _batch(rng, n=12, d=5, k=3):
 def _snapshot(model):
     """Everything observable about a model, deep-copied, for equality checks."""
     mods = list(model.modules())
-    return ([{k: v.copy() for k, v in m.params.items()} for m in mods],
-            [(m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
-             if hasattr(m, "running_mean") else None for m in mods],
-            [m.rng.bit_generator.state if hasattr(m, "rng") else None for m in mods],
-            [m.training for m in mods])
+    return (
+        [{k: v.copy() for k, v in m.params.items()} for m in mods],
+        [
+            (m.running_mean.copy(), m.running_var.copy(), m.num_batches_tracked)
+            if hasattr(m, "running_mean")
+            else None
+            for m in mods
+        ],
+        [m.rng.bit_generator.state if hasattr(m, "rng") else None for m in mods],
+        [m.training for m in mods],
+    )
 
 
 def _assert_same(a, b):
@@ -60,13 +67,22 @@ def _assert_same(a, b):
 
 # ------------------------------------------------------------------------- state
 
+
 def test_preserved_restores_the_model_after_training_and_probes():
     x, y = _batch(8, d=5)
     model = make_mlp([5, 6, 6, 3], "relu", "noisy_bn", rng=0, dropout=0.2)
     before = _snapshot(model)
     with preserved(model):
-        bnlib.fit(model, bnlib.SGD(model, 0.5), x, y, epochs=3, batch_size=4, progress=False,
-                  rng=0)
+        bnlib.fit(
+            model,
+            bnlib.SGD(model, 0.5),
+            x,
+            y,
+            epochs=3,
+            batch_size=4,
+            progress=False,
+            rng=0,
+        )
     _assert_same(before, _snapshot(model))
     with preserved(model):
         model.eval()
@@ -77,11 +93,16 @@ def test_preserved_restores_the_model_after_training_and_probes():
 
 # ------------------------------------------------------------------------- ICS
 
+
 def test_layer_groups_attach_bn_to_its_linear():
     model = make_mlp([5, 6, 6, 3], "relu", "bn", rng=0)
     groups = layer_groups(model)
     assert len(groups) == 3
-    assert [k for _, k in groups[0]] == ["weight", "weight", "bias"]  # Linear W, BN gamma, beta
+    assert [k for _, k in groups[0]] == [
+        "weight",
+        "weight",
+        "bias",
+    ]  # Linear W, BN gamma, beta
     assert isinstance(groups[0][1][0], bnlib.BatchNorm1d)
 
 
@@ -98,7 +119,7 @@ def test_ics_leaves_model_untouched(norm):
 
 def test_ics_of_one_layer_network_is_zero():
     x, y = _batch(10, d=5)
-    model = make_mlp([5, 3], rng=0)                   # a single Linear layer
+    model = make_mlp([5, 3], rng=0)  # a single Linear layer
     out = internal_covariate_shift(model, x, y, lr=1.0)
     np.testing.assert_array_equal(out["l2"], [0.0])
     np.testing.assert_array_equal(out["cosine"], [1.0])
@@ -117,10 +138,10 @@ def test_ics_matches_manual_computation():
     model = make_mlp([4, 5, 5, 3], "sigmoid", None, rng=3)
     lr = 0.7
     out = internal_covariate_shift(model, x, y, lr)
-    _, g0 = loss_and_gradients(model, x, y)        # order: W1 b1 W2 b2 W3 b3
+    _, g0 = loss_and_gradients(model, x, y)  # order: W1 b1 W2 b2 W3 b3
     w0 = [m.params[k].copy() for m, k in model.parameters()]
     pairs = model.parameters()
-    for p in range(4):                             # update layers 1 and 2 only
+    for p in range(4):  # update layers 1 and 2 only
         np.copyto(pairs[p][0].params[pairs[p][1]], w0[p] - lr * g0[p])
     _, g1 = loss_and_gradients(model, x, y)
     np.testing.assert_allclose(out["l2"][2], np.linalg.norm(g0[4] - g1[4]), rtol=1e-12)
@@ -129,6 +150,7 @@ def test_ics_matches_manual_computation():
 
 
 # ------------------------------------------------------------------------- landscape
+
 
 def test_landscape_leaves_model_untouched():
     x, y = _batch(13, d=5)
@@ -155,9 +177,12 @@ def test_beta_smoothness_of_quadratic_is_curvature_along_gradient():
     out = gradient_landscape(model, x, t, lr=0.01, loss_fn=bnlib.mse_loss)
     g = (2 * x.T @ (x @ model[0].params["weight"].T - t) / len(x)).ravel()
     # the gradient of a quadratic changes linearly: ||H eta g|| / ||eta g|| for every eta
-    np.testing.assert_allclose(out["beta"], np.linalg.norm(hess @ g) / np.linalg.norm(g), rtol=1e-10)
-    np.testing.assert_allclose(out["grad_change"] / out["eta"], out["beta"] * np.linalg.norm(g),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        out["beta"], np.linalg.norm(hess @ g) / np.linalg.norm(g), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        out["grad_change"] / out["eta"], out["beta"] * np.linalg.norm(g), rtol=1e-10
+    )
     assert out["beta"] <= np.linalg.eigvalsh(hess).max() * (1 + 1e-12)
 
 
@@ -174,19 +199,40 @@ def test_beta_smoothness_along_an_eigenvector_equals_its_eigenvalue():
 
 # ------------------------------------------------------------------------- fit probes
 
+
 def test_probes_with_fit_percentiles_series_and_steps_to_accuracy():
-    data = bnlib.make_gaussian_classes(n_train=120, n_test=60, dim=4, num_classes=3, rng=0)
+    data = bnlib.make_gaussian_classes(
+        n_train=120, n_test=60, dim=4, num_classes=3, rng=0
+    )
     model = make_mlp([4, 8, 3], "sigmoid", "bn", rng=0)
-    probes = {"pct": probe_every(5, percentile_probe(data.x_test[:30])),
-              "all": probe_every(5, percentile_probe(data.x_test[:30], unit=None)),
-              "ics": probe_every(10, lambda m, xb, yb: internal_covariate_shift(m, xb, yb, 0.1),
-                                 data.x_train, data.y_train, 16, rng=0)}
-    hist = bnlib.fit(model, bnlib.SGD(model, 0.1), data.x_train, data.y_train, epochs=3,
-                     batch_size=20, test=(data.x_test, data.y_test), eval_every=6,
-                     probes=probes, progress=False, rng=0)
+    probes = {
+        "pct": probe_every(5, percentile_probe(data.x_test[:30])),
+        "all": probe_every(5, percentile_probe(data.x_test[:30], unit=None)),
+        "ics": probe_every(
+            10,
+            lambda m, xb, yb: internal_covariate_shift(m, xb, yb, 0.1),
+            data.x_train,
+            data.y_train,
+            16,
+            rng=0,
+        ),
+    }
+    hist = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        data.x_train,
+        data.y_train,
+        epochs=3,
+        batch_size=20,
+        test=(data.x_test, data.y_test),
+        eval_every=6,
+        probes=probes,
+        progress=False,
+        rng=0,
+    )
     steps, p = series(hist, "pct")
     np.testing.assert_array_equal(steps, [1, 5, 10, 15])
-    assert p.shape == (4, 3) and np.all(np.diff(p, axis=1) >= 0)   # 15th <= 50th <= 85th
+    assert p.shape == (4, 3) and np.all(np.diff(p, axis=1) >= 0)  # 15th <= 50th <= 85th
     assert series(hist, "all")[1].shape == (4, 3, 8)
     steps, l2 = series(hist, "ics", "l2")
     np.testing.assert_array_equal(steps, [1, 10])
@@ -197,19 +243,41 @@ def test_probes_with_fit_percentiles_series_and_steps_to_accuracy():
 
 
 def test_probe_with_and_without_fit_gives_same_training():
-    data = bnlib.make_gaussian_classes(n_train=100, n_test=20, dim=3, num_classes=2, rng=1)
+    data = bnlib.make_gaussian_classes(
+        n_train=100, n_test=20, dim=3, num_classes=2, rng=1
+    )
     finals = []
-    for probes in (None, {"land": probe_every(
-            3, lambda m, xb, yb: gradient_landscape(m, xb, yb, 0.2),
-            data.x_train, data.y_train, 10, rng=0)}):
+    for probes in (
+        None,
+        {
+            "land": probe_every(
+                3,
+                lambda m, xb, yb: gradient_landscape(m, xb, yb, 0.2),
+                data.x_train,
+                data.y_train,
+                10,
+                rng=0,
+            )
+        },
+    ):
         model = make_mlp([3, 6, 2], "relu", "noisy_bn", rng=0)
-        bnlib.fit(model, bnlib.SGD(model, 0.2), data.x_train, data.y_train, epochs=2,
-                  batch_size=10, probes=probes, progress=False, rng=0)
+        bnlib.fit(
+            model,
+            bnlib.SGD(model, 0.2),
+            data.x_train,
+            data.y_train,
+            epochs=2,
+            batch_size=10,
+            probes=probes,
+            progress=False,
+            rng=0,
+        )
         finals.append(model[0].params["weight"].copy())
     np.testing.assert_array_equal(finals[0], finals[1])
 
 
 # ------------------------------------------------------------------ experiment drivers
+
 
 def _data(seed=0, n=120, d=6, k=3):
     rng = np.random.default_rng(seed)
@@ -233,35 +301,66 @@ def test_ics_and_landscape_probes_match_direct_calls():
 
 def test_first_weight_sq_norm():
     model = make_mlp([4, 5, 2], "relu", None, rng=1)
-    w = model[0].params["weight"]                      # (5, 4)
-    assert ch4.first_weight_sq_norm(model) == pytest.approx(float((w ** 2).sum()))
+    w = model[0].params["weight"]  # (5, 4)
+    assert ch4.first_weight_sq_norm(model) == pytest.approx(float((w**2).sum()))
 
 
 def test_train_mlps_matches_a_hand_written_loop():
     x, y = _data()
-    kw = dict(epochs=3, max_steps=10, batch_size=20, test=(x[:40], y[:40]), eval_every=5)
-    runs, models = ch4.train_mlps([("plain", None), ("bn", "bn")], [6, 8, 3], "relu",
-                                    x, y, 0.1, init=3, order=4,
-                                    probes=lambda: {"w2": ch4.first_weight_sq_norm},
-                                    mlp={"weight_scale": 2.0}, **kw)
+    kw = dict(
+        epochs=3, max_steps=10, batch_size=20, test=(x[:40], y[:40]), eval_every=5
+    )
+    runs, models = ch4.train_mlps(
+        [("plain", None), ("bn", "bn")],
+        [6, 8, 3],
+        "relu",
+        x,
+        y,
+        0.1,
+        init=3,
+        order=4,
+        probes=lambda: {"w2": ch4.first_weight_sq_norm},
+        mlp={"weight_scale": 2.0},
+        **kw,
+    )
     assert list(runs) == list(models) == ["plain", "bn"]
     for key, norm in [("plain", None), ("bn", "bn")]:
         model = make_mlp([6, 8, 3], "relu", norm, rng=3, weight_scale=2.0)
-        h = bnlib.fit(model, bnlib.SGD(model, 0.1), x, y, rng=4, progress=False,
-                      probes={"w2": ch4.first_weight_sq_norm}, **kw)
+        h = bnlib.fit(
+            model,
+            bnlib.SGD(model, 0.1),
+            x,
+            y,
+            rng=4,
+            progress=False,
+            probes={"w2": ch4.first_weight_sq_norm},
+            **kw,
+        )
         np.testing.assert_array_equal(runs[key].loss, h.loss)
         np.testing.assert_array_equal(runs[key].test_acc, h.test_acc)
         assert runs[key].probes["w2"] == h.probes["w2"]
-        np.testing.assert_array_equal(models[key][0].params["weight"],
-                                      model[0].params["weight"])
+        np.testing.assert_array_equal(
+            models[key][0].params["weight"], model[0].params["weight"]
+        )
 
 
 def test_lr_sweep_records_losses_divergence_and_landscape():
     x, y = _data()
     rates = np.array([0.01, 0.1, 1e200])
-    sweep = ch4.lr_sweep(rates, [6, 8, 3], "relu", x, y, init=0, order=1, steps=8,
-                           batch_size=20, land_rates=(rates[1],), land_every=4,
-                           land_seed=2)
+    sweep = ch4.lr_sweep(
+        rates,
+        [6, 8, 3],
+        "relu",
+        x,
+        y,
+        init=0,
+        order=1,
+        steps=8,
+        batch_size=20,
+        land_rates=(rates[1],),
+        land_every=4,
+        land_seed=2,
+    )
     assert list(sweep) == ["plain", "bn"]
     for key, runs in sweep.items():
         assert [r["lr"] for r in runs] == list(rates)
@@ -271,8 +370,17 @@ def test_lr_sweep_records_losses_divergence_and_landscape():
     assert sweep["plain"][2]["loss"] == np.inf and sweep["plain"][2]["hist"].diverged
     # the final loss is the training loss of the trained network
     model = make_mlp([6, 8, 3], "relu", None, rng=0)
-    bnlib.fit(model, bnlib.SGD(model, 0.1), x, y, epochs=100, max_steps=8, batch_size=20,
-              rng=1, progress=False)
+    bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        x,
+        y,
+        epochs=100,
+        max_steps=8,
+        batch_size=20,
+        rng=1,
+        progress=False,
+    )
     assert sweep["plain"][1]["loss"] == bnlib.evaluate(model, x, y)[0]
 
 
@@ -284,16 +392,22 @@ def test_weight_grad_norms_leaves_model_untouched():
     _assert_same(before, _snapshot(model))
     assert norms.shape == (3,)
     _, grads = loss_and_gradients(model, x[:20], y[:20])
-    lin = [j for j, (m, k) in enumerate(model.parameters())
-           if isinstance(m, bnlib.Linear) and k == "weight"]
+    lin = [
+        j
+        for j, (m, k) in enumerate(model.parameters())
+        if isinstance(m, bnlib.Linear) and k == "weight"
+    ]
     np.testing.assert_allclose(norms, [np.linalg.norm(grads[j]) for j in lin])
 
 
 def test_mean_ics_averages_after_the_first_checkpoint():
     h = bnlib.History()
     h.step = [1, 2, 3]
-    h.probes["ics"] = [{"l2": np.array([9.0, 9.0])}, {"l2": np.array([1.0, 2.0])},
-                       {"l2": np.array([3.0, 4.0])}]
+    h.probes["ics"] = [
+        {"l2": np.array([9.0, 9.0])},
+        {"l2": np.array([1.0, 2.0])},
+        {"l2": np.array([3.0, 4.0])},
+    ]
     out = ch4.mean_ics(h, quantities=("l2",))
     np.testing.assert_allclose(out["l2"], [2.0, 3.0])
 
@@ -301,8 +415,9 @@ def test_mean_ics_averages_after_the_first_checkpoint():
 def test_train_and_score():
     x, y = _data()
     model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
-    r = ch4.train_and_score(model, 0.1, x[:80], y[:80], (x[80:], y[80:]), epochs=2,
-                              batch_size=20, rng=0)
+    r = ch4.train_and_score(
+        model, 0.1, x[:80], y[:80], (x[80:], y[80:]), epochs=2, batch_size=20, rng=0
+    )
     assert (r["train_loss"], r["train_acc"]) == bnlib.evaluate(model, x[:80], y[:80])
     assert (r["test_loss"], r["test_acc"]) == bnlib.evaluate(model, x[80:], y[80:])
     assert r["gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
@@ -310,18 +425,30 @@ def test_train_and_score():
 
 def test_figures_draw_and_summarize():
     import matplotlib.pyplot as plt
+
     x, y = _data()
     kw = dict(epochs=3, max_steps=8, batch_size=20, test=(x[:40], y[:40]), eval_every=4)
     runs, _ = ch4.train_mlps(
-        [("plain", None), ("bn", "bn")], [6, 8, 3], "sigmoid", x, y, 0.1, init=0, order=1,
-        probes=lambda: {"land": ch4.landscape_probe(4, 0.1, x, y, 20, rng=2),
-                        "pct": probe_every(4, percentile_probe(x[:30], unit=None))},
-        **kw)
-    fig, axes = ch4.plot_depth(runs, {"plain": np.array([1e-3, 1.0]),
-                                        "bn": np.array([0.5, 1.0])})
+        [("plain", None), ("bn", "bn")],
+        [6, 8, 3],
+        "sigmoid",
+        x,
+        y,
+        0.1,
+        init=0,
+        order=1,
+        probes=lambda: {
+            "land": ch4.landscape_probe(4, 0.1, x, y, 20, rng=2),
+            "pct": probe_every(4, percentile_probe(x[:30], unit=None)),
+        },
+        **kw,
+    )
+    fig, axes = ch4.plot_depth(
+        runs, {"plain": np.array([1e-3, 1.0]), "bn": np.array([0.5, 1.0])}
+    )
     assert axes.shape == (2,)
     plt.close(fig)
-    pct = {k: series(h, "pct") for k, h in runs.items()}       # (T,), (T, 3, 8)
+    pct = {k: series(h, "pct") for k, h in runs.items()}  # (T,), (T, 3, 8)
     move = {k: p.max(0).mean(0) - p.min(0).mean(0) for k, (s, p) in pct.items()}
     fig, axes = ch4.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
     assert len(axes) == 3
@@ -332,8 +459,9 @@ def test_figures_draw_and_summarize():
     _, L = series(runs["bn"], "land", "loss")
     assert summary["a", "bn"][0] == pytest.approx((L.max(1) - L.min(1)).mean())
     plt.close(fig)
-    sweep = ch4.lr_sweep([0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5,
-                           batch_size=20)
+    sweep = ch4.lr_sweep(
+        [0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5, batch_size=20
+    )
     fig, eff = ch4.plot_effective_lr(sweep["bn"], rows=8)
     _, w2 = series(sweep["bn"][1]["hist"], "w2")
     assert eff[0.1] == pytest.approx(0.1 / (w2[-1] / 8))

