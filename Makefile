@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_SETUP := $(VENV)/.lab-setup
 NODE_STAMP := node_modules/.installed
 VENDOR := _build/vendor
 CHROMIUM ?= /usr/bin/chromium
@@ -47,7 +48,9 @@ help:
 	@echo "make serve      serve _build/html on http://localhost:8000"
 	@echo "make lab        open the chapters in JupyterLab"
 	@echo "make site-test  check every built page in headless Chromium, offline"
-	@echo "make bench      bnlib vs PyTorch timings (needs torch)"
+	@echo "make lab-test   open every chapter in JupyterLab in headless Chromium; run chapter 2"
+	@echo "make pdf        print the whole book to _build/pdf/book.pdf (linked from the site)"
+	@echo "make bench      bnlib vs PyTorch timings (installs requirements-dev.txt: torch)"
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -82,8 +85,7 @@ seeds: $(STAMP)
 	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs 2 --out _build/seeds
 
 bench: $(STAMP)
-	@$(BIN)/python -c 'import torch' 2>/dev/null || \
-	  { echo "make bench needs PyTorch: $(BIN)/pip install torch==2.13.0"; exit 1; }
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
 	$(BIN)/python bench/bench.py
 
 # Browser assets the site serves itself (package-lock.json pins them). Node and npm come
@@ -129,7 +131,7 @@ serve:
 
 # Figures show inline (bnlib.plotting.use_style turns them on) and sliders are live
 # (jupyterlab_widgets is installed with the requirements).
-lab: $(STAMP)
+lab: $(STAMP) $(LAB_SETUP)
 	cd chapters && env PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jupyter lab \
 	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
@@ -142,6 +144,28 @@ site-test: $(STAMP)
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || { echo "make site-test needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
 	$(BIN)/python tools/site_test.py --site _build/html --toc $(TOC) --chromium $(CHROMIUM) --screenshots _build/screenshots
+
+# JupyterLab as the chapters expect it, inside .venv: kernel named as in the notebooks
+# (no "modified" mark on opening), no news prompt, citations shown as plain text.
+$(LAB_SETUP): $(STAMP) tools/lab_setup.py
+	$(BIN)/python tools/lab_setup.py
+	@touch $@
+
+.PHONY: lab-test pdf
+# JupyterLab (a server of its own on 127.0.0.1, over a copy of chapters/) driven by the same
+# Chromium: every chapter renders its MyST, chapter 2 runs and its slider redraws the figure.
+lab-test: $(LAB_SETUP)
+	@test -x $(CHROMIUM) || { echo "make lab-test needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
+	$(VENV_PATH) $(BIN)/python tools/lab_test.py --toc $(TOC) --chromium $(CHROMIUM) --screenshots _build/screenshots/lab
+
+# The whole book as one PDF: a singlehtml build printed by Chromium, then the site is
+# rebuilt so that its pages link to the PDF (_build/html/book.pdf).
+pdf: $(STAMP) $(VENDOR)/.copied
+	@test -x $(CHROMIUM) || { echo "make pdf needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
+	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC) --jobs 2
+	$(VENV_PATH) $(BIN)/jupyter-book build . --toc $(TOC) --builder singlehtml -W -n --keep-going
+	$(BIN)/python tools/print_pdf.py --site _build/singlehtml --out _build/pdf/book.pdf --chromium $(CHROMIUM)
+	$(MAKE) book
 
 clean:
 	rm -rf _build .pytest_cache
