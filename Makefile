@@ -42,9 +42,9 @@ SEEDS ?= 1 2
 
 help:
 	@echo "make book       execute every chapter and build the site into _build/html"
-	@echo "make test       pytest on bnlib + nbval on the chapters"
+	@echo "make test       ruff, pytest on bnlib, nbval on the chapters (NB=path for one)"
 	@echo "make notebooks  re-execute chapters in place with pinned numerics (NB=path)"
-	@echo "make seeds      every chapter with other seeds (SEEDS=\"1 2\"); every assert must hold"
+	@echo "make seeds      every chapter with other seeds (SEEDS=\"1 2\", NB=path); every assert must hold"
 	@echo "make serve      serve _build/html on http://localhost:8000"
 	@echo "make lab        open the chapters in JupyterLab"
 	@echo "make site-test  check every built page in headless Chromium, offline"
@@ -64,9 +64,11 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check --quiet . && $(BIN)/ruff format --check --quiet . \
+	  || { echo "make test: ruff found the problems above (.venv/bin/ruff format . fixes layout)"; exit 1; }
 	$(BIN)/python -m pytest tests
 	@[ "$(NBVAL_MODE)" = strict ] || echo "make test: exact outputs are reproduced on x86-64 only; on $(ARCH) every cell runs and every assert is checked, outputs are not compared (nbval lax)"
-	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) chapters --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) $(NB) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 # Re-execute notebooks in place and save their outputs (what nbval compares against),
 # with the pinned numerics above: `make notebooks NB=chapters/03_test_time.ipynb`.
@@ -82,7 +84,7 @@ notebooks: $(STAMP)
 
 # Every chapter with other values of its SEED parameter (papermill), two at a time.
 seeds: $(STAMP)
-	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs 2 --out _build/seeds
+	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs 2 --out _build/seeds $(NB)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt

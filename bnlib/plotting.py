@@ -18,6 +18,7 @@ __all__ = [
     "caption_axes",
     "plot_curves",
     "small_multiples",
+    "scrubber",
 ]
 
 #: One colour per method (colour-blind-safe Okabe-Ito palette).
@@ -51,7 +52,8 @@ def use_style():
     and deterministic SVG/PNG output (no timestamps or random ids).
 
     In a Jupyter kernel it also makes sure figures show inline, even when the
-    environment sets ``MPLBACKEND`` to a non-interactive backend such as Agg."""
+    environment sets ``MPLBACKEND`` to a non-interactive backend such as Agg, as
+    double-resolution ("retina") PNGs."""
     _inline_in_kernel()
     mpl.rcParams.update(
         {
@@ -85,6 +87,12 @@ def _inline_in_kernel():
         and "inline" not in mpl.get_backend()
     ):
         shell.enable_matplotlib("inline")
+    if shell is not None and type(shell).__name__ == "ZMQInteractiveShell":
+        # PNGs at twice the resolution, shown at their logical size (the width and
+        # height go with the image), so labels stay sharp on phones and zoomed pages
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
 
 
 def color(method: str) -> str:
@@ -127,3 +135,24 @@ def small_multiples(n, ncols=4, panel_size=(2.2, 1.8), sharex=True, sharey=True)
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
+
+
+def scrubber(fig, draw, values, interval=500):
+    """A precomputed animation with a slider and play buttons: what the static site
+    shows in place of a live widget, since it really responds when scrubbed.
+
+    ``draw(value)`` redraws ``fig`` for one value of the parameter; it is called once
+    per entry of ``values`` (keep them to a few dozen: every frame is an embedded PNG).
+    Returns an ``IPython.display.HTML`` (matplotlib's ``to_jshtml``: self-contained,
+    no network) and closes ``fig``. Its HTML carries a random element id, so tag the
+    cell ``nbval-ignore-output``.
+    """
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+
+    anim = FuncAnimation(
+        fig, draw, frames=list(values), interval=interval, repeat=False
+    )
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(html)
