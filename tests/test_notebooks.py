@@ -1,0 +1,73 @@
+"""The chapters' conventions (see the README, "Writing a chapter"), checked on the
+notebook files themselves: fast, and without executing anything."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+CHAPTERS = sorted(
+    (Path(__file__).resolve().parents[1] / "chapters").glob("[0-9]*.ipynb")
+)
+SOLUTION_START = re.compile(r"(```|:::)\{solution-start\}")
+SOLUTION_END = re.compile(r"(```|:::)\{solution-end\}")
+LIVE_WIDGET = re.compile(r"\binteract(ive)?\(|\bwidgets\.\w+\(|_widget\(")
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _source(cell):
+    return "".join(cell["source"])
+
+
+def _tags(cell):
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 5
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_solution_code_starts_hidden_in_jupyterlab(path):
+    """Code between {solution-start} and {solution-end} is collapsed on opening."""
+    inside, shown = False, []
+    for i, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "markdown":
+            inside = bool(SOLUTION_START.search(_source(cell))) or (
+                inside and not SOLUTION_END.search(_source(cell))
+            )
+        elif inside:
+            meta = cell["metadata"].get("jupyter", {})
+            if not (meta.get("source_hidden") and meta.get("outputs_hidden")):
+                shown.append(i)
+    assert not shown, f"solution code cells shown on opening: {shown}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_live_widgets_are_hidden_on_the_site_and_have_a_static_counterpart(path):
+    cells = _cells(path)
+    live = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "code" and LIVE_WIDGET.search(_source(c))
+    ]
+    shown = [i for i in live if "remove-cell" not in _tags(cells[i])]
+    assert not shown, f"live widget cells not tagged remove-cell: {shown}"
+    if live:
+        assert any(
+            "scrubber(" in _source(c) for c in cells if c["cell_type"] == "code"
+        ), "live widgets but no plotting.scrubber counterpart for the site"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_harness_settings_are_cell_tags_and_parameters(path):
+    cells = [c for c in _cells(path) if c["cell_type"] == "code"]
+    assert "check_pinned()" in _source(cells[0]), "first code cell: check_pinned()"
+    params = [c for c in cells if "parameters" in _tags(c)]
+    assert len(params) == 1 and re.search(r"^SEED = \d+", _source(params[0]), re.M)
+    comments = [i for i, c in enumerate(cells) if "# NBVAL_" in _source(c)]
+    assert not comments, f"use nbval's cell tags, not comments: code cells {comments}"
