@@ -1,12 +1,15 @@
-"""Figures and experiments of the derivation chapter (chapter 1).
+"""Figures of the derivation chapter (chapter 1).
 
 :func:`draw_bn_graph` (the computational graph of batch norm),
 :func:`plot_gradient_geometry` (the backward pass as a regression residual),
-:func:`weight_scale_sweep` and :func:`plot_weight_scale_sweep` (scale invariance:
-larger weights get smaller updates), and :func:`markdown_table` for tables in outputs.
+:func:`plot_weight_scale_sweep` (scale invariance: larger weights get smaller updates;
+the training loop itself is on the chapter's page), and :func:`markdown_table` for
+tables in outputs.
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,13 +21,13 @@ __all__ = [
     "BN_GRAPH_NODES",
     "BN_GRAPH_EDGES",
     "markdown_table",
+    "wrap_report",
     "draw_bn_graph",
     "plot_gradient_geometry",
-    "weight_scale_sweep",
     "plot_weight_scale_sweep",
 ]
 
-#: Node name -> label drawn in the graph (inputs first, then the STAGED_NODES operations).
+#: Node name -> label drawn in the graph (inputs first, then the STAGED_NODES nodes).
 BN_GRAPH_NODES = {
     "x": r"$x$",
     "gamma": r"$\gamma$",
@@ -79,8 +82,9 @@ def markdown_table(header, rows) -> str:
     """A Markdown table as a string (display it with ``IPython.display.Markdown``).
 
     Args:
-        header: k column titles. rows: sequence of k-item rows; items are used with ``str``,
-            so format numbers before passing them.
+        header: k column titles.
+        rows: sequence of k-item rows; items are used with ``str``, so format numbers
+            before passing them.
     """
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + " --- |" * len(header)]
     for row in rows:
@@ -93,31 +97,52 @@ def markdown_table(header, rows) -> str:
     return "\n".join(lines)
 
 
+def wrap_report(text: str, width: int = 88) -> str:
+    """A checker's report (``CheckResult.report``) with each line wrapped to ``width``
+    columns; continuation lines are indented four spaces more than the line they
+    continue."""
+    out = []
+    for line in text.splitlines():
+        indent = " " * (len(line) - len(line.lstrip()))
+        out.append(
+            textwrap.fill(
+                line,
+                width,
+                subsequent_indent=indent + "    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(out)
+
+
 def _brief(a) -> str:
     """A short, stable summary of an array: the value if scalar, else its 2-norm."""
     a = np.asarray(a, dtype=np.float64)
     if a.size == 1:
         return f"{a.item():.3g}"
-    return rf"$\|\cdot\|$={np.linalg.norm(a):.3g}"
+    return f"{np.linalg.norm(a):.3g}"
 
 
-def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
+def draw_bn_graph(values=None, grads=None, ax=None, figsize=(7.5, 3.2)):
     """Draw batch norm's forward computational graph, one box per operation.
 
     Nodes are the inputs ``x``, ``gamma``, ``beta`` and every node of
     :data:`bnlib.functional.STAGED_NODES`; arrows follow :data:`BN_GRAPH_EDGES`.
 
     Args:
-        values: optional ``{node: array}`` of forward values, summarized next to each box
-            (value if scalar, else 2-norm).
+        values: optional ``{node: array}`` of forward values, summarized next to each
+            box (value if scalar, else 2-norm); ``gamma`` and ``beta`` may be included.
         grads: optional ``{node: array}`` of gradients dL/d(node) (e.g. the ``trace`` of
-            :func:`bnlib.functional.batchnorm_backward_staged`), summarized the same way on
-            the other side of each box.
+            :func:`bnlib.functional.batchnorm_backward_staged`, plus ``gamma`` and
+            ``beta``), summarized the same way on the other side of each box. A line
+            of text in the lower left says what the numbers are.
         ax: axes to draw into (a new figure of ``figsize`` inches if None).
 
     Returns:
         The matplotlib Figure. Node texts carry ``gid="node:<name>"``, arrows
-        ``gid="edge:<parent>-><child>"`` and annotations ``gid="value:..."`` / ``"grad:..."``.
+        ``gid="edge:<parent>-><child>"`` and annotations ``gid="value:..."`` /
+        ``"grad:..."``.
     """
     missing = {name for name, _ in F.STAGED_NODES} - set(BN_GRAPH_NODES)
     if missing:  # the graph must show every node the staged backward visits
@@ -125,8 +150,8 @@ def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     fig = ax.figure
-    ax.set_xlim(-0.4, 12.2)
-    ax.set_ylim(-1.35, 1.5)
+    ax.set_xlim(-0.4, 12.4)
+    ax.set_ylim(-1.55, 1.55)
     ax.axis("off")
     boxes = {}
     for name, label in BN_GRAPH_NODES.items():
@@ -136,7 +161,7 @@ def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
             label,
             ha="center",
             va="center",
-            fontsize=11,
+            fontsize=10,
             gid=f"node:{name}",
             bbox=dict(
                 boxstyle="round,pad=0.35",
@@ -162,29 +187,48 @@ def draw_bn_graph(values=None, grads=None, ax=None, figsize=(8.0, 2.9)):
             ),
         )
     for kind, data, dy, color in (
-        ("value", values, 0.34, COLORS["reference"]),
-        ("grad", grads, -0.34, COLORS["plain"]),
+        ("value", values, 0.36, COLORS["reference"]),
+        ("grad", grads, -0.36, COLORS["plain"]),
     ):
         for name, arr in (data or {}).items():
             if name not in _POS:
                 continue
-            prefix = "" if kind == "value" else r"$\partial \ell$: "
-            # upper row: gradients above the box, values below (the arrows run underneath)
-            off = -dy if _POS[name][1] > 0.5 else dy
+            x0, y0 = _POS[name]
+            if y0 < -0.5:  # gamma, beta: gradient below the box, value above it
+                pos = (x0, y0 + (0.36 if kind == "value" else -0.36))
+            else:  # upper row: gradients above the box; lower row: below it
+                pos = (x0, y0 + (-dy if y0 > 0.5 else dy))
             ax.text(
-                _POS[name][0],
-                _POS[name][1] + off,
-                prefix + _brief(arr),
+                *pos,
+                _brief(arr),
                 ha="center",
                 va="center",
-                fontsize=8.5,
+                fontsize=9,
                 color=color,
                 gid=f"{kind}:{name}",
             )
+    notes = [
+        (data, kind, color)
+        for data, kind, color in (
+            (values, "grey: forward value", COLORS["reference"]),
+            (grads, r"orange: gradient $\partial\ell/\partial v$", COLORS["plain"]),
+        )
+        if data
+    ]
+    for k, (_, text, color) in enumerate(notes):
+        ax.text(
+            -0.4,
+            -0.9 - 0.3 * k,
+            text + " (the value, or its norm over the batch)",
+            fontsize=9,
+            color=color,
+            ha="left",
+            va="center",
+        )
     return fig
 
 
-def plot_gradient_geometry(x_hat, dy, dx, gamma, inv_std, figsize=(9.0, 3.4)):
+def plot_gradient_geometry(x_hat, dy, dx, gamma, inv_std, figsize=(7.5, 3.6)):
     """The BN backward for one feature as a regression residual.
 
     Left: the upstream gradient ``dy_i`` against ``x_hat_i`` with the least-squares line
@@ -237,104 +281,62 @@ def plot_gradient_geometry(x_hat, dy, dx, gamma, inv_std, figsize=(9.0, 3.4)):
     a1.set_title(r"what passes to x: dx (rescaled)")
     for ax in (a0, a1):
         ax.set_xlabel(r"normalized input $\hat{x}_i$ (batch std units)")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=9)
     a0.set_ylabel("gradient (loss units per unit of y)")
     return fig
 
 
-def weight_scale_sweep(scales, steps=60, lr=0.05, m=128, d=8, h=6, eps=1e-5, seed=0):
-    """Train only the weight W of ``u -> BN(W u) -> tanh -> fixed readout`` from ``a * W0``.
+def plot_weight_scale_sweep(scales, loss, norm, first_step, figsize=(7.5, 6.0)):
+    """Scale invariance in training, from runs started at ``W = a * W0``.
 
-    The same data, target, W0 and readout for every scale ``a``; full-batch gradient descent
-    on the mean squared error with learning rate ``lr``, updating W alone, so the only
-    difference between runs is the norm of the starting weights.
+    Top left: training loss per step. Top right: the relative step ``lr |g| / |w|``
+    of the first update against the scale a (log-log, with the 1/a^2 line). Bottom:
+    growth of the mean row norm, ``|w_t| / |w_0| - 1``, on a log scale (it starts at 0,
+    so step 0 is left out). One colour per scale, the same in every panel.
 
     Args:
-        scales: sequence of k positive factors a.
-        steps: gradient steps per run. m, d, h: batch size, input and hidden width.
+        scales: (k,) positive scales a. loss, norm: (k, steps + 1) per run.
+        first_step: (k,) relative step of the first update of each run.
 
     Returns:
-        dict with ``scales`` (k,), ``loss`` (k, steps + 1), ``angle`` (k, steps): mean over
-        the rows of W of the angle (radians) each row turns in one step, ``rel_step``
-        (k, steps): mean over rows of the relative step ``lr |g_j| / |w_j|``, ``norm`` (k, steps + 1):
-        mean row norm of W, and ``radial`` (k, steps): max over rows of |w . g| / (|w| |g|)
-        (how far the gradient is from orthogonal to the row).
+        The Figure (three axes: loss, first step, norm growth).
     """
-    rng = np.random.default_rng(seed)
-    u = rng.normal(size=(m, d))
-    w0 = rng.normal(size=(h, d))
-    w0 /= np.linalg.norm(w0, axis=1, keepdims=True)
-    readout = rng.normal(size=h) / np.sqrt(h)
-    teacher = rng.normal(size=(d, 1))
-    target = np.tanh(u @ teacher).ravel()
-    keys = ("loss", "angle", "rel_step", "norm", "radial")
-    out = {k: [] for k in keys}
-    for a in scales:
-        w = a * w0
-        losses, angles, rel_step, norms, radial = [], [], [], [], []
-        for t in range(steps + 1):
-            z = u @ w.T  # (m, h)
-            zn, cache = F.norm_forward(z, None, None, (0,), eps)
-            act = np.tanh(zn)
-            pred = act @ readout  # (m,)
-            diff = pred - target
-            losses.append(float(np.mean(diff**2)))
-            norms.append(float(np.linalg.norm(w, axis=1).mean()))
-            if t == steps:
-                break
-            dact = (2.0 / m) * diff[:, None] * readout[None, :]
-            dzn = dact * (1.0 - act**2)
-            dz, _, _ = F.norm_backward(dzn, cache)
-            g = dz.T @ u  # (h, d)
-            gn = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
-            radial.append(
-                float(np.max(np.abs(np.sum(w * g, axis=1)) / np.maximum(gn, 1e-300)))
-            )
-            rel_step.append(
-                float(
-                    np.mean(lr * np.linalg.norm(g, axis=1) / np.linalg.norm(w, axis=1))
-                )
-            )
-            w_new = w - lr * g
-            cos = np.sum(w * w_new, axis=1) / (
-                np.linalg.norm(w, axis=1) * np.linalg.norm(w_new, axis=1)
-            )
-            angles.append(float(np.mean(np.arccos(np.clip(cos, -1.0, 1.0)))))
-            w = w_new
-        for key, val in zip(keys, (losses, angles, rel_step, norms, radial)):
-            out[key].append(val)
-    res = {k: np.array(v) for k, v in out.items()}
-    res["scales"] = np.asarray(scales, dtype=np.float64)
-    return res
-
-
-def plot_weight_scale_sweep(res, figsize=(10.0, 3.4)):
-    """Three panels from :func:`weight_scale_sweep`: loss per step; the relative step
-    ``lr |g| / |w|`` of the first update against the scale a (log-log, with the 1/a^2
-    reference line); the mean row norm of W relative to its start, over training.
-    One colour per scale (viridis). Returns the Figure."""
-    scales = res["scales"]
-    cols = plt.cm.viridis(np.linspace(0.0, 0.9, len(scales)))
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize, layout="constrained")
-    for a, c, loss, norm in zip(scales, cols, res["loss"], res["norm"]):
-        a0.plot(loss, color=c, label=f"a = {a:g}")
-        a2.plot(norm / norm[0], color=c)
-    a0.set_yscale("log")
-    a0.set_xlabel("gradient step")
-    a0.set_ylabel("training loss (MSE)")
-    a0.legend(fontsize=8)
-    a0.set_title("same network, different |W|")
-    first = res["rel_step"][:, 0]
-    ref = first[0] * (scales[0] / scales) ** 2
-    a1.loglog(scales, ref, color=COLORS["reference"], ls="--", label=r"$\propto 1/a^2$")
-    a1.loglog(scales, first, "o", color=COLORS["bn"], label="measured")
-    a1.set_xticks(scales, [f"{a:g}" for a in scales])
-    a1.minorticks_off()
-    a1.set_xlabel("weight scale a")
-    a1.set_ylabel(r"relative step $\eta|g|/|w|$ in step 1")
-    a1.legend(fontsize=8)
-    a1.set_title("larger weights move less")
-    a2.set_xlabel("gradient step")
-    a2.set_ylabel(r"mean row norm $|w_t| / |w_0|$")
-    a2.set_title("row norms grow, small ones fastest")
+    scales, loss, norm = (np.asarray(v, np.float64) for v in (scales, loss, norm))
+    first_step = np.asarray(first_step, np.float64)
+    cols = plt.cm.viridis(np.linspace(0.0, 0.78, len(scales)))  # no pale yellow
+    fig, axd = plt.subplot_mosaic(
+        [["loss", "step"], ["norm", "norm"]], figsize=figsize, layout="constrained"
+    )
+    steps = np.arange(loss.shape[1])
+    for a, c, run_loss, run_norm in zip(scales, cols, loss, norm):
+        axd["loss"].plot(steps, run_loss, color=c, lw=1.8, label=f"a = {a:g}")
+        axd["norm"].plot(
+            steps[1:],
+            run_norm[1:] / run_norm[0] - 1,
+            color=c,
+            lw=1.8,
+            label=f"a = {a:g}",
+        )
+    ax = axd["loss"]
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("training loss (MSE)")
+    ax.legend(fontsize=9)
+    ax.set_title("same network, different |W|")
+    ax = axd["step"]
+    ref = first_step[0] * (scales[0] / scales) ** 2
+    ax.loglog(scales, ref, color=COLORS["reference"], ls="--", label=r"$\propto 1/a^2$")
+    ax.scatter(scales, first_step, c=cols, s=40, zorder=3, label="measured")
+    ax.set_xticks(scales, [f"{a:g}" for a in scales])
+    ax.minorticks_off()
+    ax.set_xlabel("weight scale a")
+    ax.set_ylabel(r"relative step $\eta|g|/|w|$, step 1")
+    ax.legend(fontsize=9)
+    ax.set_title("larger weights move less")
+    ax = axd["norm"]
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel(r"row-norm growth $|w_t|/|w_0| - 1$")
+    ax.legend(fontsize=9, ncols=len(scales), loc="lower right")
+    ax.set_title("row norms only grow, the small ones fastest")
     return fig

@@ -1,4 +1,4 @@
-"""Tests for bnlib.diagrams (chapter 1 figures)."""
+"""Tests for bnlib.chapters.ch1_deriving (chapter 1 figures and tables)."""
 
 import matplotlib
 
@@ -54,7 +54,23 @@ def test_graph_annotations_from_staged_trace():
     assert len(_gids(fig, "grad:")) == len(F.STAGED_NODES) + 1  # every node and x
     assert len(_gids(fig, "value:")) == 3
     texts = [a.get_text() for a in fig.findobj() if (a.get_gid() or "") == "grad:out"]
-    assert f"{np.linalg.norm(trace['out']):.3g}" in texts[0]
+    assert texts[0] == f"{np.linalg.norm(trace['out']):.3g}"
+    plt.close(fig)
+
+
+def test_graph_gamma_beta_gradients_and_legend_line():
+    cache, trace = _staged_example()
+    grads = dict(trace, gamma=np.array([[0.25]]), beta=np.array([[-1.5]]))
+    fig = ch1.draw_bn_graph(grads=grads)
+    assert {"grad:gamma", "grad:beta"} <= set(_gids(fig, "grad:"))
+    (beta,) = [a for a in fig.findobj() if a.get_gid() == "grad:beta"]
+    assert beta.get_text() == "-1.5"
+    assert beta.get_position()[1] < ch1._POS["beta"][1]  # below its box
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(t.startswith("orange: gradient") for t in texts)
+    assert not any(t.startswith("grey: forward") for t in texts)
+    assert fig.get_size_inches()[0] <= 7.5
+    assert min(t.get_fontsize() for t in fig.axes[0].texts) >= 9
     plt.close(fig)
 
 
@@ -87,32 +103,33 @@ def test_gradient_geometry_residual_panel():
     plt.close(fig)
 
 
-def test_weight_scale_sweep_shapes_and_inverse_square_law():
-    scales = [0.5, 1.0, 2.0]
-    res = ch1.weight_scale_sweep(scales, steps=5, m=32)
-    assert res["loss"].shape == (3, 6) and res["norm"].shape == (3, 6)
-    assert res["angle"].shape == (3, 5) and res["rel_step"].shape == (3, 5)
-    np.testing.assert_allclose(
-        res["loss"][:, 0], res["loss"][0, 0], rtol=1e-4
-    )  # eps breaks exact invariance
-    np.testing.assert_allclose(
-        res["rel_step"][:, 0] * np.square(scales), res["rel_step"][1, 0], rtol=1e-3
-    )
-    assert np.all(np.diff(res["norm"], axis=1) >= 0)
-    assert res["radial"].max() < 1e-2
+def _sweep(scales=(0.5, 1.0, 2.0), steps=4):
+    k = len(scales)
+    loss = np.linspace(1.0, 0.5, steps + 1) * np.arange(1, k + 1)[:, None]
+    norm = 1.0 + np.linspace(0.0, 0.1, steps + 1) / np.arange(1, k + 1)[:, None]
+    return np.array(scales), loss, norm, 0.1 / np.square(scales)
 
 
 def test_plot_weight_scale_sweep():
-    res = ch1.weight_scale_sweep([0.5, 1.0, 2.0], steps=3, m=16)
-    fig = ch1.plot_weight_scale_sweep(res)
+    scales, loss, norm, first = _sweep()
+    fig = ch1.plot_weight_scale_sweep(scales, loss, norm, first)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
-    assert len(fig.axes[0].lines) == 3 and len(fig.axes[2].lines) == 3
+    ax_loss, ax_step, ax_norm = fig.axes
+    assert len(ax_loss.lines) == 3 and len(ax_norm.lines) == 3
+    # every panel has a legend, and the norm panel shows growth from step 1 on
+    assert all(ax.get_legend() is not None for ax in fig.axes)
+    np.testing.assert_allclose(ax_norm.lines[0].get_ydata(), norm[0, 1:] - 1.0)
+    assert ax_norm.get_yscale() == "log"
+    # one colour per scale, the same in the loss and the norm panels
+    for a, b in zip(ax_loss.lines, ax_norm.lines):
+        np.testing.assert_array_equal(a.get_color(), b.get_color())
+    assert fig.get_size_inches()[0] <= 7.5
     plt.close(fig)
 
 
 def test_brief_summaries():
     assert ch1._brief(np.array([[1.23456]])) == "1.23"
-    assert ch1._brief(np.ones((4, 3))).endswith("=3.46")
+    assert ch1._brief(np.ones((4, 3))) == "3.46"
 
 
 def test_markdown_table():
@@ -125,3 +142,13 @@ def test_markdown_table():
     ]
     with pytest.raises(ValueError, match="expected 2"):
         ch1.markdown_table(["a", "b"], [[1]])
+
+
+def test_wrap_report_keeps_words_and_width():
+    long = "  Most likely cause: " + " ".join(["word"] * 40)
+    text = ch1.wrap_report("checker: FAILED\n" + long, width=40)
+    lines = text.splitlines()
+    assert lines[0] == "checker: FAILED"
+    assert all(len(line) <= 40 for line in lines)
+    assert lines[2].startswith("      word")  # continuation: 2 + 4 spaces
+    assert " ".join(text.split()) == " ".join(("checker: FAILED\n" + long).split())
