@@ -50,7 +50,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_test import CHROMIUM_ARGS, LOCAL_HOSTS, toc_pages  # noqa: E402
+from site_test import CHROMIUM_ARGS, LOCAL_HOSTS  # noqa: E402
+from toc import toc_documents  # noqa: E402
 
 RUN_CHAPTER = "02_gamma_beta"
 RAW_MYST = re.compile(
@@ -436,7 +437,7 @@ def main(argv=None) -> int:
     chapters_dir = Path(args.chapters)
     names = [
         Path(p).name
-        for p in toc_pages(Path(args.toc))
+        for p in toc_documents(args.toc)
         if Path(p).parent.name == chapters_dir.name
         and (chapters_dir / f"{Path(p).name}.ipynb").exists()
     ]

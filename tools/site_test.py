@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import yaml
+from toc import toc_documents
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -74,27 +74,6 @@ CHROMIUM_ARGS = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 EXTRA_PAGES = ["genindex", "search"]
 SHOT_SETS = ["1440-light", "1440-dark", "390-light", "390-dark"]
-
-
-def toc_pages(toc_file: Path) -> list[str]:
-    """Every document of a jb-book _toc.yml, in reading order (root first)."""
-    toc = yaml.safe_load(toc_file.read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            for key in ("sections", "chapters", "parts"):
-                walk(entry.get(key))
-
-    walk(toc.get("parts"))
-    walk(toc.get("chapters"))
-    walk(toc.get("sections"))
-    return [
-        str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p
-        for p in pages
-    ]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -649,7 +628,7 @@ def main(argv=None) -> int:
     for shot_set in SHOT_SETS:
         shutil.rmtree(shots / shot_set, ignore_errors=True)
         (shots / shot_set).mkdir()
-    names = toc_pages(Path(args.toc)) + EXTRA_PAGES
+    names = toc_documents(args.toc) + EXTRA_PAGES
     timeout_ms = args.timeout * 1000
     server, base = serve(site)
     blocked: list[str] = []
