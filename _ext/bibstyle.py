@@ -1,9 +1,10 @@
-"""Author-year labels and "cited in" links for the bibliography page (loaded from _config.yml).
+"""Author-year labels and "cited in" links for the bibliography page (loaded from
+_config.yml).
 
 The chapters cite author-year ("Ioffe and Szegedy, 2015", `bibtex_reference_style:
 author_year`); pybtex's ``plain`` style would still label the list [1], [2], ... This
-registers ``plain_authoryear``: pybtex's ``plain`` formatting and sorting, with each entry
-labelled the way it is cited.
+registers ``plain_authoryear``: pybtex's ``plain`` formatting and sorting, with each
+entry labelled the way it is cited.
 
 sphinxcontrib-bibtex links an entry back to its citations only when they are on the
 same page as the bibliography. The book's bibliography is a page of its own, so each
@@ -58,7 +59,8 @@ class PlainAuthorYearStyle(PlainStyle):
 
 
 def _short_title(env, docname: str) -> str:
-    """'Chapter 3' for a numbered chapter ("3. Batch norm at test time: ..."), else the title."""
+    """'Chapter 3' for a numbered chapter ("3. Batch norm at test time: ..."), else the
+    title."""
     title = env.titles[docname].astext() if docname in env.titles else docname
     number = re.match(r"(\d+)\.\s", title)
     if number:

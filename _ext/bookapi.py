@@ -1,9 +1,10 @@
 """Sphinx helpers for the API reference page (api.md), loaded from _config.yml.
 
-bnlib's docstrings are written to be read as plain text first (``help()`` in a notebook),
-so shapes such as (N, C, *spatial) and norms such as |w| appear outside literals. reST
-would read that ``*`` as the start of emphasis and ``|w|`` as a substitution, and -W
-turns either into a build failure. So, before napoleon converts a docstring:
+bnlib's docstrings are written to be read as plain text first (``help()`` in a
+notebook), so shapes such as (N, C, *spatial) and norms such as |w| appear outside
+literals. reST would read that ``*`` as the start of emphasis and ``|w|`` as a
+substitution, and -W turns either into a build failure. So, before napoleon converts a
+docstring:
 
 * an unmatched ``*`` and any ``|`` outside literals and roles are escaped;
 * attribute, data and property docstrings are kept as written (napoleon would read
@@ -17,6 +18,8 @@ from __future__ import annotations
 import importlib
 import re
 
+import sphinx
+from sphinx.errors import ExtensionError
 from sphinx.ext.napoleon import docstring as napoleon_docstring
 
 # literals and roles are left alone: ``x``, `x`, :role:`x`
@@ -40,7 +43,8 @@ def _escape_stars(seg: str) -> str:
             and not seg[i + run].isspace()
         )
         if can_open:
-            # look for a matching closing token: preceded by non-space, followed by a closer
+            # look for a matching closing token: preceded by non-space, followed by a
+            # closer
             j = i + run
             close = -1
             while True:
@@ -78,7 +82,8 @@ _NAMED_ENTRY = re.compile(r"^\s*[A-Za-z_][\w]*(\s*,\s*[A-Za-z_][\w]*)*\s*:(\s|$)
 
 def _name_several_returns(lines):
     """A "Returns:" section that lists two or more ``name: description`` entries is
-    renamed "Return values:", which napoleon formats like "Args:" (one item per name)."""
+    renamed "Return values:", which napoleon formats like "Args:" (one item per
+    name)."""
     for idx, line in enumerate(lines):
         if line.strip() != "Returns:":
             continue
@@ -108,11 +113,9 @@ def _escape_docstring(app, what, name, obj, options, lines):
             in_block = False
         if not in_block:
             lines[idx] = _escape_line(line)
+        # literal blocks, doctests, directives
         if line.rstrip().endswith("::") or line.lstrip().startswith((">>>", ".. ")):
-            in_block, block_indent = (
-                True,
-                indent,
-            )  # literal blocks, doctests, directives
+            in_block, block_indent = True, indent
 
 
 def _keep_attribute_docstring(self):
@@ -160,12 +163,30 @@ def _lookup(dotted: str):
     return None
 
 
+def _patch_attribute_docstring():
+    """Make napoleon keep attribute docstrings as written. The patched method is
+    private: if this Sphinx's napoleon lacks it, fail the build rather than set an
+    attribute nothing calls (the docstrings would silently be misread again)."""
+    cls = napoleon_docstring.GoogleDocstring
+    missing = [
+        name
+        for name in ("_parse_attribute_docstring", "_consume_to_end")
+        if not callable(getattr(cls, name, None))
+    ]
+    if missing:
+        names = ", ".join(f"{cls.__module__}.{cls.__qualname__}.{m}" for m in missing)
+        raise ExtensionError(
+            f"_ext/bookapi.py patches napoleon through {names}, which the installed "
+            f"Sphinx {sphinx.__version__} (sphinx.ext.napoleon) does not have; it was "
+            "written against Sphinx 7.4 (pinned in requirements.txt). Install that "
+            "version, or adapt _keep_attribute_docstring to this napoleon."
+        )
+    cls._parse_attribute_docstring = _keep_attribute_docstring
+
+
 def setup(app):
-    napoleon_docstring.GoogleDocstring._parse_attribute_docstring = (
-        _keep_attribute_docstring
-    )
-    app.connect(
-        "autodoc-process-docstring", _escape_docstring, priority=400
-    )  # before napoleon
+    _patch_attribute_docstring()
+    # priority 400: before napoleon converts the docstring
+    app.connect("autodoc-process-docstring", _escape_docstring, priority=400)
     app.connect("missing-reference", _resolve_reexport)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -12,8 +12,9 @@
 
 The PDF is printed from a ``singlehtml`` build (``make pdf``). Some extensions register
 how to write their nodes for the ``html`` builder only (sphinx-proof's theorems, for
-example), and once any extension registers ``singlehtml`` handlers Sphinx no longer falls
-back to the ``html`` ones; so the ``html`` handlers missing for ``singlehtml`` are copied.
+example), and once any extension registers ``singlehtml`` handlers Sphinx no longer
+falls back to the ``html`` ones; so the ``html`` handlers missing for ``singlehtml`` are
+copied.
 """
 
 from __future__ import annotations

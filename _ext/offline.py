@@ -6,9 +6,9 @@
 * sphinx-thebe (loaded by Jupyter Book, unused here: no launch buttons) is switched
   off: it would add its script twice per page (a duplicate ``const``, a console error)
   and a configuration pointing at a CDN.
-* Any other ``<script>``, ``<link>``, ``<img>``, ``<iframe>``, ``<source>`` or ``<embed>``
-  in a page body that still loads from another host is reported as a warning, so the
-  ``-W`` build fails and names the page.
+* Any other ``<script>``, ``<link>``, ``<img>``, ``<iframe>``, ``<source>`` or
+  ``<embed>`` in a page body that still loads from another host is reported as a
+  warning, so the ``-W`` build fails and names the page.
 """
 
 from __future__ import annotations

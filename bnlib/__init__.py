@@ -1,10 +1,12 @@
-"""bnlib: a small numpy library for learning batch normalization, with PyTorch semantics.
+"""bnlib: a small numpy library for learning batch normalization, with PyTorch
+semantics.
 
 Two layers, as in PyTorch: :mod:`bnlib.functional` (pure forward/backward functions with
-explicit caches) and the modules (stateful layers with ``params``, ``grads``, ``train()``
-and ``eval()``). Around them: batch-norm variants (:mod:`bnlib.variants`), model builders
-(:mod:`bnlib.models`), BN surgery on trained models (:mod:`bnlib.surgery`), training,
-optimizers, losses, data, gradient checks, exercise checkers and figure style.
+explicit caches) and the modules (stateful layers with ``params``, ``grads``,
+``train()`` and ``eval()``). Around them: batch-norm variants (:mod:`bnlib.variants`),
+model builders (:mod:`bnlib.models`), BN surgery on trained models
+(:mod:`bnlib.surgery`), training, optimizers, losses, data, gradient checks, exercise
+checkers and figure style.
 
 Each chapter's own experiments live in ``bnlib.chapters``, one module per notebook
 (``from bnlib.chapters import ch3_test_time as ch3``); they are not exported here.

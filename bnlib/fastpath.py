@@ -87,7 +87,7 @@ class Layout:
         self.m = a * b
 
     def chunks(self, itemsize: int) -> tuple[slice, ...]:
-        """Slices along the first axis of :attr:`full` of about CHUNK_BYTES each
+        """Slices along the first axis of ``full`` of about CHUNK_BYTES each
         (one slice when that axis is the groups)."""
         if self.subscripts == "kb":
             return (slice(None),)

@@ -1,4 +1,5 @@
-"""Losses: each returns ``(loss, dlogits)``, the mean loss over the batch and its gradient."""
+"""Losses: each returns ``(loss, dlogits)``, the mean loss over the batch and its
+gradient."""
 
 from __future__ import annotations
 

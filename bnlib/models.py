@@ -6,7 +6,8 @@ Every builder takes ``norm=``, one of:
 * a name: ``"bn"`` BatchNorm1d, ``"ln"`` LayerNorm (as ``GroupNorm(1, C)``, per-channel
   gamma and beta), ``"gn"`` GroupNorm, ``"in"`` InstanceNorm1d, ``"ghost_bn"``
   :class:`~bnlib.GhostBatchNorm1d`, ``"noisy_bn"`` :class:`~bnlib.NoisyBatchNorm1d`;
-* a callable ``num_features -> Module``, e.g. ``lambda c: BatchNorm1d(c, momentum=0.01)``.
+* a callable ``num_features -> Module``, e.g.
+  ``lambda c: BatchNorm1d(c, momentum=0.01)``.
 
 :func:`norm_layer` turns any of them into a layer. When a normalization follows a Linear
 or Conv1d, that layer has no bias: beta does its job.
@@ -62,9 +63,9 @@ def norm_layer(
 ) -> Module | None:
     """The normalization layer ``norm`` names for ``num_features`` channels, or None.
 
-    ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise`` (keyword
-    arguments of :class:`~bnlib.NoisyBatchNorm1d`) and ``rng`` by ``"noisy_bn"``.
-    Inputs of the layers: (N, C) or (N, C, L).
+    ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise``
+    (keyword arguments of :class:`~bnlib.NoisyBatchNorm1d`) and ``rng`` by
+    ``"noisy_bn"``. Inputs of the layers: (N, C) or (N, C, L).
     """
     if norm is None:
         return None
@@ -100,8 +101,8 @@ def make_mlp(
 
     Args:
         sizes: layer widths ``[d_in, h_1, ..., h_k, d_out]``: k hidden layers, each
-            ``Linear(h_{i-1}, h_i)`` followed by normalization and the activation, then a
-            final ``Linear(h_k, d_out)`` giving the logits (N, d_out).
+            ``Linear(h_{i-1}, h_i)`` followed by normalization and the activation, then
+            a final ``Linear(h_k, d_out)`` giving the logits (N, d_out).
         activation: ``"sigmoid"``, ``"tanh"``, ``"relu"`` or ``"linear"`` (none: a deep
             linear network).
         norm: see the module docstring; ``norm_options`` go to :func:`norm_layer`.

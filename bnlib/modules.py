@@ -486,7 +486,7 @@ class NormBase(Module):
     """Shared bookkeeping for normalization layers with an affine (weight, bias) pair.
 
     ``weight`` and ``bias`` keep the shape set at construction (``_param_shape``);
-    :meth:`_affine` checks it on every forward, so a replaced parameter of the wrong
+    ``_affine()`` checks it on every forward, so a replaced parameter of the wrong
     shape gives a clear error rather than a broadcasting one.
     """
 

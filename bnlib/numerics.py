@@ -50,7 +50,8 @@ def report_unpinned() -> str:
 
 
 def check_pinned():
-    """Print :func:`report_unpinned`'s note if there is one (each chapter's first cell)."""
+    """Print :func:`report_unpinned`'s note if there is one (each chapter's first
+    cell)."""
     note = report_unpinned()
     if note:
         print(note)

@@ -1,4 +1,5 @@
-"""Optimizers with PyTorch's update rules, over a model's ``(module, name)`` parameters."""
+"""Optimizers with PyTorch's update rules, over a model's ``(module, name)``
+parameters."""
 
 from __future__ import annotations
 

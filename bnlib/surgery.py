@@ -1,11 +1,13 @@
-"""Working on a trained model's batch-norm layers: find them, recompute their statistics,
-fold them into the layer before, look at their inputs, and undo what a probe changed.
+"""Working on a trained model's batch-norm layers: find them, recompute their
+statistics, fold them into the layer before, look at their inputs, and undo what a probe
+changed.
 
 * :func:`batchnorm_layers`: every BatchNorm-like layer with running statistics.
 * :func:`precise_bn`: recompute the running statistics over many batches ("precise BN",
-  Wu & Johnson 2021; AdaBN, Li et al. 2016, on target-domain data; the cure for dropout's
-  variance shift, Li et al. 2019).
-* :func:`fold_batchnorm`: an eval-mode BatchNorm folded into the Linear/Conv1d before it.
+  Wu & Johnson 2021; AdaBN, Li et al. 2016, on target-domain data; the cure for
+  dropout's variance shift, Li et al. 2019).
+* :func:`fold_batchnorm`: an eval-mode BatchNorm folded into the Linear/Conv1d before
+  it.
 * :func:`capture_inputs`: the inputs of chosen layers of a Sequential.
 * :func:`preserved`: a context that restores a model exactly after a probe ran on it.
 """
@@ -53,7 +55,8 @@ class _StatsAccumulator:
         self.batches, self.sum_mean, self.sum_var = 0, 0.0, 0.0
 
     def add(self, x: np.ndarray):
-        """Add one batch x (N, C, *spatial): m = N * prod(spatial) values per channel."""
+        """Add one batch x (N, C, *spatial): m = N * prod(spatial) values per
+        channel."""
         axes = F.batch_axes(x.ndim)
         m = x.size // x.shape[1]
         mu = x.mean(axis=axes, dtype=np.float64)
@@ -157,11 +160,13 @@ def precise_bn(
 
 
 def fold_batchnorm(layer: Linear | Conv1d, bn: BatchNormBase) -> Linear | Conv1d:
-    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine map.
+    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine
+    map.
 
     In evaluation BatchNorm is per-channel affine: ``y = s * (z - running_mean) + beta``
     with ``s = gamma / sqrt(running_var + eps)``. Folding it into the layer before gives
-    ``W' = s * W`` (row c of W scaled by s_c) and ``b' = s * (b - running_mean) + beta``.
+    ``W' = s * W`` (row c of W scaled by s_c) and
+    ``b' = s * (b - running_mean) + beta``.
 
     Args:
         layer: a ``Linear`` (in, out) followed by BatchNorm1d(out) on (N, out), or a
@@ -252,9 +257,9 @@ def _restore(model: Module, snap: list[dict]):
 
 @contextmanager
 def preserved(model: Module):
-    """``with preserved(model): ...`` runs the block, then restores the model's parameters,
-    gradients, running statistics, random streams and train/eval modes, even if the
-    block raises. For probes that run extra forward and backward passes."""
+    """``with preserved(model): ...`` runs the block, then restores the model's
+    parameters, gradients, running statistics, random streams and train/eval modes, even
+    if the block raises. For probes that run extra forward and backward passes."""
     snap = _snapshot(model)
     try:
         yield model

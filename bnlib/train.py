@@ -113,7 +113,8 @@ def fit(
         rng: seed or Generator for the shuffles.
         progress: show a tqdm progress bar.
         on_nonfinite: ``"raise"`` raises :class:`NonFiniteLossError` naming the step and
-            what to try; ``"stop"`` records that message in ``history.stopped`` and returns.
+            what to try; ``"stop"`` records that message in ``history.stopped`` and
+            returns.
         max_steps: optional cap on the number of steps.
     """
     if on_nonfinite not in ("raise", "stop"):

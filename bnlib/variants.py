@@ -1,11 +1,12 @@
-"""Batch-norm variants and recurrent layers the chapters study, built on the core layers.
+"""Batch-norm variants and recurrent layers the chapters study, built on the core
+layers.
 
 * :class:`BatchRenorm1d`: Batch Renormalization (Ioffe 2017), batch statistics corrected
   towards the running ones by r and d, held constant in the backward pass.
 * :class:`GhostBatchNorm1d`: statistics from sub-batches ("ghost batches", Hoffer et al.
   2017), so the noise of the statistics changes without changing the gradient batch.
-* :class:`NoisyBatchNorm1d`: BatchNorm followed by random noise redrawn at every training
-  step (Santurkar et al. 2018, Section 2.1).
+* :class:`NoisyBatchNorm1d`: BatchNorm followed by random noise redrawn at every
+  training step (Santurkar et al. 2018, Section 2.1).
 * :class:`WeightNormLinear`: weight normalization (Salimans & Kingma 2016).
 * :class:`NormRNN` and :class:`LastStep`: a tanh RNN with BatchNorm (statistics per time
   step, Cooijmans et al. 2017) or LayerNorm (Ba et al. 2016) inside the recurrence.
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- Batch Renorm
+# ------------------------------------------------------------------------- Batch Renorm
 
 
 class BatchRenorm1d(BatchNormBase):
@@ -37,27 +38,30 @@ class BatchRenorm1d(BatchNormBase):
     Training, per channel, with batch mean ``mu_B``, ``sigma_B = sqrt(var_B + eps)``
     (biased batch variance) and the running estimates ``mu``, ``sigma``::
 
-        r = clip(sigma_B / sigma, 1/r_max, r_max)        # constants in the backward
-        d = clip((mu_B - mu) / sigma, -d_max, d_max)     # (no gradient flows through them)
+        # r, d: constants in the backward (no gradient flows through them)
+        r = clip(sigma_B / sigma, 1/r_max, r_max)
+        d = clip((mu_B - mu) / sigma, -d_max, d_max)
         x_hat = (x - mu_B) / sigma_B * r + d
         y = gamma * x_hat + beta
 
-    Unclipped, ``x_hat = (x - mu) / sigma``: the training output is the evaluation output.
-    With ``r_max = 1, d_max = 0`` it is BatchNorm. Evaluation: ``y = gamma (x - mu) / sigma + beta``.
+    Unclipped, ``x_hat = (x - mu) / sigma``: the training output is the evaluation
+    output. With ``r_max = 1, d_max = 0`` it is BatchNorm. Evaluation:
+    ``y = gamma (x - mu) / sigma + beta``.
 
     Running statistics, after r and d are computed (a = momentum, None = cumulative):
 
-    * ``running="std"`` (the paper): ``sigma <- sigma + a (sigma_B - sigma)``, an EMA of the
-      batch *standard deviations* (eps included). It is stored as
+    * ``running="std"`` (the paper): ``sigma <- sigma + a (sigma_B - sigma)``, an EMA of
+      the batch *standard deviations* (eps included). It is stored as
       ``running_var = sigma**2 - eps``, so that the usual ``sqrt(running_var + eps)`` is
       sigma; ``running_std`` gives sigma directly.
-    * ``running="var"``: PyTorch's BatchNorm rule, an EMA of the unbiased batch variances,
-      ``sigma = sqrt(running_var + eps)``. Then ``r_max=1, d_max=0`` reproduces
-      ``BatchNorm1d`` exactly, running statistics included.
+    * ``running="var"``: PyTorch's BatchNorm rule, an EMA of the unbiased batch
+      variances, ``sigma = sqrt(running_var + eps)``. Then ``r_max=1, d_max=0``
+      reproduces ``BatchNorm1d`` exactly, running statistics included.
 
-    The paper starts with r_max = 1, d_max = 0 and relaxes them during training; ``r_max``
-    and ``d_max`` are plain attributes, so a training loop can change them. After a
-    training forward, ``last_r`` and ``last_d`` (shape (C,)) hold the values used.
+    The paper starts with r_max = 1, d_max = 0 and relaxes them during training;
+    ``r_max`` and ``d_max`` are plain attributes, so a training loop can change them.
+    After a training forward, ``last_r`` and ``last_d`` (shape (C,)) hold the values
+    used.
     """
 
     _ranks = (2, 3)
@@ -92,7 +96,8 @@ class BatchRenorm1d(BatchNormBase):
 
     @property
     def running_std(self):
-        """sigma, the running standard deviation used to normalize: ``sqrt(running_var + eps)``."""
+        """sigma, the running standard deviation used to normalize:
+        ``sqrt(running_var + eps)``."""
         return np.sqrt(self.running_var + self.eps)
 
     def forward(self, x):
@@ -139,7 +144,8 @@ class BatchRenorm1d(BatchNormBase):
         self._check_dout(dout, cache["x"].shape)
         # r and d are constants: the BatchNorm backward with effective gamma = gamma * r
         dx, dgamma_eff, dbeta = F.batchnorm_backward(dout, cache)
-        # d/dgamma of gamma * (r x_hat0 + d) summed: r * sum(dout x_hat0) + d * sum(dout)
+        # d/dgamma of gamma * (r x_hat0 + d) summed:
+        # r * sum(dout x_hat0) + d * sum(dout)
         self._store_grads(self.last_r * dgamma_eff + self.last_d * dbeta, dbeta)
         return dx
 
@@ -260,7 +266,7 @@ class GhostBatchNorm1d(BatchNorm1d):
         return f"{self.num_features}, ghost_size={self.ghost_size}"
 
 
-# --------------------------------------------------------------------------- recurrent
+# ------------------------------------------------------------------------- recurrent
 
 
 class NormRNN(Module):
@@ -276,8 +282,9 @@ class NormRNN(Module):
     computation at every step, in training and evaluation. ``norm="bn"``: BatchNorm over
     the examples of the batch, *separately for each time step*, with one pair of running
     statistics per step (Cooijmans et al. 2017), each of shape (max_len, H); gamma and
-    beta are shared by all steps. In evaluation a step ``t >= max_len`` has no statistics:
-    ``extrapolate="error"`` raises, ``"last"`` reuses those of step ``max_len - 1``.
+    beta are shared by all steps. In evaluation a step ``t >= max_len`` has no
+    statistics: ``extrapolate="error"`` raises, ``"last"`` reuses those of step
+    ``max_len - 1``.
 
     Variable lengths: a sequence that has ended is padded with NaN. From its first NaN
     step on it is *inactive*: its hidden state is carried unchanged (so the last output
@@ -286,8 +293,8 @@ class NormRNN(Module):
     own statistics (x_hat = 0: its information is erased; PyTorch's BatchNorm would
     refuse) and does not update the running statistics.
 
-    Parameters: ``weight_ih`` (H, D), ``weight_hh`` (H, H), ``weight`` (gamma, (H,), absent
-    without a norm), ``bias`` (beta, (H,)). Output: all hidden states, (N, T, H).
+    Parameters: ``weight_ih`` (H, D), ``weight_hh`` (H, H), ``weight`` (gamma, (H,),
+    absent without a norm), ``bias`` (beta, (H,)). Output: all hidden states, (N, T, H).
     """
 
     def __init__(
@@ -344,7 +351,8 @@ class NormRNN(Module):
             if self.extrapolate == "error":
                 raise ValueError(
                     f"NormRNN(norm='bn'): no running statistics for time step {t}; "
-                    f"they exist for steps 0..{self.max_len - 1} (max_len={self.max_len}). "
+                    f"they exist for steps 0..{self.max_len - 1} "
+                    f"(max_len={self.max_len}). "
                     "Use extrapolate='last' to reuse the last step's statistics"
                 )
             t = self.max_len - 1
@@ -474,7 +482,7 @@ class LastStep(Module):
         return dx
 
 
-# --------------------------------------------------------------------------- invariances
+# ------------------------------------------------------------------------- invariances
 
 
 class WeightNormLinear(Module):

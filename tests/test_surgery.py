@@ -1,4 +1,5 @@
-"""bnlib.surgery: finding BN layers, precise BN, folding, capturing inputs, restoring a model."""
+"""bnlib.surgery: finding BN layers, precise BN, folding, capturing inputs, restoring a
+model."""
 
 import copy
 

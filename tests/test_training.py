@@ -257,7 +257,8 @@ def test_fit_bad_arguments():
 
 
 class NaNOnCall:
-    """A loss that turns NaN on its ``k``-th call (1-based): a divergence at a known step."""
+    """A loss that turns NaN on its ``k``-th call (1-based): a divergence at a known
+    step."""
 
     def __init__(self, k):
         self.k, self.calls = k, 0

@@ -1,4 +1,5 @@
-"""bnlib.variants: Batch Renorm, ghost and noisy BatchNorm, weight norm, the normalized RNN."""
+"""bnlib.variants: Batch Renorm, ghost and noisy BatchNorm, weight norm, the normalized
+RNN."""
 
 import copy
 
@@ -149,7 +150,8 @@ def test_make_mlp_shapes_and_layers(norm, activation):
     assert len(norms) == (0 if norm is None else 2)
     if norm == "noisy_bn":
         assert all(isinstance(m, NoisyBatchNorm1d) for m in norms)
-    # BN before the nonlinearity: the hidden Linear layers have no bias (beta replaces it)
+    # BN before the nonlinearity: the hidden Linear layers have no bias
+    # (beta replaces it)
     assert all(("bias" in m.params) == (norm is None) for m in linears[:-1])
     assert "bias" in linears[-1].params
 

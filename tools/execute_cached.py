@@ -83,7 +83,8 @@ def main(argv=None) -> int:
             if err:
                 failed += 1
                 print(
-                    f"  FAILED    {rel} after {seconds:.1f} s ({err.splitlines()[0][:200]}); "
+                    f"  FAILED    {rel} after {seconds:.1f} s "
+                    f"({err.splitlines()[0][:200]}); "
                     "the build will run it again and report the cell"
                 )
                 continue

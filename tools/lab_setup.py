@@ -1,4 +1,5 @@
-"""Set up JupyterLab in this environment the way the course expects it (`make lab` runs this).
+"""Set up JupyterLab in this environment the way the course expects it (`make lab` runs
+this).
 
     .venv/bin/python tools/lab_setup.py
 
@@ -90,7 +91,8 @@ def main() -> int:
         json.dumps(LAB_CONFIG, indent=2) + "\n",
     )
     print(
-        f"JupyterLab set up in {PREFIX}: kernel 'Python 3', no news prompt, plain citations"
+        f"JupyterLab set up in {PREFIX}: kernel 'Python 3', no news prompt, "
+        "plain citations"
     )
     return 0
 

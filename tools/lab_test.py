@@ -4,11 +4,11 @@ Usage (what `make lab-test` runs, after `tools/lab_setup.py` has set up .venv):
 
     .venv/bin/python tools/lab_test.py --toc _toc.yml --chromium /usr/bin/chromium
 
-The script starts JupyterLab from the environment it runs in, on 127.0.0.1 at a free port
-with a random token, over a *copy* of chapters/ in a temporary folder (the chapters on disk
-are never touched, whatever JupyterLab saves), with its own settings and workspace folders.
-Settings: the notebook renders every cell (no windowing), autosave is off. The server is
-stopped at the end, whatever happens.
+The script starts JupyterLab from the environment it runs in, on 127.0.0.1 at a free
+port with a random token, over a *copy* of chapters/ in a temporary folder (the chapters
+on disk are never touched, whatever JupyterLab saves), with its own settings and
+workspace folders. Settings: the notebook renders every cell (no windowing), autosave is
+off. The server is stopped at the end, whatever happens.
 
 For every chapter of _toc.yml (a notebook in chapters/):
 
@@ -19,12 +19,13 @@ For every chapter of _toc.yml (a notebook in chapters/):
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
   gated solution (``{solution-start}`` ... ``{solution-end}``), the code cells between
   have their input and outputs hidden, so that the answer is not on screen;
-* the notebook is not marked modified after opening (the kernel has started and is idle);
+* the notebook is not marked modified after opening (the kernel has started and is
+  idle);
 * no news prompt and no other dialog.
 
-Then chapter 2 (02_gamma_beta.ipynb): Run > Run All Cells; every code cell must have run;
-then the first ipywidgets slider in the notebook is dragged and the figure of its cell
-(an image, canvas or SVG in that cell's output) must change.
+Then chapter 2 (02_gamma_beta.ipynb): Run > Run All Cells; every code cell must have
+run; then the first ipywidgets slider in the notebook is dragged and the figure of its
+cell (an image, canvas or SVG in that cell's output) must change.
 
 Screenshots go to --screenshots (one per chapter at its top, one at its first solution,
 and chapter 2 before and after the slider moved). Playwright drives Debian's Chromium
@@ -50,7 +51,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_test import CHROMIUM_ARGS, LOCAL_HOSTS, toc_pages  # noqa: E402
+from site_test import CHROMIUM_ARGS, LOCAL_HOSTS  # noqa: E402
+from toc import toc_documents  # noqa: E402
 
 RUN_CHAPTER = "02_gamma_beta"
 RAW_MYST = re.compile(
@@ -169,8 +171,10 @@ class Lab:
 
 
 JS_STATE = """() => {
-  const cells = Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'));
-  const shown = el => !!el && el.getClientRects().length > 0 && getComputedStyle(el).display !== 'none';
+  const cells = Array.from(document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'));
+  const shown = el => !!el && el.getClientRects().length > 0
+                      && getComputedStyle(el).display !== 'none';
   return cells.map((c, i) => {
     const md = c.classList.contains('jp-MarkdownCell');
     // jupyterlab-myst renders into a '.myst' widget; JupyterLab's own renderer (if the
@@ -186,12 +190,15 @@ JS_STATE = """() => {
       myst: !!myst,
       text: rendered ? rendered.innerText : '',
       mystErrors: rendered ? Array.from(rendered.querySelectorAll('[title]'))
-        .filter(e => /not found|unknown|error/i.test(e.title) && e.title !== 'Citation Not Found')
+        .filter(e => /not found|unknown|error/i.test(e.title)
+                     && e.title !== 'Citation Not Found')
         .map(e => e.title + ': ' + e.innerText.slice(0, 60)) : [],
-      cites: rendered ? Array.from(rendered.querySelectorAll('[title="Citation Not Found"]'))
+      cites: rendered ? Array.from(
+          rendered.querySelectorAll('[title="Citation Not Found"]'))
         .map(e => getComputedStyle(e, '::before').content) : [],
       details: rendered ? Array.from(rendered.querySelectorAll('details'))
-        .map(d => ({open: d.open, summary: (d.querySelector('summary') || {}).innerText || ''})) : [],
+        .map(d => ({open: d.open,
+                    summary: (d.querySelector('summary') || {}).innerText || ''})) : [],
       inputShown: shown(input),
       outputsShown: !!outputs && shown(outputs) && outputs.children.length > 0,
       hasOutputs: !!outputs && outputs.children.length > 0,
@@ -201,20 +208,31 @@ JS_STATE = """() => {
 }"""
 
 JS_UI = """() => ({
-  dirty: Array.from(document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty')).map(t => t.innerText.trim()),
-  toasts: Array.from(document.querySelectorAll('.Toastify__toast')).map(t => t.innerText.trim().slice(0, 160)),
-  dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText.trim().slice(0, 160)),
-  kernel: (document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator') || {dataset: {}}).dataset.status
-        || (document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelStatus') || {title: ''}).title,
+  dirty: Array.from(document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty'))
+    .map(t => t.innerText.trim()),
+  toasts: Array.from(document.querySelectorAll('.Toastify__toast'))
+    .map(t => t.innerText.trim().slice(0, 160)),
+  dialogs: Array.from(document.querySelectorAll('.jp-Dialog'))
+    .map(d => d.innerText.trim().slice(0, 160)),
+  kernel: (document.querySelector(
+             '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator')
+           || {dataset: {}}).dataset.status
+        || (document.querySelector(
+              '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelStatus')
+            || {title: ''}).title,
 })"""
 
 JS_FIGURES = """(cellIndex) => {
-  const cell = document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')[cellIndex];
+  const cell = document.querySelectorAll(
+    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')[cellIndex];
   const area = cell.querySelector('.jp-Cell-outputWrapper') || cell;
   return [
     ...Array.from(area.querySelectorAll('img')).map(i => i.src),
-    ...Array.from(area.querySelectorAll('canvas')).map(c => { try { return c.toDataURL(); } catch (e) { return ''; } }),
-    ...Array.from(area.querySelectorAll('svg')).filter(s => !s.closest('button, .jp-Toolbar, .jp-icon'))
+    ...Array.from(area.querySelectorAll('canvas')).map(c => {
+      try { return c.toDataURL(); } catch (e) { return ''; }
+    }),
+    ...Array.from(area.querySelectorAll('svg'))
+        .filter(s => !s.closest('button, .jp-Toolbar, .jp-icon'))
         .map(s => s.outerHTML),
   ];
 }"""
@@ -255,8 +273,10 @@ def open_notebook(page, lab: Lab, name: str, workspace: str, timeout_ms: float):
     t0 = time.time()
     while time.time() - t0 < timeout_ms / 1000:
         if page.evaluate("""() => {
-              const md = document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell');
-              return md.length > 0 && Array.from(md).every(c => c.querySelector('.jp-InputArea > .myst'));
+              const md = document.querySelectorAll(
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-MarkdownCell');
+              return md.length > 0 &&
+                Array.from(md).every(c => c.querySelector('.jp-InputArea > .myst'));
             }"""):
             break
         page.wait_for_timeout(500)
@@ -353,11 +373,14 @@ def run_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float):
     if not_run:
         # execution stops at the first unexpected error; show it
         errors = page.evaluate("""() => Array.from(document.querySelectorAll(
-            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
-            .map(e => e.innerText.trim().split('\\n').filter(l => /Error|Exception/.test(l)).slice(-1)[0] || '')
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output' +
+            '[data-mime-type="application/vnd.jupyter.stderr"]'))
+            .map(e => e.innerText.trim().split('\\n')
+                       .filter(l => /Error|Exception/.test(l)).slice(-1)[0] || '')
             .filter(Boolean)""")
+        more = " ..." if len(not_run) > 8 else ""
         problems.append(
-            f"Run All stopped: code cells {not_run[:8]}{' ...' if len(not_run) > 8 else ''} "
+            f"Run All stopped: code cells {not_run[:8]}{more} "
             f"did not run; last error: {errors[-1] if errors else '?'}"
         )
     sliders = page.locator(
@@ -380,7 +403,8 @@ def run_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float):
     slider.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     cell_index = slider.evaluate("""el => Array.from(document.querySelectorAll(
-        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')).indexOf(el.closest('.jp-Cell'))""")
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'))
+        .indexOf(el.closest('.jp-Cell'))""")
     label = slider.inner_text().strip().replace("\n", " ")
     before = page.evaluate(JS_FIGURES, cell_index)
     info["slider"] = f"'{label}' in cell {cell_index}"
@@ -436,7 +460,7 @@ def main(argv=None) -> int:
     chapters_dir = Path(args.chapters)
     names = [
         Path(p).name
-        for p in toc_pages(Path(args.toc))
+        for p in toc_documents(args.toc)
         if Path(p).parent.name == chapters_dir.name
         and (chapters_dir / f"{Path(p).name}.ipynb").exists()
     ]
@@ -462,16 +486,19 @@ def main(argv=None) -> int:
     try:
         lab.wait_ready()
         print(
-            f"JupyterLab on {lab.base} over a copy of {chapters_dir}/ ({time.time() - start:.0f} s to start)"
+            f"JupyterLab on {lab.base} over a copy of {chapters_dir}/ "
+            f"({time.time() - start:.0f} s to start)"
         )
         try:
             css = lab.api("/custom/custom.css")[1].decode()
-            print(
-                f"     custom.css served ({'plain citations' if 'Citation Not Found' in css else 'other content'})"
+            served = (
+                "plain citations" if "Citation Not Found" in css else "other content"
             )
+            print(f"     custom.css served ({served})")
         except OSError:
             print(
-                "     no custom.css (citations keep jupyterlab-myst's warning style): run tools/lab_setup.py"
+                "     no custom.css (citations keep jupyterlab-myst's warning style): "
+                "run tools/lab_setup.py"
             )
 
         def route(route_, request):
@@ -504,7 +531,8 @@ def main(argv=None) -> int:
                 results[f"lab {name}"] = problems
                 detail = ", ".join(f"{k} {v}" for k, v in info.items())
                 print(
-                    f"{'ok  ' if not problems else 'FAIL'} {name:<22} {time.time() - t0:5.1f} s  {detail}",
+                    f"{'ok  ' if not problems else 'FAIL'} {name:<22} "
+                    f"{time.time() - t0:5.1f} s  {detail}",
                     flush=True,
                 )
                 for prob in problems:
@@ -524,8 +552,8 @@ def main(argv=None) -> int:
                 results[f"run {RUN_CHAPTER}"] = problems
                 detail = ", ".join(f"{k} {v}" for k, v in info.items())
                 print(
-                    f"{'ok  ' if not problems else 'FAIL'} run {RUN_CHAPTER}, move its slider "
-                    f"{time.time() - t0:5.1f} s  {detail}",
+                    f"{'ok  ' if not problems else 'FAIL'} run {RUN_CHAPTER}, "
+                    f"move its slider {time.time() - t0:5.1f} s  {detail}",
                     flush=True,
                 )
                 for prob in problems:
@@ -549,7 +577,8 @@ def main(argv=None) -> int:
         print("server log (last lines):\n  " + "\n  ".join(log_tail))
     print(
         f"\nscreenshots: {shots}/ ({len(list(shots.glob('*.png')))} files); "
-        f"requests outside 127.0.0.1 blocked: {len(blocked)}; server stopped; {time.time() - start:.0f} s"
+        f"requests outside 127.0.0.1 blocked: {len(blocked)}; server stopped; "
+        f"{time.time() - start:.0f} s"
     )
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -1,10 +1,11 @@
-"""Pack the runnable course into one zip: what a reader needs for `make lab` and `make test`.
+"""Pack the runnable course into one zip: what a reader needs for `make lab` and `make
+test`.
 
     .venv/bin/python tools/pack_course.py --out _build/downloads/bn-course.zip [--check]
 
-The book build calls :func:`pack` (from ``_ext/downloads.py``), so every built site serves
-the zip of the notebooks it shows, as ``bn-course.zip`` next to its index page. Contents,
-at the top level of the zip:
+The book build calls :func:`pack` (from ``_ext/downloads.py``), so every built site
+serves the zip of the notebooks it shows, as ``bn-course.zip`` next to its index page.
+Contents, at the top level of the zip:
 
 * ``chapters/*.ipynb`` (executed, with outputs), ``bnlib/`` and ``tests/``;
 * ``requirements.txt``, ``pyproject.toml``, the ``Makefile``, and
@@ -91,7 +92,8 @@ def pack(root: str | Path, out: str | Path) -> Path:
 
 
 def check(zip_path: str | Path) -> list[str]:
-    """Problems found when the targets in NEEDED_TARGETS are dry-run in an unzipped copy."""
+    """Problems found when the targets in NEEDED_TARGETS are dry-run in an unzipped
+    copy."""
     problems = []
     with tempfile.TemporaryDirectory(prefix="bn-course-") as tmp:
         with zipfile.ZipFile(zip_path) as zf:
@@ -114,7 +116,8 @@ def check(zip_path: str | Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # the summary, a paragraph wrapped over two lines, as one line
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--root", default=".")
     ap.add_argument("--out", default="_build/downloads/bn-course.zip")
     ap.add_argument(

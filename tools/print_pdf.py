@@ -1,6 +1,7 @@
-"""Print the whole book to one PDF with headless Chromium (what `make pdf` runs).
+r"""Print the whole book to one PDF with headless Chromium (what `make pdf` runs).
 
-    .venv/bin/python tools/print_pdf.py --site _build/singlehtml --out _build/pdf/book.pdf
+    .venv/bin/python tools/print_pdf.py --site _build/singlehtml \
+        --out _build/pdf/book.pdf
 
 The input is a ``singlehtml`` build of the book (every page in one ``index.html``). The
 script serves it on 127.0.0.1, opens it in Debian's Chromium (through Playwright, which
@@ -23,7 +24,8 @@ from site_test import CHROMIUM_ARGS, JS_IMAGES, LOCAL_HOSTS, serve  # noqa: E402
 
 FOOTER = """<div style="width:100%; font-size:8px; color:#666; padding:0 12mm;
   display:flex; justify-content:space-between; font-family:sans-serif;">
-  <span>{title}</span><span><span class="pageNumber"></span> / <span class="totalPages"></span></span>
+  <span>{title}</span>
+  <span><span class="pageNumber"></span> / <span class="totalPages"></span></span>
 </div>"""
 
 JS_TYPESET = """async () => {
@@ -31,7 +33,8 @@ JS_TYPESET = """async () => {
   await MathJax.startup.promise;
   if (MathJax.typesetPromise) await MathJax.typesetPromise();
   return {containers: document.querySelectorAll('mjx-container').length,
-          errors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent).slice(0, 5)};
+          errors: Array.from(document.querySelectorAll('mjx-merror'))
+                    .map(e => e.textContent).slice(0, 5)};
 }"""
 
 

@@ -20,8 +20,8 @@ from toc import toc_notebooks
 
 
 def first_unexpected_error(executed: Path) -> str:
-    """The first error output of a cell not tagged ``raises-exception``, as one line with
-    the cell's index in the source notebook (papermill adds one cell, the injected
+    """The first error output of a cell not tagged ``raises-exception``, as one line
+    with the cell's index in the source notebook (papermill adds one cell, the injected
     parameters), or '' if every error was expected."""
     import nbformat
 
@@ -46,7 +46,8 @@ def first_unexpected_error(executed: Path) -> str:
 def run_one(
     path: str, seed: int, out_dir: str, timeout: int
 ) -> tuple[str, int, float, str]:
-    """Execute one notebook with ``SEED = seed``; return (path, seed, seconds, error or '')."""
+    """Execute one notebook with ``SEED = seed``; return
+    (path, seed, seconds, error or '')."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -66,7 +67,8 @@ def run_one(
         )
         error = ""
     except PapermillExecutionError:
-        # papermill also reports errors of cells tagged raises-exception: look for others
+        # papermill also reports errors of cells tagged raises-exception:
+        # look for others
         error = first_unexpected_error(out)
     except Exception as e:  # a kernel that died, a missing parameters cell, ...
         error = f"{type(e).__name__}: {e}"

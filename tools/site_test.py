@@ -17,26 +17,26 @@ at 1440 px, light mode
 * every link to this site points at a file that exists, and at an id in it;
 * exactly one visible search box;
 * no element is wider than the text column: an element reaching beyond the column's
-  edges is reported (with its section and a CSS path) unless an ancestor clips it or is a
-  scroll box the page marks as deliberate (class ``bn-scroll-x``, which _assets/book.js
-  gives to code, printed output, display math and tables); a box that scrolls sideways
-  without that mark is reported too;
-* no inert control: every slider shown (``<input type=range>``, such as the scrubber of a
-  matplotlib ``to_jshtml`` animation, or an ipywidgets slider) is moved and some image,
-  canvas or SVG of the page must change (ones that change on their own are left out of
-  the comparison);
+  edges is reported (with its section and a CSS path) unless an ancestor clips it or is
+  a scroll box the page marks as deliberate (class ``bn-scroll-x``, which
+  _assets/book.js gives to code, printed output, display math and tables); a box that
+  scrolls sideways without that mark is reported too;
+* no inert control: every slider shown (``<input type=range>``, such as the scrubber of
+  a matplotlib ``to_jshtml`` animation, or an ipywidgets slider) is moved and some
+  image, canvas or SVG of the page must change (ones that change on their own are left
+  out of the comparison);
 
 at 1024 and 390 px
-* clicking the visible ☰ button shows the chapter list (a dialog at 390 px; at 1024 px it
-  hides the sidebar, and a second click shows it again), and clicking the visible
+* clicking the visible ☰ button shows the chapter list (a dialog at 390 px; at 1024 px
+  it hides the sidebar, and a second click shows it again), and clicking the visible
   contents button, where there is one, shows the page's table of contents;
 * exactly one visible search box, and nothing wider than the column (at 390 px);
 
 and screenshots of the whole page at 1440 and 390 px, light and dark, in
 ``<screenshots>/{1440,390}-{light,dark}/`` (plus, for chapter 1, the opened chapter list
-and page contents: ``menu-390.png``, ``contents-390.png``, ``menu-1024.png``, ...). Then once: the search page finds "momentum",
-an exercise solution opens when its toggle is clicked, and the colour-mode button
-switches between light and dark on the first click.
+and page contents: ``menu-390.png``, ``contents-390.png``, ``menu-1024.png``, ...). Then
+once: the search page finds "momentum", an exercise solution opens when its toggle is
+clicked, and the colour-mode button switches between light and dark on the first click.
 
 Playwright drives Debian's Chromium (``executable_path``); it never downloads a browser.
 This is a script, not a pytest module, so ``make test`` never collects it.
@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import yaml
+from toc import toc_documents
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -74,27 +74,6 @@ CHROMIUM_ARGS = [
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 EXTRA_PAGES = ["genindex", "search"]
 SHOT_SETS = ["1440-light", "1440-dark", "390-light", "390-dark"]
-
-
-def toc_pages(toc_file: Path) -> list[str]:
-    """Every document of a jb-book _toc.yml, in reading order (root first)."""
-    toc = yaml.safe_load(toc_file.read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            for key in ("sections", "chapters", "parts"):
-                walk(entry.get(key))
-
-    walk(toc.get("parts"))
-    walk(toc.get("chapters"))
-    walk(toc.get("sections"))
-    return [
-        str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p
-        for p in pages
-    ]
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -136,9 +115,13 @@ class PageWatch:
 
 JS_IMAGES = """async () => {
   const imgs = Array.from(document.images);
-  await Promise.all(imgs.map(i => { i.loading = 'eager'; return i.decode().catch(() => null); }));
+  await Promise.all(imgs.map(i => {
+    i.loading = 'eager';
+    return i.decode().catch(() => null);
+  }));
   return {total: imgs.length,
-          broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
+          broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0))
+                      .map(i => i.src)};
 }"""
 
 JS_HAS_MATH = """() => document.querySelectorAll(
@@ -148,7 +131,8 @@ JS_MATH = """async () => {
   if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) return null;
   await MathJax.startup.promise;
   return {containers: document.querySelectorAll('mjx-container').length,
-          errors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent).slice(0, 5)};
+          errors: Array.from(document.querySelectorAll('mjx-merror'))
+                    .map(e => e.textContent).slice(0, 5)};
 }"""
 
 JS_WIDGET_VIEWS = """() => document.querySelectorAll(
@@ -156,10 +140,12 @@ JS_WIDGET_VIEWS = """() => document.querySelectorAll(
 
 JS_WIDGETS = """() => {
   const areas = Array.from(document.querySelectorAll('.widget-subarea'));
-  const filled = areas.filter(a => a.querySelector('[class*="widget-"], .jupyter-widgets')
-                                   && a.getBoundingClientRect().height > 0);
+  const filled = areas.filter(
+    a => a.querySelector('[class*="widget-"], .jupyter-widgets')
+         && a.getBoundingClientRect().height > 0);
   return {areas: areas.length, filled: filled.length,
-          widgets: document.querySelectorAll('.widget-subarea [class*="widget-"]').length};
+          widgets: document.querySelectorAll(
+            '.widget-subarea [class*="widget-"]').length};
 }"""
 
 # Shared helpers, defined once per page as window.__bn.
@@ -172,7 +158,9 @@ JS_HELPERS = """() => {
     if (r.right <= 0 || r.left >= innerWidth) return false;
     for (let x = el; x && x.nodeType === 1; x = x.parentElement) {
       const cs = getComputedStyle(x);
-      if (cs.visibility === 'hidden' || cs.display === 'none' || cs.opacity === '0') return false;
+      if (cs.visibility === 'hidden' || cs.display === 'none' || cs.opacity === '0') {
+        return false;
+      }
     }
     return true;
   };
@@ -185,7 +173,9 @@ JS_HELPERS = """() => {
   };
   const cssPath = (el, stop) => {
     const parts = [];
-    for (let x = el; x && x !== stop && parts.length < 4; x = x.parentElement) parts.unshift(name(x));
+    for (let x = el; x && x !== stop && parts.length < 4; x = x.parentElement) {
+      parts.unshift(name(x));
+    }
     return parts.join(' > ');
   };
   const section = el => {
@@ -202,7 +192,8 @@ JS_SEARCH_BOXES = """() => Array.from(document.querySelectorAll(
   .map(el => __bn.cssPath(el, document.body))"""
 
 JS_OVERFLOW = """() => {
-  const col = document.querySelector('article.bd-article') || document.querySelector('.bd-article');
+  const col = document.querySelector('article.bd-article')
+              || document.querySelector('.bd-article');
   if (!col) return {column: null, offenders: []};
   const cr = col.getBoundingClientRect();
   const tol = 1;
@@ -221,20 +212,23 @@ JS_OVERFLOW = """() => {
     const marked = !!el.closest('.bn-scroll-x');
     if ((cs.overflowX === 'auto' || cs.overflowX === 'scroll') && !marked
         && el.scrollWidth > el.clientWidth + tol) {
-      report(el, `scrolls sideways (${el.scrollWidth} px of content in ${el.clientWidth} px) `
-                 + 'but is not marked as a scroll box');
+      report(el, `scrolls sideways (${el.scrollWidth} px of content in `
+                 + `${el.clientWidth} px) but is not marked as a scroll box`);
       continue;
     }
     if (r.right <= cr.right + tol && r.left >= cr.left - tol) continue;
     let excused = false;
     for (let a = el.parentElement; a && a !== col; a = a.parentElement) {
-      if (a.classList.contains('bn-scroll-x') || getComputedStyle(a).overflowX !== 'visible') {
-        excused = true;  // clipped, or inside a scroll box (an unmarked one is reported itself)
+      if (a.classList.contains('bn-scroll-x')
+          || getComputedStyle(a).overflowX !== 'visible') {
+        // clipped, or inside a scroll box (an unmarked one is reported itself)
+        excused = true;
         break;
       }
     }
     if (!excused) {
-      report(el, `${Math.round(r.width)} px wide, reaches ${Math.round(Math.max(r.right - cr.right, cr.left - r.left))} px `
+      const beyond = Math.max(r.right - cr.right, cr.left - r.left);
+      report(el, `${Math.round(r.width)} px wide, reaches ${Math.round(beyond)} px `
                  + `beyond the ${Math.round(cr.width)} px column`);
     }
   }
@@ -243,12 +237,26 @@ JS_OVERFLOW = """() => {
 
 # Per-element fingerprints of every image, canvas and SVG in the article.
 JS_FIGURE_PRINTS = """() => {
-  const hash = s => { let h = 2166136261; for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); } return (h >>> 0).toString(36) + ':' + s.length; };
+  const hash = s => {
+    let h = 2166136261;
+    for (let i = 0; i < s.length; i++) {
+      h ^= s.charCodeAt(i);
+      h = Math.imul(h, 16777619);
+    }
+    return (h >>> 0).toString(36) + ':' + s.length;
+  };
   const root = document.querySelector('.bd-article') || document.body;
-  return Array.from(root.querySelectorAll('img, canvas, svg')).filter(e => !e.closest('svg *') && !e.closest('button, .headerlink'))
+  return Array.from(root.querySelectorAll('img, canvas, svg'))
+    .filter(e => !e.closest('svg *') && !e.closest('button, .headerlink'))
     .map(e => {
       if (e.tagName === 'IMG') return 'img ' + hash(e.currentSrc || e.src);
-      if (e.tagName === 'CANVAS') { try { return 'canvas ' + hash(e.toDataURL()); } catch (err) { return 'canvas ?'; } }
+      if (e.tagName === 'CANVAS') {
+        try {
+          return 'canvas ' + hash(e.toDataURL());
+        } catch (err) {
+          return 'canvas ?';
+        }
+      }
       return 'svg ' + hash(e.outerHTML);
     });
 }"""
@@ -257,12 +265,16 @@ JS_CONTROLS = """() => {
   const ranges = Array.from(document.querySelectorAll('.bd-article input[type=range]'));
   const sliders = Array.from(document.querySelectorAll('.bd-article .widget-slider'))
     .filter(s => !s.querySelector('input[type=range]'));
-  return [...ranges.map((el, i) => ({kind: 'range', i})), ...sliders.map((el, i) => ({kind: 'widget', i}))]
+  return [...ranges.map((el, i) => ({kind: 'range', i})),
+          ...sliders.map((el, i) => ({kind: 'widget', i}))]
     .map(c => {
       const el = c.kind === 'range' ? ranges[c.i] : sliders[c.i];
-      const label = (c.kind === 'widget' ? (el.innerText || '') : (el.getAttribute('aria-label') || el.className || 'range'))
+      const label = (c.kind === 'widget'
+                     ? (el.innerText || '')
+                     : (el.getAttribute('aria-label') || el.className || 'range'))
         .trim().replace(/\\s+/g, ' ').slice(0, 40);
-      return {...c, label, section: __bn.section(el), shown: __bn.visible(el) || el.getClientRects().length > 0};
+      return {...c, label, section: __bn.section(el),
+              shown: __bn.visible(el) || el.getClientRects().length > 0};
     });
 }"""
 
@@ -284,7 +296,8 @@ def _wait_math(page, timeout_ms):
 
 
 def check_links(page, site: Path, base: str, name: str, cache: dict) -> list[str]:
-    """Every link to this site resolves to a file, and its #fragment to an id in that file."""
+    """Every link to this site resolves to a file, and its #fragment to an id in that
+    file."""
     hrefs = page.evaluate(
         "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
     )
@@ -323,7 +336,8 @@ def check_controls(page, timeout_ms) -> tuple[list[str], int]:
             if c["kind"] == "range"
             else page.locator(".bd-article .widget-slider").nth(c["i"])
         )
-        what = f"{'slider' if c['kind'] == 'range' else 'ipywidgets slider'} '{c['label']}' in {c['section']}"
+        kind = "slider" if c["kind"] == "range" else "ipywidgets slider"
+        what = f"{kind} '{c['label']}' in {c['section']}"
         try:
             loc.scroll_into_view_if_needed(timeout=5000)
         except Exception:  # noqa: BLE001
@@ -374,7 +388,8 @@ def check_menus(
     page, base, name, width, timeout_ms, shots: Path | None = None
 ) -> list[str]:
     """The visible ☰ and contents buttons show the chapter list and the page contents
-    (with shots: screenshots of both opened, as menu-<width>.png and contents-<width>.png)."""
+    (with shots: screenshots of both opened, as menu-<width>.png and
+    contents-<width>.png)."""
     problems = []
     page.set_viewport_size({"width": width, "height": 900})
     _goto(page, f"{base}/{name}.html", timeout_ms)
@@ -417,12 +432,14 @@ def check_menus(
     contents = page.locator(".bd-header-article .secondary-toggle")
     if contents.count() and contents.first.is_visible():
         toc_links = (
-            "() => Array.from(document.querySelectorAll('.bd-toc-nav a, nav.page-toc a'))"
+            "() => Array.from(document.querySelectorAll("
+            "'.bd-toc-nav a, nav.page-toc a'))"
             ".filter(a => __bn.visible(a)).length"
         )
         if page.evaluate(toc_links):
             problems.append(
-                f"{width} px: the page contents are shown before the contents button is clicked"
+                f"{width} px: the page contents are shown before the contents button "
+                "is clicked"
             )
         contents.first.click()
         page.wait_for_timeout(600)
@@ -430,7 +447,8 @@ def check_menus(
             page.screenshot(path=str(shots / f"contents-{width}.png"))
         if not page.evaluate(toc_links):
             problems.append(
-                f"{width} px: clicking the contents button does not show the page contents"
+                f"{width} px: clicking the contents button does not show the page "
+                "contents"
             )
         page.keyboard.press("Escape")
         page.wait_for_timeout(300)
@@ -480,7 +498,8 @@ def check_page(page, watch, site, base, name, shots, timeout_ms, link_cache):
     if views:
         try:
             page.wait_for_function(
-                f"() => document.querySelectorAll('.widget-subarea').length >= {views} && "
+                "() => document.querySelectorAll('.widget-subarea').length"
+                f" >= {views} && "
                 "Array.from(document.querySelectorAll('.widget-subarea'))"
                 ".every(a => a.querySelector('[class*=\"widget-\"]'))",
                 timeout=timeout_ms,
@@ -526,7 +545,8 @@ def check_page(page, watch, site, base, name, shots, timeout_ms, link_cache):
 
 
 def check_narrow(page, watch, base, name, shots, timeout_ms):
-    """390 px: screenshot, one search box, nothing wider than the column; menus at 390 and 1024 px."""
+    """390 px: screenshot, one search box, nothing wider than the column; menus at 390
+    and 1024 px."""
     problems = []
     watch.reset()
     shoot(page, base, name, 390, shots, "390-light", timeout_ms)
@@ -649,7 +669,7 @@ def main(argv=None) -> int:
     for shot_set in SHOT_SETS:
         shutil.rmtree(shots / shot_set, ignore_errors=True)
         (shots / shot_set).mkdir()
-    names = toc_pages(Path(args.toc)) + EXTRA_PAGES
+    names = toc_documents(args.toc) + EXTRA_PAGES
     timeout_ms = args.timeout * 1000
     server, base = serve(site)
     blocked: list[str] = []

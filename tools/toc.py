@@ -1,5 +1,5 @@
-"""The book's pages in reading order, read from _toc.yml by sphinx-external-toc (the parser
-Jupyter Book itself uses), so every tool agrees with the built site."""
+"""The book's pages in reading order, read from _toc.yml by sphinx-external-toc (the
+parser Jupyter Book itself uses), so every tool agrees with the built site."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from sphinx_external_toc.parsing import parse_toc_yaml
 
 
 def toc_documents(toc_file: str | Path) -> list[str]:
-    """Every document name of the table of contents, root first, e.g. 'chapters/01_deriving'."""
+    """Every document name of the table of contents, root first, e.g.
+    'chapters/01_deriving'."""
     return list(parse_toc_yaml(str(toc_file)))
 
 
