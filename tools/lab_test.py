@@ -369,7 +369,13 @@ def run_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float):
         return ["Run All did not finish within 300 s"], info
     info["Run All"] = f"{took:.0f} s"
     code = [c for c in cells if c["type"] == "code"]
-    not_run = [c["i"] for c in code if not re.search(r"\[\d+\]", c["prompt"])]
+    # a collapsed input (a solution's code) shows no prompt; an error there would
+    # still stop Run All, and the visible cells after it would show as not run
+    not_run = [
+        c["i"]
+        for c in code
+        if c["inputShown"] and not re.search(r"\[\d+\]", c["prompt"])
+    ]
     if not_run:
         # execution stops at the first unexpected error; show it
         errors = page.evaluate("""() => Array.from(document.querySelectorAll(
