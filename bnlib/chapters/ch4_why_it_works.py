@@ -539,7 +539,6 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
     for key, h in runs.items():
         axes["a"].plot(h.eval_step, h.test_acc, **_style(key))
     caption_axes(axes["a"], "training step", "test accuracy", "(a) test accuracy")
-    axes["a"].legend(fontsize=9, loc="lower right")
     for key in compare:
         steps, p = pct[key]
         st = _style(key)
@@ -552,12 +551,13 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
         "sigmoid input",
         f"(b) unit {unit}: median (thick), 15th and 85th percentiles (thin)",
     )
-    axes["b"].legend(fontsize=9, loc="lower right")
     bins = np.linspace(0, max(m.max() for m in move.values()), 30)
     for key in move:
         st = _style(key)
         axes["c"].hist(move[key], bins=bins, histtype="step", lw=1.8, **st)
     caption_axes(axes["c"], "movement of a unit", "units (of 100)", "(c) all units")
+    # one legend for the three panels, where the histograms leave room
+    axes["c"].legend(*axes["a"].get_legend_handles_labels(), loc="upper right")
     return fig, axes
 
 
