@@ -556,7 +556,8 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
         st = _style(key)
         axes["c"].hist(move[key], bins=bins, histtype="step", lw=1.8, **st)
     caption_axes(axes["c"], "movement of a unit", "units (of 100)", "(c) all units")
-    # one legend for the three panels, where the histograms leave room
+    # one legend for the three panels, above the histograms
+    axes["c"].set_ylim(top=1.7 * axes["c"].get_ylim()[1])
     axes["c"].legend(*axes["a"].get_legend_handles_labels(), loc="upper right")
     return fig, axes
 
