@@ -157,15 +157,24 @@ class BatchRenorm1d(BatchNormBase):
 
 
 class NoisyBatchNorm1d(BatchNorm1d):
-    """BatchNorm1d followed by a random per-unit scale and shift, redrawn at every
-    training forward pass: Santurkar et al.'s "noisy BatchNorm".
+    """BatchNorm1d followed by a random scale and shift, redrawn at every training
+    forward pass: Santurkar et al.'s "noisy BatchNorm".
 
     At each training step, for the whole layer, a mean ``mu ~ U(-shift, shift)`` and a
-    scale ``s ~ U(scale[0], scale[1])`` are drawn; each unit j then gets its own
-    ``m_j ~ N(mu, unit_std**2)`` and ``s_j ~ N(s, unit_std**2)``, and the output is
-    ``s_j * BN(x)_j + m_j``. The next layer therefore sees inputs whose mean and variance
-    jump from step to step, although BN itself normalized them. In evaluation mode the
-    noise is off (plain BatchNorm with running statistics). The noise has its own ``rng``.
+    scale ``s ~ U(scale[0], scale[1])`` are drawn. Then
+
+    * ``per_sample=False`` (default): each unit j gets its own ``m_j ~ N(mu,
+      unit_std**2)`` and ``s_j ~ N(s, unit_std**2)``, shared by every example of the
+      batch, and the output is ``s_j * BN(x)_j + m_j`` (a random jitter of gamma and
+      beta at each step);
+    * ``per_sample=True``: every activation of every example gets its own i.i.d.
+      ``m_ij ~ N(mu, unit_std**2)`` and ``s_ij ~ N(s, unit_std**2)``, and the output is
+      ``s_ij * BN(x)_ij + m_ij``: noise with non-zero mean and non-unit variance, drawn
+      independently per sample, as Santurkar et al. (2018, Section 2.1) describe it.
+
+    Either way the next layer sees inputs whose mean and variance jump from step to
+    step, although BN itself normalized them. In evaluation mode the noise is off
+    (plain BatchNorm with running statistics). The noise has its own ``rng``.
 
     Input (N, C) or (N, C, L), output the same shape.
     """
@@ -179,9 +188,11 @@ class NoisyBatchNorm1d(BatchNorm1d):
         rng=None,
         eps=1e-5,
         momentum=0.1,
+        per_sample=False,
     ):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.shift, self.scale, self.unit_std = shift, tuple(scale), unit_std
+        self.per_sample = bool(per_sample)
         self.rng = _rng(rng)
         self._noise = None
 
@@ -193,13 +204,15 @@ class NoisyBatchNorm1d(BatchNorm1d):
         c = self.num_features
         mu = self.rng.uniform(-self.shift, self.shift)
         s = self.rng.uniform(*self.scale)
-        m_j = mu + self.unit_std * self.rng.standard_normal(c)
-        s_j = s + self.unit_std * self.rng.standard_normal(c)
-        shape = (1, c) + (1,) * (x.ndim - 2)
-        self._noise = (
-            s_j.reshape(shape).astype(x.dtype),
-            m_j.reshape(shape).astype(x.dtype),
-        )
+        if self.per_sample:  # one draw per activation: shape of x
+            shape = x.shape
+            m = mu + self.unit_std * self.rng.standard_normal(shape)
+            sc = s + self.unit_std * self.rng.standard_normal(shape)
+        else:  # one draw per unit, broadcast over the batch (and length)
+            shape = (1, c) + (1,) * (x.ndim - 2)
+            m = (mu + self.unit_std * self.rng.standard_normal(c)).reshape(shape)
+            sc = (s + self.unit_std * self.rng.standard_normal(c)).reshape(shape)
+        self._noise = (sc.astype(x.dtype), m.astype(x.dtype))
         return out * self._noise[0] + self._noise[1]
 
     def backward(self, dout):
@@ -210,7 +223,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
     def extra_repr(self):
         return (
             f"{self.num_features}, shift={self.shift}, scale={self.scale}, "
-            f"unit_std={self.unit_std}"
+            f"unit_std={self.unit_std}, per_sample={self.per_sample}"
         )
 
 

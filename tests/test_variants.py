@@ -204,6 +204,49 @@ def test_noisy_bn_gradients():
         assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
 
 
+@pytest.mark.parametrize("shape", [(8, 3), (6, 3, 4)])
+def test_noisy_bn_per_sample_gradients(shape):
+    x = np.random.default_rng(7).normal(size=shape)
+    noisy = NoisyBatchNorm1d(3, rng=3, per_sample=True)
+    noisy.params["weight"][:] = [0.5, 1.5, 2.0]
+    noisy.params["bias"][:] = [0.1, -0.2, 0.3]
+    state = noisy.rng.bit_generator.state
+    r = np.random.default_rng(5).normal(size=shape)
+
+    def loss():  # replay the same noise on every call
+        noisy.rng.bit_generator.state = state
+        return float(np.sum(noisy(x) * r))
+
+    loss()
+    dx = noisy.backward(r)
+    analytic = {k: noisy.grads[k].copy() for k in noisy.params}
+    assert bnlib.rel_error(dx, bnlib.numerical_gradient(loss, x)) < 1e-7
+    for k, p in noisy.params.items():
+        assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
+
+
+def test_noisy_bn_per_sample_noise_is_iid_per_activation():
+    x, _ = _batch(8, n=4000, d=5)
+    bn_x = bnlib.BatchNorm1d(5)(x)
+    per_unit = NoisyBatchNorm1d(5, unit_std=0.1, rng=4)
+    per_sample = NoisyBatchNorm1d(5, unit_std=0.1, rng=4, per_sample=True)
+    yu, ys = per_unit(x), per_sample(x)
+    assert per_sample.extra_repr().endswith("per_sample=True")
+    for j in range(5):
+        # per unit: one (s_j, m_j) for the whole column, so y_j is affine in BN(x)_j
+        slope, icpt = np.polyfit(bn_x[:, j], yu[:, j], 1)
+        np.testing.assert_allclose(yu[:, j], slope * bn_x[:, j] + icpt, atol=1e-10)
+        assert 1.0 - 0.5 < slope < 1.25 + 0.5 and -0.5 - 0.5 < icpt < 0.5 + 0.5
+        # per sample: a fresh (s_ij, m_ij) for every example; the residual is the noise,
+        # std sqrt(0.1^2 + 0.1^2 * E[BN(x)^2]) = 0.1 * sqrt(2) ~ 0.141
+        slope, icpt = np.polyfit(bn_x[:, j], ys[:, j], 1)
+        resid = ys[:, j] - (slope * bn_x[:, j] + icpt)
+        assert 0.12 < resid.std() < 0.16
+        assert -0.5 - 0.05 < icpt < 0.5 + 0.05  # the layer's shift mu ~ U(-0.5, 0.5)
+    with pytest.raises(ValueError):
+        per_sample(x[:1])  # still BatchNorm: a batch of one fails in training
+
+
 def test_ghost_bn_with_full_ghost_equals_bn():
     x, _ = _batch(6, n=16, d=4)
     ghost, plain = GhostBatchNorm1d(4, ghost_size=16), bnlib.BatchNorm1d(4)

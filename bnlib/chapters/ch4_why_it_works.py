@@ -11,9 +11,12 @@
   the inputs of a network's nonlinearities.
 * Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
   seeds), :func:`lr_sweep`, :func:`train_and_score`, :func:`weight_grad_norms`,
-  :func:`mean_ics`, with the probe factories :func:`ics_probe` and :func:`landscape_probe`.
-* Figures of the chapter: :func:`plot_depth`, :func:`plot_noisy_bn`,
-  :func:`plot_landscape`, :func:`plot_effective_lr`.
+  :func:`mean_ics`, with the probe factories :func:`ics_probe` and
+  :func:`landscape_probe`.
+* :func:`spread_across_examples` measures signal collapse: how much the inputs of a
+  layer's units still differ from one example to the next.
+* Figures of the chapter: :func:`plot_figure1`, :func:`plot_depth`,
+  :func:`plot_noisy_bn`, :func:`plot_landscape`, :func:`plot_effective_lr`.
 
 The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 :func:`bnlib.preserved`.
@@ -48,13 +51,15 @@ __all__ = [
     "weight_grad_norms",
     "mean_ics",
     "train_and_score",
+    "spread_across_examples",
+    "plot_figure1",
     "plot_depth",
     "plot_noisy_bn",
     "plot_landscape",
     "plot_effective_lr",
 ]
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------
 # Gradients, internal covariate shift and the loss landscape
 
 
@@ -89,13 +94,14 @@ def _cos(a, b):
 
 
 def internal_covariate_shift(model, x, y, lr, loss_fn=softmax_cross_entropy):
-    """Internal covariate shift of every layer, as Santurkar et al. (2018, Def. 2.1) define it.
+    """Internal covariate shift of every layer, as Santurkar et al. (2018, Def. 2.1)
+    define it.
 
-    For layer i with weight W_i: G_i is the gradient of the loss on the batch (x, y) with
-    respect to W_i at the current parameters; G'_i is the same gradient after every layer
-    *before* i has taken its SGD step ``W_j <- W_j - lr * G_j`` (computed on the same
-    batch), layers i and after unchanged. A layer whose gradient does not care what the
-    layers below it just did has G'_i = G_i.
+    For layer i with weight W_i: G_i is the gradient of the loss on the batch (x, y)
+    with respect to W_i at the current parameters; G'_i is the same gradient after
+    every layer *before* i has taken its SGD step ``W_j <- W_j - lr * G_j``
+    (computed on the same batch), layers i and after unchanged. A layer whose gradient
+    does not care what the layers below it just did has G'_i = G_i.
 
     Args:
         x: batch inputs (N, d_in); y: labels (N,).
@@ -197,10 +203,12 @@ def gradient_landscape(
 def percentile_probe(
     x, layer=-1, unit=0, q=(15, 50, 85), kind=(Sigmoid, Tanh, ReLU), mode="train"
 ):
-    """A probe for :func:`bnlib.fit`: percentiles ``q`` of the input to one nonlinearity.
+    """A probe for :func:`bnlib.fit`: percentiles ``q`` of the input to one
+    nonlinearity.
 
     The input of unit ``unit`` of the ``layer``-th nonlinearity (default: the last
-    hidden layer), over the examples x (N, d_in), as in Ioffe & Szegedy's Figure 1(b, c).
+    hidden layer), over the examples x (N, d_in), as in Ioffe & Szegedy's Figure 1
+    (b, c).
     Returns ``fn(model) -> array (len(q),)``, or (len(q), C) for every unit if ``unit``
     is None. ``mode="train"`` uses the batch statistics
     of x (what the network sees while it trains); the model is left untouched.
@@ -257,7 +265,7 @@ def steps_to_accuracy(history, target):
     return None
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------
 # Experiment drivers
 
 
@@ -311,11 +319,13 @@ def train_mlps(
         sizes, activation: passed to :func:`make_mlp`, with ``rng=init`` (so every
             variant starts from the weights drawn from the same seed) and ``**mlp``.
         x, y: training data (N, d_in), (N,). lr: the SGD learning rate.
-        order: the ``rng`` of :func:`bnlib.fit` (the same batch order for every variant).
+        order: the ``rng`` of :func:`bnlib.fit` (the same batch order for every
+            variant).
         probes: None or a function of no arguments returning a fresh ``probes`` dict for
             each run (probes keep counters and random streams, so they are not shared).
         **fit_kwargs: the rest of :func:`bnlib.fit`'s arguments (``epochs``,
-            ``max_steps``, ``batch_size``, ``test``, ``eval_every``, ...); progress is off.
+            ``max_steps``, ``batch_size``, ``test``, ``eval_every``, ...); progress
+            is off.
 
     Returns:
         ``(runs, models)``: dicts keyed like ``variants`` of the History and the trained
@@ -412,7 +422,8 @@ def weight_grad_norms(model, x, y, loss_fn=softmax_cross_entropy):
 
 
 def mean_ics(history, name="ics", quantities=("l2", "cosine", "relative")):
-    """Average an :func:`ics_probe` series over its checkpoints after the first (step 1).
+    """Average an :func:`ics_probe` series over its checkpoints after the first
+    (step 1).
 
     Returns ``{quantity: array (L,)}``, one value per layer (see
     :func:`internal_covariate_shift`)."""
@@ -439,8 +450,61 @@ def train_and_score(model, lr, x, y, test, **fit_kwargs):
     )
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------
 # Figures (each returns the figure; the notebook calls plt.show())
+
+
+def _style(key):
+    """Colour, label and line style of a method key (the strong-noise variant of
+    noisy BN is the noisy-BN colour, dashed)."""
+    if key == "noisy_bn_strong":
+        return dict(color=COLORS["noisy_bn"], ls="--", label="noisy BN, stronger noise")
+    return dict(color=COLORS[key], label=LABELS[key])
+
+
+def spread_across_examples(model, x, kind=(Sigmoid, Tanh, ReLU)):
+    """For each nonlinearity of ``model`` (input side first), the median over its units
+    of the standard deviation *across the examples* x (N, d_in) of the unit's input, in
+    training mode. Returns an array (layers,); the model is left untouched.
+
+    A value near 0 means every example reaches that unit with nearly the same value:
+    the layer no longer tells the examples apart (signal collapse)."""
+    zs = capture_inputs(model, x, kind, mode="train")
+    return np.array([np.median(z.std(axis=0)) for z in zs])
+
+
+def plot_figure1(runs, pct, unit=0):
+    """Ioffe & Szegedy's Figure 1, rerun, in four panels (two per row): (a) test
+    accuracy of each History in ``runs``; (b, c) median and 15-85th percentile band of
+    last-layer sigmoid input ``unit`` without and with BN, from ``pct[key] = (steps
+    (T,), percentiles (T, 3, units))``; (d) the spread across examples (85th minus 15th
+    percentile), median over the units, on a log scale. Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(7.5, 5.6))
+    (a, b), (c, d) = axes
+    for key, h in runs.items():
+        a.plot(h.eval_step, h.test_acc, **_style(key))
+    caption_axes(a, "training step", "test accuracy", "(a) test accuracy")
+    a.legend(loc="lower right")
+    for ax, key, letter in ((b, "plain", "b"), (c, "bn", "c")):
+        steps, p = pct[key]
+        ax.fill_between(
+            steps, p[:, 0, unit], p[:, 2, unit], color=COLORS[key], alpha=0.25
+        )
+        ax.plot(steps, p[:, 1, unit], color=COLORS[key])
+        caption_axes(
+            ax,
+            "training step",
+            "sigmoid input",
+            f"({letter}) {LABELS[key]}, unit {unit}",
+        )
+    c.sharey(b)
+    for key in runs:
+        steps, p = pct[key]
+        d.semilogy(steps, np.median(p[:, 2] - p[:, 0], axis=1), **_style(key))
+    caption_axes(d, "training step", "85th - 15th percentile", "(d) spread, all units")
+    return fig, axes
 
 
 def plot_depth(runs, grad_norms, title="6 x 100 sigmoid MLP, lr 1.0"):
@@ -449,131 +513,109 @@ def plot_depth(runs, grad_norms, title="6 x 100 sigmoid MLP, lr 1.0"):
     :func:`weight_grad_norms`) per layer on a log scale. Returns ``(fig, axes)``."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2))
     for key in runs:
-        axes[0].plot(
-            runs[key].eval_step,
-            runs[key].test_acc,
-            color=COLORS[key],
-            label=LABELS[key],
-        )
+        axes[0].plot(runs[key].eval_step, runs[key].test_acc, **_style(key))
         layers = np.arange(1, len(grad_norms[key]) + 1)
-        axes[1].semilogy(
-            layers, grad_norms[key], "o-", color=COLORS[key], label=LABELS[key]
-        )
+        axes[1].semilogy(layers, grad_norms[key], "o-", **_style(key))
     caption_axes(axes[0], "training step", "test accuracy", title)
     caption_axes(
-        axes[1],
-        "layer (1 = input side)",
-        "||dL/dW|| at initialization",
-        "weight-gradient norm per layer",
+        axes[1], "layer (1 = input side)", "||dL/dW|| at init", "gradient per layer"
     )
     axes[0].legend()
-    axes[1].legend()
     return fig, axes
 
 
 def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
-    """Three panels: (a) test accuracy of every History in ``runs``; (b) median and
-    15-85th percentile band of sigmoid input ``unit`` for the methods in ``compare``,
-    from ``pct[key] = (steps (T,), percentiles (T, 3, units))``; (c) histograms of
-    ``move[key]`` (units,), how far each unit's percentiles moved. Returns ``(fig, axes)``.
-    """
+    """Three panels, (a) and (c) side by side, (b) across the bottom: (a) test accuracy
+    of every History in ``runs``; (b) median (solid) and 15th and 85th percentiles
+    (thin) of sigmoid input ``unit`` for the methods in ``compare``, from ``pct[key] =
+    (steps (T,), percentiles (T, 3, units))``; (c) the distribution over units of
+    ``move[key]`` (units,), how far each unit's percentiles moved, as outlined
+    histograms. Returns ``(fig, axes)``, axes a dict keyed "a", "b", "c"."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.0))
+    fig, axes = plt.subplot_mosaic([["a", "c"], ["b", "b"]], figsize=(7.5, 5.6))
     for key, h in runs.items():
-        axes[0].plot(h.eval_step, h.test_acc, color=COLORS[key], label=LABELS[key])
-    caption_axes(axes[0], "training step", "test accuracy", "(a) test accuracy")
-    axes[0].legend(fontsize=8)
+        axes["a"].plot(h.eval_step, h.test_acc, **_style(key))
+    caption_axes(axes["a"], "training step", "test accuracy", "(a) test accuracy")
     for key in compare:
         steps, p = pct[key]
-        axes[1].fill_between(
-            steps, p[:, 0, unit], p[:, 2, unit], color=COLORS[key], alpha=0.25
-        )
-        axes[1].plot(steps, p[:, 1, unit], color=COLORS[key], lw=1, label=LABELS[key])
+        st = _style(key)
+        axes["b"].plot(steps, p[:, 1, unit], lw=1.5, **st)
+        for q in (0, 2):
+            axes["b"].plot(steps, p[:, q, unit], lw=0.6, color=st["color"], alpha=0.8)
     caption_axes(
-        axes[1], "training step", "sigmoid input", f"(b) unit {unit}: median, 15-85 %"
+        axes["b"],
+        "training step",
+        "sigmoid input",
+        f"(b) unit {unit}: median (thick), 15th and 85th percentiles (thin)",
     )
-    axes[1].legend(fontsize=8)
     bins = np.linspace(0, max(m.max() for m in move.values()), 30)
     for key in move:
-        axes[2].hist(
-            move[key], bins=bins, color=COLORS[key], alpha=0.5, label=LABELS[key]
-        )
-    caption_axes(
-        axes[2],
-        "movement of a unit's percentiles",
-        "number of units (of 100)",
-        "(c) all last-layer units",
-    )
-    axes[2].legend(fontsize=8)
+        st = _style(key)
+        axes["c"].hist(move[key], bins=bins, histtype="step", lw=1.8, **st)
+    caption_axes(axes["c"], "movement of a unit", "units (of 100)", "(c) all units")
+    # one legend for the three panels, above the histograms
+    axes["c"].set_ylim(top=1.7 * axes["c"].get_ylim()[1])
+    axes["c"].legend(*axes["a"].get_legend_handles_labels(), loc="upper right")
     return fig, axes
 
 
-def plot_landscape(land, keys=("plain", "bn")):
-    """One row per setting of the :func:`landscape_probe` series in
-    ``land[setting, key]`` (Histories with a ``"land"`` probe): the range of the loss
-    along the gradient, the largest gradient change, and the effective beta-smoothness,
-    over training, for each method in ``keys``.
+def plot_landscape(land, keys=("plain", "bn"), show=None):
+    """The :func:`landscape_probe` series in ``land[setting, key]`` (Histories with a
+    ``"land"`` probe), over training, for each method in ``keys``: one column per
+    setting in ``show`` (default: the first two), one row per measure: the loss along
+    the gradient (band over the step sizes), the gradient change (band), and the
+    effective beta-smoothness (line).
 
     Returns ``(fig, summary)`` with ``summary[setting, key] = (mean loss range, mean
-    max gradient change, mean beta)`` (time averages), in row order.
+    max gradient change, mean beta)`` (time averages) for every setting of ``land``.
     """
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(s for s, _ in land))
+    show = settings[:2] if show is None else list(show)
     fig, axes = plt.subplots(
-        len(settings),
-        3,
-        figsize=(9.6, 2.4 * len(settings)),
-        sharex="row",
-        squeeze=False,
+        3, len(show), figsize=(7.5, 7.2), sharex="col", squeeze=False
     )
     summary = {}
-    for row, setting in enumerate(settings):
+    for setting in settings:
         for key in keys:
             h = land[setting, key]
             steps, L = series(h, "land", "loss")
             _, G = series(h, "land", "grad_change")
             _, B = series(h, "land", "beta")
-            c = COLORS[key]
-            axes[row, 0].fill_between(
-                steps, L.min(1), L.max(1), color=c, alpha=0.4, label=LABELS[key]
-            )
-            axes[row, 1].fill_between(
-                steps, G.min(1), G.max(1), color=c, alpha=0.4, label=LABELS[key]
-            )
-            axes[row, 2].plot(steps, B, color=c, label=LABELS[key])
             summary[setting, key] = (
                 (L.max(1) - L.min(1)).mean(),
                 G.max(1).mean(),
                 B.mean(),
             )
-        caption_axes(axes[row, 0], "training step", "loss along g", setting)
-        caption_axes(
-            axes[row, 1],
-            "training step",
-            "||g(w) - g(w - eta g)||",
-            "gradient predictiveness",
-        )
-        caption_axes(
-            axes[row, 2], "training step", "effective beta", "effective beta-smoothness"
-        )
-    axes[0, 0].legend(fontsize=8)
+            if setting not in show:
+                continue
+            col, st = show.index(setting), _style(key)
+            axes[0, col].fill_between(steps, L.min(1), L.max(1), alpha=0.4, **st)
+            axes[1, col].fill_between(steps, G.min(1), G.max(1), alpha=0.4, **st)
+            axes[2, col].plot(steps, B, **st)
+    for col, setting in enumerate(show):
+        caption_axes(axes[0, col], "", "loss along g", setting)
+        caption_axes(axes[1, col], "", "gradient change")
+        caption_axes(axes[2, col], "training step", "effective beta")
+    axes[0, 0].legend(fontsize=9)
     return fig, summary
 
 
 def plot_effective_lr(runs, rows):
     """Weight norm ||W1||^2 and effective learning rate ``lr / (||W1||^2 / rows)`` (the
     step size relative to the mean squared row norm) over training, for the
-    :func:`lr_sweep` entries ``runs`` (list of ``{"lr", "hist"}`` with a ``"w2"`` probe).
+    :func:`lr_sweep` entries ``runs`` (list of ``{"lr", "hist"}`` with a ``"w2"``
+    probe), with one legend below the panels.
 
     Returns ``(fig, eff_final)``, ``eff_final[lr]`` the effective rate at the last step.
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.0))
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
     shades = plt.cm.Blues(np.linspace(0.35, 1.0, len(runs)))
     eff_final = {}
     for r, shade in zip(runs, shades):
@@ -582,13 +624,9 @@ def plot_effective_lr(runs, rows):
         axes[0].semilogy(steps, w2, color=shade, label=f"lr {r['lr']:.2g}")
         axes[1].loglog(steps, eff, color=shade)
         eff_final[r["lr"]] = eff[-1]
-    caption_axes(
-        axes[0], "training step", "||W1||^2", "BN runs of the sweep: weight norm"
-    )
+    caption_axes(axes[0], "training step", "||W1||^2", "weight norm (BN runs)")
     caption_axes(
         axes[1], "training step", "eta / mean ||w_j||^2", "effective learning rate"
     )
-    axes[1].legend(
-        *axes[0].get_legend_handles_labels(), fontsize=7, ncol=2, loc="upper right"
-    )
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4)
     return fig, eff_final

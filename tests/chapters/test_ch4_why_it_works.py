@@ -1,5 +1,5 @@
-"""Tests for bnlib.probes: model builders, noisy and ghost BatchNorm, state save/restore,
-internal covariate shift and the loss-landscape probe."""
+"""Tests for bnlib.chapters.ch4_why_it_works: internal covariate shift, the
+loss-landscape probe, the experiment drivers, signal collapse and the figures."""
 
 import numpy as np
 import pytest
@@ -163,7 +163,8 @@ def test_landscape_leaves_model_untouched():
 
 
 def _quadratic_model(rng, d=4):
-    """A bias-free Linear (1 output) on MSE: L(w) = mean((X w - t)^2), Hessian 2 X^T X / n."""
+    """A bias-free Linear (1 output) on MSE: L(w) = mean((X w - t)^2), Hessian
+    2 X^T X / n."""
     rng = np.random.default_rng(rng)
     model = bnlib.Sequential(bnlib.Linear(d, 1, bias=False, rng=rng))
     x = rng.normal(size=(20, d))
@@ -176,7 +177,7 @@ def test_beta_smoothness_of_quadratic_is_curvature_along_gradient():
     hess = 2 * x.T @ x / len(x)
     out = gradient_landscape(model, x, t, lr=0.01, loss_fn=bnlib.mse_loss)
     g = (2 * x.T @ (x @ model[0].params["weight"].T - t) / len(x)).ravel()
-    # the gradient of a quadratic changes linearly: ||H eta g|| / ||eta g|| for every eta
+    # the gradient of a quadratic changes linearly: ||H eta g|| / ||eta g||, any eta
     np.testing.assert_allclose(
         out["beta"], np.linalg.norm(hess @ g) / np.linalg.norm(g), rtol=1e-10
     )
@@ -362,7 +363,7 @@ def test_lr_sweep_records_losses_divergence_and_landscape():
         land_seed=2,
     )
     assert list(sweep) == ["plain", "bn"]
-    for key, runs in sweep.items():
+    for runs in sweep.values():
         assert [r["lr"] for r in runs] == list(rates)
         assert all(len(r["hist"].probes["w2"]) == len(r["hist"].step) for r in runs)
         assert "land" in runs[1]["hist"].probes and "land" not in runs[0]["hist"].probes
@@ -465,4 +466,47 @@ def test_figures_draw_and_summarize():
     fig, eff = ch4.plot_effective_lr(sweep["bn"], rows=8)
     _, w2 = series(sweep["bn"][1]["hist"], "w2")
     assert eff[0.1] == pytest.approx(0.1 / (w2[-1] / 8))
+    plt.close(fig)
+
+
+def test_spread_across_examples_collapses_without_bn_and_is_one_with_it():
+    x = np.random.default_rng(0).normal(size=(200, 40))
+    plain = bnlib.make_mlp([40, 100, 100, 100, 10], "sigmoid", None, rng=1)
+    bn = bnlib.make_mlp([40, 100, 100, 100, 10], "sigmoid", "bn", rng=1)
+    s_plain = ch4.spread_across_examples(plain, x)
+    s_bn = ch4.spread_across_examples(bn, x)
+    assert s_plain.shape == s_bn.shape == (3,)
+    # PyTorch's init and the sigmoid's slope (<= 1/4) shrink the spread every layer
+    assert np.all(np.diff(s_plain) < 0) and s_plain[-1] < 0.05 * s_plain[0]
+    np.testing.assert_allclose(s_bn, 1.0, rtol=1e-3)  # BN: unit variance by design
+    before = [p.copy() for p in plain.state_dict().values()]
+    ch4.spread_across_examples(plain, x)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, plain.state_dict().values())
+    )
+
+
+def test_plot_figure1_four_panels():
+    import matplotlib.pyplot as plt
+
+    x, y = _data()
+    runs, _ = ch4.train_mlps(
+        [("plain", None), ("bn", "bn")],
+        [6, 8, 3],
+        "sigmoid",
+        x,
+        y,
+        0.1,
+        init=0,
+        order=1,
+        probes=lambda: {"pct": probe_every(2, percentile_probe(x[:30], unit=None))},
+        epochs=1,
+        max_steps=6,
+        batch_size=20,
+        test=(x, y),
+        eval_every=2,
+    )
+    pct = {k: series(h, "pct") for k, h in runs.items()}
+    fig, axes = ch4.plot_figure1(runs, pct, unit=1)
+    assert axes.shape == (2, 2)
     plt.close(fig)
