@@ -1,23 +1,22 @@
 """Experiments and figures on what gamma and beta do (chapter 2).
 
-* the histogram panel shared by the interactive widget and its static small multiples
-  (:func:`draw_bn_histograms`, :func:`gamma_beta_view`, :func:`gamma_beta_grid`,
+* the histogram panel shared by the interactive widget and the site's animation
+  (:func:`draw_bn_histograms`, :func:`gamma_beta_view`, :func:`gamma_beta_frames`,
   :func:`gamma_beta_widget`), fed by a sampler with a chosen mean, spread and skew
   (:func:`sample_skewed`);
-* the sigmoid's linear regime (:func:`sigmoid_linear_bound`, :func:`sigmoid_linear_regime`,
-  :func:`plot_sigmoid_regime`) and each unit's sigmoid input range in a trained network
-  (:func:`unit_input_ranges`, :func:`draw_unit_ranges`, :func:`plot_learned_affine`,
-  :func:`train_mlp`, :func:`linear_regime_shares`);
+* the sigmoid's linear regime (:func:`sigmoid_linear_bound`,
+  :func:`sigmoid_linear_regime`, :func:`plot_sigmoid_regime`) and each unit's sigmoid
+  input range in a trained network (:func:`unit_input_ranges`, :func:`draw_unit_ranges`,
+  :func:`plot_learned_affine`, :func:`train_mlp`, :func:`linear_regime_shares`);
 * the learning-dynamics experiment where a layer's output mean must move
   (:func:`mean_shift_task`, :func:`mean_shift_model`, :func:`steps_to_target`,
-  :func:`mean_shift_sweep`, :func:`plot_mean_shift`, :func:`mean_shift_table`,
-  :func:`mean_shift_pair`);
+  :func:`plot_mean_shift`, :func:`mean_shift_table`, :func:`mean_shift_pair`);
 * ReLU and beta: the active fraction Phi(beta / |gamma|) (:func:`relu_active_fraction`,
-  :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_grid`) and
-  dead units (:func:`active_fractions`, :func:`dead_unit_census`, :func:`census_table`,
-  :func:`dead_unit_profile`, :func:`active_share_gap`);
+  :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_frames`)
+  and dead units (:func:`active_fractions`, :func:`dead_unit_census`,
+  :func:`census_table`, :func:`dead_unit_profile`, :func:`active_share_gap`);
 * training only some parameters (:func:`bn_affine_parameters`,
-  :func:`random_parameter_masks`, :class:`MaskedOptimizer`, :func:`train_subset`,
+  :func:`random_parameter_masks`, :class:`MaskedOptimizer`,
   :func:`plot_subset_accuracy`, :func:`bn_gammas`).
 """
 
@@ -27,7 +26,6 @@ import numpy as np
 from scipy.special import ndtr
 
 from .. import functional as F
-from ..data import load_mnist1d
 from ..losses import mse_loss
 from ..models import make_mlp
 from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
@@ -41,7 +39,7 @@ __all__ = [
     "bn_stages",
     "draw_bn_histograms",
     "gamma_beta_view",
-    "gamma_beta_grid",
+    "gamma_beta_frames",
     "gamma_beta_widget",
     "sigmoid_linear_bound",
     "sigmoid_linear_regime",
@@ -54,7 +52,6 @@ __all__ = [
     "mean_shift_task",
     "mean_shift_model",
     "steps_to_target",
-    "mean_shift_sweep",
     "plot_mean_shift",
     "mean_shift_table",
     "mean_shift_pair",
@@ -62,7 +59,7 @@ __all__ = [
     "draw_relu_panel",
     "relu_view",
     "relu_widget",
-    "relu_grid",
+    "relu_frames",
     "active_fractions",
     "dead_unit_census",
     "census_table",
@@ -71,7 +68,6 @@ __all__ = [
     "bn_affine_parameters",
     "random_parameter_masks",
     "MaskedOptimizer",
-    "train_subset",
     "plot_subset_accuracy",
     "bn_gammas",
 ]
@@ -103,12 +99,13 @@ def _check_nonlinearity(nonlinearity):
         )
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The two knobs: input -> BN -> nonlinearity
 
 
 def sample_skewed(n, mean=0.0, spread=1.0, skew=0.0, rng=None):
-    """``n`` draws with the given mean, standard deviation ``spread`` and skewness ``skew``.
+    """``n`` draws with the given mean, standard deviation ``spread`` and skewness
+    ``skew``.
 
     A standardized gamma distribution with shape ``k = 4 / skew**2`` (whose skewness is
     exactly ``skew``; mirrored for negative ``skew``), or a normal when ``skew == 0``.
@@ -137,8 +134,8 @@ def bn_stages(x, gamma, beta, nonlinearity="sigmoid", eps=1e-5):
         nonlinearity: ``"sigmoid"`` or ``"relu"``.
 
     Returns:
-        dict of arrays (m,): ``"input"`` (x), ``"x_hat"``, ``"bn"`` (gamma * x_hat + beta)
-        and ``"activation"`` (phi of the BN output).
+        dict of arrays (m,): ``"input"`` (x), ``"x_hat"``, ``"bn"`` (gamma * x_hat +
+        beta) and ``"activation"`` (phi of the BN output).
     """
     _check_nonlinearity(nonlinearity)
     x = np.asarray(x, dtype=float)
@@ -172,10 +169,11 @@ def _stage_stats(stages, nonlinearity):
 def draw_bn_histograms(
     axes, x, gamma, beta, nonlinearity="sigmoid", eps=1e-5, bins=60, titles=True
 ):
-    """Draw one unit's input, BN output and post-nonlinearity histograms into three axes.
+    """Draw one unit's input, BN output and post-nonlinearity histograms into three
+    axes.
 
     The same picture is used by the widget (:func:`gamma_beta_widget`) and by the static
-    small multiples (:func:`gamma_beta_grid`). Input and BN output share the x range
+    animation frames (:func:`gamma_beta_frames`). Input and BN output share the x range
     (-12, 12) so that widths and positions compare across panels; the nonlinearity's
     output uses its own range. Each panel states the mean and the (biased) variance.
 
@@ -186,8 +184,8 @@ def draw_bn_histograms(
 
     Returns:
         dict of floats: ``{input,bn,activation}_{mean,var}``, ``saturated`` (share of
-        sigmoid outputs below 0.05 or above 0.95; None for ReLU) and ``active`` (share of
-        BN outputs > 0).
+        sigmoid outputs below 0.05 or above 0.95; None for ReLU) and ``active`` (share
+        of BN outputs > 0).
     """
     st = bn_stages(x, gamma, beta, nonlinearity, eps)
     stats = _stage_stats(st, nonlinearity)
@@ -202,30 +200,36 @@ def draw_bn_histograms(
         ),
     ]
     for ax, (key, rng, col, title) in zip(axes, spec):
-        v = np.clip(st[key], *rng)  # values beyond the range pile up in the edge bins
-        counts, edges = np.histogram(v, bins=bins, range=rng, density=True)
+        v = st[key]
+        # values beyond the range are left out (not piled into the edge bin) and counted
+        off = float(np.mean((v < rng[0]) | (v > rng[1])))
+        counts, edges = np.histogram(v, bins=bins, range=rng)
+        counts = counts / (len(v) * np.diff(edges))  # density over all values
         ax.stairs(counts, edges, fill=True, color=col, alpha=0.85)
         ax.set_xlim(*rng)
+        ax.set_ylim(0, 1.6 * counts.max())  # headroom for the text box
         ax.set_yticks([])
-        text = f"mean {stats[key + '_mean']:.2f}\nvar {stats[key + '_var']:.2f}"
+        text = f"mean {stats[key + '_mean']:.2f}, var {stats[key + '_var']:.2f}"
         if key == "activation":
             text += (
                 f"\nsaturated {stats['saturated']:.0%}"
                 if nonlinearity == "sigmoid"
                 else f"\nactive {stats['active']:.0%}"
             )
+        elif off > 0:
+            text += f"\n{off:.1%} off scale"
         ax.text(
             0.98,
-            0.95,
+            0.97,
             text,
             transform=ax.transAxes,
             ha="right",
             va="top",
-            fontsize=8,
+            fontsize=9,
             bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1),
         )
         if titles:
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title, fontsize=10)
     axes[1].axvline(beta, color=COLORS["bn"], lw=1, ls="--")
     axes[0].set_xlabel("value (unit-free)")
     axes[1].set_xlabel("value (unit-free)")
@@ -259,50 +263,75 @@ def gamma_beta_view(
     return fig, stats
 
 
-def gamma_beta_grid(settings, x, nonlinearity="sigmoid", eps=1e-5, panel=(3.1, 1.35)):
-    """Static small multiples: one row of :func:`draw_bn_histograms` per ``(gamma, beta)``.
-
-    Args:
-        settings: list of ``(gamma, beta)`` pairs, one per row.
-        x: the unit's pre-activations (m,), the same for every row.
+def gamma_beta_frames(x, nonlinearity="sigmoid", eps=1e-5, figsize=(7.5, 2.6)):
+    """A figure and a ``draw((gamma, beta))`` that redraws :func:`draw_bn_histograms`
+    in it: the frames of :func:`bnlib.plotting.scrubber`, the site's stand-in for
+    :func:`gamma_beta_widget`. ``x`` (m,) is the same in every frame.
 
     Returns:
-        ``(fig, stats)``: the figure and a list with one stats dict per row.
+        ``(fig, draw)``; ``draw`` returns the stats of :func:`draw_bn_histograms`.
     """
     import matplotlib.pyplot as plt
 
-    rows = len(settings)
-    fig, axes = plt.subplots(
-        rows, 3, figsize=(3 * panel[0], rows * panel[1]), squeeze=False, sharex="col"
-    )
-    stats = []
-    for i, (g, b) in enumerate(settings):
-        stats.append(
-            draw_bn_histograms(axes[i], x, g, b, nonlinearity, eps, titles=i == 0)
-        )
-        axes[i, 0].set_ylabel(rf"$\gamma$={g:g}, $\beta$={b:g}", fontsize=9)
-        if i < rows - 1:
-            for ax in axes[i]:
-                ax.set_xlabel("")
-    return fig, stats
+    fig, axes = plt.subplots(1, 3, figsize=figsize, layout="constrained")
+
+    def draw(setting):
+        g, b = setting
+        for ax in axes:
+            ax.clear()
+        stats = draw_bn_histograms(axes, x, g, b, nonlinearity, eps)
+        fig.suptitle(rf"$\gamma$ = {g:.2f}, $\beta$ = {b:.2f}", fontsize=10)
+        return stats
+
+    return fig, draw
+
+
+def _png_output(fig):
+    """``fig`` as a notebook display_data output: a PNG at twice the figure's dpi, shown
+    at its logical size (sharp on high-density screens, like the book's inline figures).
+    """
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=2 * fig.dpi)
+    w, h = (int(round(v * fig.dpi)) for v in fig.get_size_inches())
+    return {
+        "output_type": "display_data",
+        "data": {
+            "image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+            "text/plain": f"<Figure size {w}x{h}>",
+        },
+        "metadata": {"image/png": {"width": w, "height": h}},
+    }
 
 
 def _slider_box(view, controls, layout_rows):
-    """An ipywidgets VBox of ``layout_rows`` (lists of controls) above an output area that
-    shows ``view(**values)`` whenever a control changes. ``box.last_stats`` holds the
-    stats of the latest redraw (this is how tests move a slider and check the picture)."""
+    """An ipywidgets VBox of ``layout_rows`` (lists of controls) above an output area
+    that shows ``view(**values)`` whenever a control changes. ``box.last_stats`` holds
+    the stats of the latest redraw (this is how tests move a slider and check the
+    picture).
+
+    The picture is put into the output area as widget state (``Output.outputs``), not
+    by capturing printed output (``with out:``, as ``interactive_output`` does): that
+    capture races with notebook runners (nbclient, papermill), which then sometimes
+    wait for the cell until their timeout.
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
     box = widgets.VBox()
+    out = widgets.Output()
 
-    def update(**values):
-        fig, stats = view(**values)
+    def update(change=None):
+        fig, stats = view(**{k: c.value for k, c in controls.items()})
         box.last_stats = stats
-        plt.show()
+        out.outputs = (_png_output(fig),)
         plt.close(fig)
 
-    out = widgets.interactive_output(update, controls)
+    for control in controls.values():
+        control.observe(update, names="value")
+    update()
     box.children = [widgets.HBox(row) for row in layout_rows] + [out]
     box.controls = controls
     return box
@@ -368,17 +397,17 @@ def gamma_beta_widget(
     return _slider_box(view, c, rows)
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # The sigmoid's linear regime
 
 
 def sigmoid_linear_bound(rel_tol=0.05):
     """The half-width ``z*`` of the sigmoid's linear regime.
 
-    Within ``|z| <= z*`` the sigmoid's distance from 1/2 is at least ``1 - rel_tol`` times
-    its tangent's at 0: ``(sigmoid(z) - 1/2) / (z / 4) >= 1 - rel_tol``. The ratio equals
-    ``tanh(u) / u`` with ``u = z / 2`` and falls monotonically in ``|z|``, so the regime
-    is one interval, found by bisection. Returns a float.
+    Within ``|z| <= z*`` the sigmoid's distance from 1/2 is at least ``1 - rel_tol``
+    times its tangent's at 0: ``(sigmoid(z) - 1/2) / (z / 4) >= 1 - rel_tol``. The ratio
+    equals ``tanh(u) / u`` with ``u = z / 2`` and falls monotonically in ``|z|``, so the
+    regime is one interval, found by bisection. Returns a float.
     """
     if not 0.0 < rel_tol < 1.0:
         raise ValueError(
@@ -481,7 +510,7 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
 
     z_lin = sigmoid_linear_bound(rel_tol)
     x_hat = _rng(rng).standard_normal(n)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 3.4))
     z = np.linspace(-8, 8, 401)
     a0.axvspan(
         -z_lin,
@@ -492,13 +521,8 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
         label=f"linear regime |z| ≤ {z_lin:.2f}",
     )
     a0.plot(z, _sigmoid(z), color="black", label="sigmoid(z)")
-    a0.plot(
-        z,
-        np.clip(0.5 + z / 4, -0.1, 1.1),
-        color="black",
-        ls=":",
-        label="tangent 1/2 + z/4",
-    )
+    zt = z[np.abs(z) <= 2.4]  # the tangent only where it stays inside the panel
+    a0.plot(zt, 0.5 + zt / 4, color="black", ls=":", label="tangent 1/2 + z/4")
     for g, ls in ((gammas[0], "-"), (gammas[-1], "--")):
         dens = np.exp(
             -0.5 * (z / g) ** 2
@@ -509,7 +533,7 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     a0.set_ylim(-0.1, 1.1)
     a0.set_xlabel("sigmoid input z")
     a0.set_ylabel("sigmoid(z); density (peak = 1)")
-    a0.legend(fontsize=7, loc="upper left")
+    a0.legend(fontsize=8, loc="upper left")
     table = {}
     for b, ls in zip(betas, ("-", "--", ":")):
         rows = [sigmoid_linear_regime(g * x_hat + b, rel_tol) for g in gammas]
@@ -537,7 +561,7 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     a1.minorticks_off()
     a1.set_xlabel(r"$\gamma$ (log scale)")
     a1.set_ylabel("fraction of sigmoid inputs")
-    a1.legend(fontsize=7)
+    a1.legend(fontsize=8)
     return fig, table
 
 
@@ -633,7 +657,7 @@ def linear_regime_shares(model, x, z_lin):
     ]
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Learning dynamics: a task that needs a layer's output mean to move
 
 
@@ -709,28 +733,6 @@ def steps_to_target(model, optimizer, x, t, loss_target=0.02, max_steps=1500):
     }
 
 
-def mean_shift_sweep(shifts, lrs, max_steps=800, loss_target=0.02, rng=0):
-    """:func:`steps_to_target` with plain SGD for both parameterizations, every shift and
-    every learning rate (same data and initial weights throughout).
-
-    Returns:
-        dict keyed ``(bn, shift, lr)`` (bn a bool) of the dicts of :func:`steps_to_target`,
-        each with ``target_mean`` (k,) added: the mean of the targets.
-    """
-    out = {}
-    for shift in shifts:
-        x, t = mean_shift_task(shift, rng=rng)
-        for bn in (False, True):
-            for lr in lrs:
-                model = mean_shift_model(bn)
-                res = steps_to_target(
-                    model, SGD(model, lr=lr), x, t, loss_target, max_steps
-                )
-                res["target_mean"] = t.mean(axis=0)
-                out[bn, shift, lr] = res
-    return out
-
-
 def _best(runs, bn, shift, lrs):
     """(steps, lr) of the fastest learning rate; if none reached the target, (None, lr)
     with the learning rate whose run ended at the lowest loss."""
@@ -754,13 +756,14 @@ def _best(runs, bn, shift, lrs):
 
 
 def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
-    """Left: steps to the target loss against the shift, each parameterization at its best
-    learning rate (a hollow marker at ``max_steps`` means "not reached"). Middle and
-    right: for ``show_shift``, the loss and the distance of the output mean from the
+    """Left: steps to the target loss against the shift, each parameterization at its
+    best learning rate (a hollow marker at ``max_steps`` means "not reached"). Middle
+    and right: for ``show_shift``, the loss and the distance of the output mean from the
     targets' mean over the steps, each at its best learning rate.
 
     Args:
-        runs: the result of :func:`mean_shift_sweep` (with the same shifts and lrs).
+        runs: dict keyed ``(bn, shift, lr)`` of the dicts of :func:`steps_to_target`,
+            each with ``target_mean`` (k,) added (the chapter's sweep builds it).
 
     Returns:
         ``(fig, best)`` with ``best[(bn, shift)] = (steps or None, lr)``: the fastest
@@ -814,9 +817,10 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
 
 
 def mean_shift_table(runs, shifts, lrs, max_steps=800):
-    """The steps-to-target table of :func:`mean_shift_sweep` as text: one row per
-    (parameterization, learning rate), one column per shift; ``>max_steps`` when the
-    target was not reached, ``diverged`` when the loss stopped being finite.
+    """The steps-to-target table of a mean-shift sweep (see :func:`plot_mean_shift`) as
+    text: one row per (parameterization, learning rate), one column per shift;
+    ``>max_steps`` when the target was not reached, ``diverged`` when the loss stopped
+    being finite.
 
     Returns:
         str (rows joined by newlines, no trailing newline).
@@ -828,14 +832,14 @@ def mean_shift_table(runs, shifts, lrs, max_steps=800):
         return f">{max_steps}" if r["steps"] is None else str(r["steps"])
 
     lines = [
-        "output layer         lr  "
+        "output layer       lr    "
         + "".join(f"{'shift ' + str(s):>11}" for s in shifts)
     ]
     for bn in (False, True):
         name = f"{_MS_LABELS['bn' if bn else 'plain']:<18}"
         for lr in lrs:
             lines.append(
-                f"{name} {lr:4.1f}  "
+                f"{name} {lr:<5g} "
                 + "".join(f"{cell(runs[bn, s, lr]):>11}" for s in shifts)
             )
     return "\n".join(lines)
@@ -851,16 +855,17 @@ def _fixed_steps(bn, shift, steps, lr, rng):
 
 
 def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
-    """Train :func:`mean_shift_model` for exactly ``steps`` full-batch SGD updates on the
-    task of :func:`mean_shift_task` with two shifts (same data seed ``rng``, same initial
-    weights) and compare the two trained networks.
+    """Train :func:`mean_shift_model` for exactly ``steps`` full-batch SGD updates on
+    the task of :func:`mean_shift_task` with two shifts (same data seed ``rng``, same
+    initial weights) and compare the two trained networks.
 
     Returns:
-        dict: ``models`` (the two networks), ``diffs`` (list of floats, one per parameter
-        array in ``model.parameters()`` order: the largest absolute difference between the
-        two runs), ``bias_change`` (array (k,): the output layer's bias, beta with BN,
-        of run b minus run a) and ``saturated`` (pair of floats: share of the last hidden
-        layer's sigmoid inputs whose outputs are below 0.05 or above 0.95, per run).
+        dict: ``models`` (the two networks), ``diffs`` (list of floats, one per
+        parameter array in ``model.parameters()`` order: the largest absolute difference
+        between the two runs), ``bias_change`` (array (k,): the output layer's bias,
+        beta with BN, of run b minus run a) and ``saturated`` (pair of floats: share of
+        the last hidden layer's sigmoid inputs whose outputs are below 0.05 or above
+        0.95, per run).
     """
     a, sat_a = _fixed_steps(bn, shift_a, steps, lr, rng)
     b, sat_b = _fixed_steps(bn, shift_b, steps, lr, rng)
@@ -876,7 +881,7 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
     }
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # ReLU: beta sets the fraction of active units
 
 
@@ -904,7 +909,9 @@ def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
     z = gamma * np.asarray(x_hat, dtype=float) + beta
     rng_ = (-6.0, 6.0)
     edges = np.linspace(*rng_, bins + 1)
-    counts, _ = np.histogram(np.clip(z, *rng_), bins=edges, density=True)
+    # values beyond the range are left out (not piled into the edge bins)
+    counts, _ = np.histogram(z, bins=edges)
+    counts = counts / (len(z) * np.diff(edges))
     k = bins // 2  # edges[k] == 0: the left half is inactive, the right half active
     ax.stairs(
         counts[:k],
@@ -931,8 +938,9 @@ def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
 
 
 def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
-    """The ReLU widget's picture: :func:`draw_relu_panel` on n standard normal x_hat, and
-    the curve Phi(beta / |gamma|) against beta for this gamma with the measured point.
+    """The ReLU widget's picture: :func:`draw_relu_panel` on n standard normal x_hat,
+    and the curve Phi(beta / |gamma|) against beta for this gamma with the measured
+    point.
 
     Returns:
         ``(fig, stats)``, stats = {"active": measured, "predicted": Phi(beta/|gamma|)}.
@@ -971,48 +979,49 @@ def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
     return _slider_box(view, c, [[c["gamma"], c["beta"]]])
 
 
-def relu_grid(x_hat, settings, gammas_curve=(0.5, 1.0, 2.0)):
-    """Static counterpart of :func:`relu_widget`: one :func:`draw_relu_panel` per
-    ``(gamma, beta)`` in ``settings``, and a last panel with Phi(beta / |gamma|) against
-    beta for each gamma in ``gammas_curve`` and the measured points.
-
-    Args:
-        x_hat: normalized values (m,), the same for every panel.
+def relu_frames(x_hat, gammas_curve=(0.5, 1.0, 2.0), figsize=(7.5, 2.9)):
+    """A figure and a ``draw((gamma, beta))`` for :func:`bnlib.plotting.scrubber`, the
+    site's stand-in for :func:`relu_widget`: left, :func:`draw_relu_panel` on ``x_hat``
+    (m,); right, Phi(beta / |gamma|) against beta for each gamma of ``gammas_curve``
+    (and for the frame's gamma) with the measured active share as a dot.
 
     Returns:
-        ``(fig, measured)``: the figure and the measured active fraction per setting.
+        ``(fig, draw)``; ``draw`` returns the measured active share.
     """
     import matplotlib.pyplot as plt
 
-    n = len(settings) + 1
-    ncols = min(n, 4)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(2.45 * ncols, 2.5 * nrows), squeeze=False
-    )
-    axes = axes.ravel()
-    measured = [draw_relu_panel(ax, x_hat, g, b) for ax, (g, b) in zip(axes, settings)]
-    ax = axes[len(settings)]
-    b = np.linspace(-4, 4, 201)
-    styles = ("-", "--", ":")
-    for i, g in enumerate(gammas_curve):
-        ax.plot(
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    b = np.linspace(-3, 3, 201)
+    styles = ("--", "-.", ":")
+
+    def draw(setting):
+        g, beta = setting
+        a0.clear()
+        a1.clear()
+        active = draw_relu_panel(a0, x_hat, g, beta)
+        for i, gc in enumerate(gammas_curve):
+            a1.plot(
+                b,
+                relu_active_fraction(gc, b),
+                color=COLORS["reference"],
+                ls=styles[i % 3],
+                label=rf"$\gamma$={gc:g}",
+            )
+        a1.plot(
             b,
             relu_active_fraction(g, b),
             color=COLORS["bn"],
-            ls=styles[i % 3],
-            label=rf"$\gamma$={g:g}",
+            label=rf"this frame, $\gamma$={g:g}",
         )
-    ax.plot(
-        [bb for _, bb in settings], measured, "o", color="black", ms=4, label="panels"
-    )
-    ax.set_xlabel(r"$\beta$")
-    ax.set_ylabel("fraction active")
-    ax.set_title("Φ(β/|γ|)", fontsize=9)
-    ax.legend(fontsize=7)
-    for extra in axes[n:]:
-        extra.set_visible(False)
-    return fig, measured
+        a1.plot([beta], [active], "o", color="black", label="measured")
+        a1.set_xlabel(r"$\beta$")
+        a1.set_ylabel("fraction active")
+        a1.set_ylim(-0.02, 1.02)
+        a1.set_title("Φ(β/|γ|)", fontsize=10)
+        a1.legend(fontsize=9, loc="upper left")
+        return active
+
+    return fig, draw
 
 
 def active_fractions(model, x):
@@ -1029,7 +1038,8 @@ def dead_unit_census(
 
     Returns:
         list of dicts (one per (norm, lr)): ``norm`` (None or "bn"), ``lr``, ``dead``
-        (list: dead units per hidden layer, out of ``width``), ``test_acc`` and ``model``.
+        (list: dead units per hidden layer, out of ``width``), ``test_acc`` and
+        ``model``.
     """
     rows = []
     for norm in (None, "bn"):
@@ -1078,20 +1088,22 @@ def census_table(census, width=128):
     return "\n".join(lines)
 
 
-def dead_unit_profile(model, x, layer):
+def dead_unit_profile(model, x, layer, batch_size=None):
     """Where the dead units of one BN + ReLU layer sit in ``beta / |gamma|``.
 
     Args:
         model: a network with ``BatchNorm1d -> ReLU`` blocks.
         x: examples (N, d_in) on which a unit counts as dead if it is never active.
         layer: index of the block (0 for the first).
+        batch_size: the training batch size m; if given, ``n_provable`` counts the dead
+            units with ``beta / |gamma| < -sqrt(m - 1)``, which no batch can switch on.
 
     Returns:
         dict: arrays (C,) ``ratio`` (beta / |gamma|), ``abs_gamma``, ``active`` (share
         of x on which each unit is active) and ``dead`` (bool); floats ``ratio_dead``,
         ``ratio_live`` (medians over dead and live units), ``ratio_dead_max``,
         ``gamma_dead``, ``gamma_live`` (medians of |gamma|), ``active_live`` (median
-        active share of the live units); int ``n_dead``.
+        active share of the live units); ints ``n_dead`` and ``n_provable``.
     """
     bl = batchnorm_layers(model)[layer]
     frac = active_fractions(model, x)[layer]
@@ -1104,6 +1116,11 @@ def dead_unit_profile(model, x, layer):
         "active": frac,
         "dead": dead,
         "n_dead": int(dead.sum()),
+        "n_provable": (
+            None
+            if batch_size is None
+            else int(np.sum(dead & (ratio < -np.sqrt(batch_size - 1))))
+        ),
         "ratio_dead": np.median(ratio[dead]),
         "ratio_dead_max": ratio[dead].max(),
         "ratio_live": np.median(ratio[~dead]),
@@ -1114,20 +1131,21 @@ def dead_unit_profile(model, x, layer):
 
 
 def active_share_gap(model, x, layer=0):
-    """Mean over the units of one BN + ReLU layer of |measured active share on x (N, d_in)
-    - Phi(beta / |gamma|)| (:func:`relu_active_fraction`). Returns a float."""
+    """Mean over the units of one BN + ReLU layer of |measured active share on x (N,
+    d_in) - Phi(beta / |gamma|)| (:func:`relu_active_fraction`). Returns a float."""
     bl = batchnorm_layers(model)[layer]
     phi = relu_active_fraction(bl.params["weight"], bl.params["bias"])
     return np.abs(active_fractions(model, x)[layer] - phi).mean()
 
 
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------
 # Training only some parameters
 
 
 def bn_affine_parameters(model):
-    """The ``(module, name)`` pairs of every BatchNorm gamma ("weight") and beta ("bias")
-    in ``model``, in forward order: what an optimizer needs to train only them."""
+    """The ``(module, name)`` pairs of every BatchNorm gamma ("weight") and beta
+    ("bias") in ``model``, in forward order: what an optimizer needs to train only
+    them."""
     return [
         (m, k)
         for m in model.modules()
@@ -1170,8 +1188,8 @@ class MaskedOptimizer:
 
     Args:
         optimizer: an optimizer over ``(module, name)`` pairs.
-        masks: list of boolean arrays aligned with ``optimizer.params``, each shaped like
-            its parameter.
+        masks: list of boolean arrays aligned with ``optimizer.params``, each shaped
+            like its parameter.
     """
 
     def __init__(self, optimizer, masks):
@@ -1210,81 +1228,13 @@ class MaskedOptimizer:
             m.params[k][~mask] = old
 
 
-def train_subset(
-    which,
-    data=None,
-    width=256,
-    depth=2,
-    lr=0.03,
-    epochs=10,
-    batch_size=100,
-    rng=0,
-    mask_rng=1,
-):
-    """Frankle et al.'s experiment, scaled down: a randomly initialized ReLU MLP with BN
-    (``Linear -> BN -> ReLU`` x depth, then ``Linear``) of which only some parameters train.
-
-    Args:
-        which: ``"bn"`` (only every gamma and beta), ``"random"`` (as many entries,
-            chosen at random among the Linear layers' weights and biases, with every gamma
-            and beta frozen at 1 and 0) or ``"all"``.
-        data: a :class:`~bnlib.Dataset` (default MNIST-1D).
-        rng: seed for the initial weights and the batch order; ``mask_rng`` for the
-            random choice.
-
-    Returns:
-        dict: ``num_trainable``, ``test_acc`` (final), ``history`` and ``model``.
-    """
-    if which not in ("bn", "random", "all"):
-        raise ValueError(
-            f"train_subset: which must be 'bn', 'random' or 'all', got {which!r}"
-        )
-    data = load_mnist1d() if data is None else data
-    model = make_mlp(
-        [data.x_train.shape[1]] + [width] * depth + [data.num_classes],
-        "relu",
-        "bn",
-        rng=rng,
-    )
-    bn = bn_affine_parameters(model)
-    n_bn = sum(m.params[k].size for m, k in bn)
-    if which == "bn":
-        opt = Adam(bn, lr=lr)
-        n = n_bn
-    elif which == "random":
-        others = [(m, k) for m, k in model.parameters() if (m, k) not in bn]
-        opt = MaskedOptimizer(
-            Adam(others, lr=lr), random_parameter_masks(others, n_bn, mask_rng)
-        )
-        n = opt.num_trainable()
-    else:
-        opt = Adam(model, lr=lr)
-        n = model.num_parameters()
-    hist = fit(
-        model,
-        opt,
-        data.x_train,
-        data.y_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        test=(data.x_test, data.y_test),
-        rng=rng,
-        progress=False,
-    )
-    return {
-        "num_trainable": int(n),
-        "test_acc": hist.test_acc[-1],
-        "history": hist,
-        "model": model,
-    }
-
-
 def plot_subset_accuracy(results, chance=0.1, ax=None):
-    """Test accuracy over training for runs of :func:`train_subset`.
+    """Test accuracy over training, one median line and a min-max band per method.
 
     Args:
-        results: list of ``(result, color, label)``, ``result`` as returned by
-            :func:`train_subset`.
+        results: list of ``(histories, color, label)``: ``histories`` a list of
+            :class:`~bnlib.History` (the repeats of one method, evaluated at the same
+            steps).
         chance: drawn as a dotted line.
 
     Returns:
@@ -1293,17 +1243,19 @@ def plot_subset_accuracy(results, chance=0.1, ax=None):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3))
-    for res, col, lab in results:
-        h = res["history"]
-        ax.plot(h.eval_step, h.test_acc, "o-", ms=3, color=col, label=lab)
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    top = 0.0
+    for hists, col, lab in results:
+        acc = np.array([h.test_acc for h in hists])
+        steps = hists[0].eval_step
+        ax.fill_between(steps, acc.min(axis=0), acc.max(axis=0), color=col, alpha=0.25)
+        ax.plot(steps, np.median(acc, axis=0), "o-", ms=3, color=col, label=lab)
+        top = max(top, acc.max())
     ax.axhline(chance, color="black", ls=":", lw=1, label="chance")
     ax.set_xlabel("training step (mini-batches)")
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(
-        0, max(0.6, max(max(r["history"].test_acc) for r, _, _ in results) + 0.05)
-    )
-    ax.legend()
+    ax.set_ylim(0, top + 0.05)
+    ax.legend(fontsize=9)
     return ax
 
 

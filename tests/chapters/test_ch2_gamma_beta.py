@@ -1,4 +1,4 @@
-"""Tests for bnlib.intuition (chapter 2: what gamma and beta do)."""
+"""Tests for bnlib.chapters.ch2_gamma_beta (chapter 2: what gamma and beta do)."""
 
 import matplotlib
 
@@ -79,12 +79,33 @@ def test_draw_bn_histograms_returns_the_stats_it_draws():
     assert all(len(ax.patches) >= 1 for ax in axes)
 
 
-def test_view_and_grid_draw_the_same_panel():
+def test_view_and_frames_draw_the_same_panel():
     fig, st = ch2.gamma_beta_view(1.5, 0.5, 2.0, 1.5, 1.0, "relu", n=3000, seed=4)
     x = ch2.sample_skewed(3000, 2.0, 1.5, 1.0, rng=4)
-    fig2, rows = ch2.gamma_beta_grid([(1.0, 0.0), (1.5, 0.5)], x, "relu")
-    assert rows[1] == st
-    assert len(fig2.axes) == 6
+    fig2, draw = ch2.gamma_beta_frames(x, "relu")
+    draw((1.0, 0.0))
+    assert draw((1.5, 0.5)) == st  # a redraw, not a panel added on top
+    assert len(fig2.axes) == 3 and all(len(ax.patches) == 1 for ax in fig2.axes)
+    assert "1.50" in fig2._suptitle.get_text()
+
+
+def test_histograms_leave_out_values_beyond_the_range():
+    x = np.concatenate([np.zeros(90), np.full(10, 100.0)])  # 10% far out
+    fig, axes = plt.subplots(1, 3)
+    ch2.draw_bn_histograms(axes, x, 20.0, 0.0, "sigmoid")
+    # BN puts the far values at 20 * 3 = 60, beyond (-12, 12): left out and counted
+    assert "10.0% off scale" in axes[1].texts[0].get_text()
+    assert "off scale" not in axes[2].texts[0].get_text()
+
+
+def test_scrubber_over_frames_of_the_chapter():
+    x = ch2.sample_skewed(500, 1.0, 1.0, 0.5, rng=0)
+    fig, draw = ch2.gamma_beta_frames(x)
+    html = bnlib.plotting.scrubber(fig, draw, [(1.0, 0.0), (2.0, 0.0)])
+    assert html.data.count("data:image/png") >= 2
+    fig, draw = ch2.relu_frames(np.random.default_rng(0).standard_normal(500))
+    html = bnlib.plotting.scrubber(fig, draw, [(1.0, -1.0), (1.0, 1.0)])
+    assert html.data.count("data:image/png") >= 2
 
 
 # ---------------------------------------------------------------- widgets
@@ -101,8 +122,12 @@ def test_gamma_beta_widget_redraws_when_a_slider_moves():
         "nonlinearity",
     }
     np.testing.assert_allclose(w.last_stats["bn_var"], 1.0, rtol=1e-3)
+    png = w.children[-1].outputs[0]["data"]["image/png"]
     w.controls["gamma"].value = 3.0
     np.testing.assert_allclose(w.last_stats["bn_var"], 9.0, rtol=1e-3)
+    (shown,) = w.children[-1].outputs  # the picture was replaced, not added
+    assert shown["data"]["image/png"] != png
+    assert shown["metadata"]["image/png"]["width"] == 950  # logical size, 2x pixels
     w.controls["beta"].value = -2.0
     np.testing.assert_allclose(w.last_stats["bn_mean"], -2.0, atol=1e-12)
     w.controls["nonlinearity"].value = "relu"
@@ -217,9 +242,16 @@ def test_with_bn_a_mean_shift_only_changes_beta():
             np.testing.assert_allclose(m1.params[k], m0.params[k], atol=1e-10)
 
 
-def test_mean_shift_sweep_and_plot():
-    runs = ch2.mean_shift_sweep([0.0, 2.0], [0.3], max_steps=30, loss_target=0.5)
-    assert set(runs) == {(b, s, 0.3) for b in (False, True) for s in (0.0, 2.0)}
+def test_plot_mean_shift():
+    runs = {}
+    for s in (0.0, 2.0):
+        x, t = ch2.mean_shift_task(s, n=64)
+        for b in (False, True):
+            net = ch2.mean_shift_model(b)
+            runs[b, s, 0.3] = ch2.steps_to_target(
+                net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.5, max_steps=30
+            )
+            runs[b, s, 0.3]["target_mean"] = t.mean(axis=0)
     fig, best = ch2.plot_mean_shift(
         runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30
     )
@@ -251,10 +283,10 @@ def test_relu_active_fraction():
 
 def test_relu_panels():
     x_hat = np.random.default_rng(0).standard_normal(3000)
-    fig, measured = ch2.relu_grid(x_hat, [(1.0, -1.0), (2.0, 0.5)])
-    np.testing.assert_allclose(
-        measured, [np.mean(x_hat > 1.0), np.mean(2 * x_hat + 0.5 > 0)]
-    )
+    fig, draw = ch2.relu_frames(x_hat)
+    assert draw((1.0, -1.0)) == np.mean(x_hat > 1.0)
+    assert draw((2.0, 0.5)) == np.mean(2 * x_hat + 0.5 > 0)
+    assert len(fig.axes[0].patches) == 2  # redrawn, not stacked
     fig, st = ch2.relu_view(1.0, 0.5, n=3000, seed=0)
     np.testing.assert_allclose(st["predicted"], norm.cdf(0.5))
 
@@ -349,56 +381,50 @@ def test_masked_optimizer_checks_masks():
         ch2.MaskedOptimizer(opt, bad)
 
 
-@pytest.mark.parametrize("which", ["bn", "random", "all"])
-def test_train_subset_trains_what_it_says(which):
+def test_training_only_bn_or_a_random_subset_in_a_fit():
     data = bnlib.make_gaussian_classes(
         n_train=200, n_test=50, dim=5, num_classes=3, rng=0
     )
     ref = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
-    res = ch2.train_subset(
-        which, data, width=16, depth=1, lr=0.03, epochs=2, batch_size=50
-    )
-    net = res["model"]
-    n_bn = 2 * 16
-    changed = sum(
-        int(np.sum(m.params[k] != r.params[k]))
-        for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-    )
-    if which == "all":
-        assert res["num_trainable"] == net.num_parameters()
-    else:
-        assert res["num_trainable"] == n_bn and changed <= n_bn
-    if which == "bn":
-        lin_same = all(
-            np.array_equal(m.params[k], r.params[k])
-            for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-            if isinstance(m, bnlib.Linear)
+    for which in ("bn", "random"):
+        net = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
+        bn = ch2.bn_affine_parameters(net)
+        if which == "bn":
+            opt = bnlib.Adam(bn, lr=0.03)
+        else:
+            others = [p for p in net.parameters() if p not in bn]
+            masks = ch2.random_parameter_masks(others, 32, rng=1)
+            opt = ch2.MaskedOptimizer(bnlib.Adam(others, lr=0.03), masks)
+            assert opt.num_trainable() == 32
+        bnlib.fit(
+            net,
+            opt,
+            data.x_train,
+            data.y_train,
+            epochs=2,
+            batch_size=50,
+            rng=0,
+            progress=False,
         )
-        assert lin_same
-    if which == "random":
-        bn_same = all(
-            np.array_equal(m.params[k], r.params[k])
+        changed = [
+            (type(m).__name__, int(np.sum(m.params[k] != r.params[k])))
             for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-            if isinstance(m, bnlib.BatchNorm1d)
-        )
-        assert bn_same
-    assert 0.0 <= res["test_acc"] <= 1.0
-    with pytest.raises(ValueError, match="which"):
-        ch2.train_subset("some")
+        ]
+        moved = {name for name, n in changed if n}
+        assert sum(n for _, n in changed) <= 32
+        assert moved == ({"BatchNorm1d"} if which == "bn" else {"Linear"})
 
 
 def test_plot_subset_accuracy():
-    data = bnlib.make_gaussian_classes(
-        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
-    )
-    res = ch2.train_subset(
-        "bn", data, width=8, depth=1, lr=0.03, epochs=2, batch_size=50
-    )
-    ax = ch2.plot_subset_accuracy([(res, "C0", "BN only")])
-    assert len(ax.lines) == 2 and ax.get_ylim()[0] == 0
+    h1, h2 = bnlib.History(), bnlib.History()
+    for h, acc in ((h1, [0.2, 0.4]), (h2, [0.3, 0.5])):
+        h.eval_step, h.test_acc = [10, 20], acc
+    ax = ch2.plot_subset_accuracy([([h1, h2], "C0", "BN only")])
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.25, 0.45])
+    assert len(ax.collections) == 1 and ax.get_ylim() == (0, 0.55)
 
 
-# ---------------------------------------------------------------- helpers of the chapter's cells
+# ---------------------------------------------------------------- helpers of the chapte
 
 
 def _tiny_data():
@@ -460,10 +486,10 @@ def test_mean_shift_table():
     runs[True, 0.0, 0.3]["steps"] = 12
     runs[False, 3.0, 1.0]["diverged"] = True
     lines = ch2.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
-    assert lines[0] == "output layer         lr    shift 0.0  shift 3.0"
-    assert lines[1] == "Linear + bias       0.3          >50        >50"
-    assert lines[2] == "Linear + bias       1.0          >50   diverged"
-    assert lines[3] == "Linear + BN (γ, β)  0.3           12        >50"
+    assert lines[0] == "output layer       lr      shift 0.0  shift 3.0"
+    assert lines[1] == "Linear + bias      0.3           >50        >50"
+    assert lines[2] == "Linear + bias      1             >50   diverged"
+    assert lines[3] == "Linear + BN (γ, β) 0.3            12        >50"
     assert len(lines) == 5
 
 
@@ -502,6 +528,10 @@ def test_dead_unit_profile_and_active_share_gap():
     bl.params["bias"][:2] = -50.0  # two units that never fire
     bl.params["weight"][:2] = 0.5
     p = ch2.dead_unit_profile(net, x, layer=1)
+    assert p["n_provable"] is None
+    # ratio -100 < -sqrt(m - 1) for m = 100, not for m = 20000
+    assert ch2.dead_unit_profile(net, x, layer=1, batch_size=100)["n_provable"] == 2
+    assert ch2.dead_unit_profile(net, x, 1, batch_size=20_000)["n_provable"] == 0
     assert p["n_dead"] == 2 and np.array_equal(p["dead"], np.arange(6) < 2)
     np.testing.assert_allclose(
         p["ratio"], bl.params["bias"] / np.abs(bl.params["weight"])
