@@ -26,6 +26,7 @@ import copy
 import numpy as np
 
 from ..data import minibatches
+from ..gradcheck import numerical_gradient
 from ..models import make_mlp
 from ..modules import BatchNorm1d
 from ..optim import SGD
@@ -61,6 +62,10 @@ __all__ = [
     "draw_tracking_error",
     "draw_ema_vs_precise",
     "draw_shift_accuracy",
+    "layer_variance_ratios",
+    "renorm_gradients",
+    "device_batch_statistics",
+    "device_mean_noise",
 ]
 
 # --------------------------------------------------------------------------- EMA
@@ -293,7 +298,11 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
     if batch_noise is not None:
         lag, jitter = ema_tracking_error(momentum, drift, batch_noise)
         steps = (1 - momentum) / momentum
-        title += f"\nlag {steps:.0f} step{'' if round(steps) == 1 else 's'}, jitter {jitter:.2f}"
+        if drift:
+            plural = "" if round(steps) == 1 else "s"
+            title += f"\nlag {steps:.0f} step{plural}, jitter {jitter:.2f}"
+        else:
+            title += f"\nno lag (no drift), jitter {jitter:.2f}"
     caption_axes(ax, "training step", "mean of one unit", title)
     if legend:
         ax.legend(loc="upper left")
@@ -616,7 +625,7 @@ def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
     ax.legend(fontsize=8)
 
 
-def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
+def draw_ema_vs_precise(acc, err, figsize=(7.5, 5.6)):
     """The figure of ``ema_vs_precise``: accuracy, accuracy gap to precise BN, statistics gap.
 
     Args:
@@ -694,7 +703,131 @@ def draw_shift_accuracy(ax, results, clean_acc):
         label="shifted data,\nAdaBN statistics",
     )
     ax.axhline(clean_acc, color=COLORS["reference"], ls="--", label="clean test data")
-    ax.set_xticks(xs, names)
+    ax.set_xticks(xs, [n.replace(", ", ",\n").replace(" per", "\nper") for n in names])
     caption_axes(ax, "deployment shift", "test accuracy")
     ax.set_ylim(0, 0.8)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3)
+
+
+# --------------------------------------------------------------------------- precise BN
+
+
+def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
+    """How well ``precise_bn``'s two variance estimators match what a layer meets.
+
+    For each batch size m: ``precise_bn`` over ``x`` (shuffled with ``rng``, batches of
+    m) on two copies of ``model``, one per estimator; then, in evaluation mode with those
+    statistics, the input of BatchNorm layer number ``layer`` over all of ``x``; its
+    variance is the target. The ratio of ``running_var`` to that variance, averaged
+    over the layer's units, says how well the estimator did (1 is exact).
+
+    Args:
+        model: a ``Sequential`` whose BatchNorm layers come after Linear layers.
+        x: (N, D) inputs (a remainder of fewer than m is left out). layer: 0 for the
+            first BN layer, 1 for the second, ...
+        batch_sizes: the m to try. rng: Generator (advanced in place) or seed.
+
+    Returns:
+        ``{"population": (M,), "batch_mean": (M,)}`` ratios, one per batch size.
+    """
+    rng = np.random.default_rng(rng)
+    ratios = {"population": [], "batch_mean": []}
+    for m in batch_sizes:
+        xs = x[rng.permutation(len(x))[: len(x) // m * m]]  # whole batches only
+        batches = list(xs.reshape(-1, m, *x.shape[1:]))
+        for variance, out in ratios.items():
+            net = precise_bn(copy.deepcopy(model), batches, variance=variance)
+            net.eval()
+            bn = batchnorm_layers(net)[layer]
+            h = x
+            for module in net:
+                if module is bn:
+                    break
+                h = module(h)
+            out.append(float(np.mean(bn.running_var / h.var(axis=0))))
+    return {k: np.array(v) for k, v in ratios.items()}
+
+
+# --------------------------------------------------------------------------- Batch Renorm
+
+
+def renorm_gradients(layer, x, dout, h=1e-5):
+    """Three input gradients of a training-mode ``BatchRenorm1d`` at x, for ``dout``.
+
+    * ``"backward"``: what ``layer.backward`` returns (r and d held constant);
+    * ``"fixed_rd"``: centered differences of ``sum(dout * f(x))``, where f is the
+      Batch Renorm forward with r and d frozen at their values at x;
+    * ``"full"``: centered differences of ``sum(dout * layer(x))``, r and d recomputed
+      from every perturbed batch (the derivative through r and d).
+
+    The layer needs ``momentum=0`` so that its running statistics stay fixed.
+
+    Returns:
+        dict of three (N, C) arrays.
+    """
+    if layer.momentum != 0.0:
+        raise ValueError("renorm_gradients: use a layer with momentum=0")
+    x = np.array(x, dtype=np.float64)
+    layer.train()
+    layer(x)
+    r, d = layer.last_r.copy(), layer.last_d.copy()
+    grads = {"backward": layer.backward(dout)}
+    gamma, beta = layer.params["weight"], layer.params["bias"]
+
+    def fixed_rd():
+        sigma_b = np.sqrt(x.var(axis=0) + layer.eps)
+        x_hat = (x - x.mean(axis=0)) / sigma_b * r + d
+        return float(np.sum(dout * (gamma * x_hat + beta)))
+
+    def full():
+        return float(np.sum(dout * layer(x)))
+
+    grads["fixed_rd"] = numerical_gradient(fixed_rd, x, h)
+    grads["full"] = numerical_gradient(full, x, h)
+    return grads
+
+
+# --------------------------------------------------------------------------- practice
+
+
+def device_batch_statistics(x, devices):
+    """Batch means as K data-parallel devices compute them, per device and synced.
+
+    Splits the global batch x (N, C) into ``devices`` equal shards, as data-parallel
+    training does. Per-device BatchNorm normalizes each shard with its own mean;
+    synchronized BatchNorm (SyncBN) with the mean over all shards, which is the
+    global batch's mean.
+
+    Returns:
+        (per_device, synced): (K, C) shard means and the (C,) synced mean.
+    """
+    shards = np.split(np.asarray(x, dtype=np.float64), devices)
+    per_device = np.stack([s.mean(axis=0) for s in shards])
+    synced = per_device.mean(axis=0)  # equal shards: the mean of the global batch
+    return per_device, synced
+
+
+def device_mean_noise(x, device_batch_sizes, devices=8, rng=None, repeats=50):
+    """RMS error of the batch mean each device normalizes with, against the data mean.
+
+    For each per-device batch size b: ``repeats`` global batches of ``devices * b``
+    examples drawn from x without replacement; the per-device means (per-device BN)
+    and the global mean (SyncBN) are compared with the mean of all of x, in units of
+    its standard deviation, RMS over units, devices and repeats.
+
+    Returns:
+        ``{"per_device": (B,), "synced": (B,)}``.
+    """
+    rng = np.random.default_rng(rng)
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    out = {"per_device": [], "synced": []}
+    for b in device_batch_sizes:
+        errs_dev, errs_sync = [], []
+        for _ in range(repeats):
+            batch = x[rng.choice(len(x), devices * b, replace=False)]
+            per_device, synced = device_batch_statistics(batch, devices)
+            errs_dev.append(((per_device - mu) / sd) ** 2)
+            errs_sync.append(((synced - mu) / sd) ** 2)
+        out["per_device"].append(float(np.sqrt(np.mean(errs_dev))))
+        out["synced"].append(float(np.sqrt(np.mean(errs_sync))))
+    return {k: np.array(v) for k, v in out.items()}
