@@ -124,7 +124,11 @@ def precise_bn(
               variance over the data set. After it, the layers' inputs are themselves
               batch-normalized, so their batch means barely vary from batch to batch and
               pooling gives about ``(m-1)/m`` of the variance seen in evaluation: too
-              small for small batches (about 0.77 at m = 4).
+              small for small batches (about 0.75 at m = 4 in chapter 3's network).
+
+            The PreciseBN of Wu & Johnson (2021) pools (their appendix); the early
+            versions of fvcore's ``update_bn_stats`` averaged the unbiased per-batch
+            variances, as ``"batch_mean"`` does. Either way, use large batches.
         batch_size: used only when ``data`` is an array.
 
     Returns:

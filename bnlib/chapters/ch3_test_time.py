@@ -1,15 +1,17 @@
-"""Test-time batch norm: population statistics, EMA, precise BN, folding, Batch Renormalization (chapter 3).
+"""Test-time batch norm: population statistics, EMA, precise BN, folding, Batch
+Renormalization (chapter 3).
 
 * ``ema_weights``, ``ema``, ``effective_window``, ``keras_to_torch_momentum``,
   ``torch_to_keras_momentum``: the exponential moving average that BatchNorm keeps.
 * ``simulate_drift``, ``ema_tracking_error``: an EMA following a drifting statistic.
-* ``precise_bn``: recompute every BatchNorm layer's running statistics over given batches
-  (Wu & Johnson 2021; with unlabeled target data it is AdaBN, Li et al. 2016).
+* ``precise_bn``: recompute every BatchNorm layer's running statistics over given
+  batches (Wu & Johnson 2021; with unlabeled target data it is AdaBN, Li et al. 2016).
 * ``fold_batchnorm``: merge an eval-mode BatchNorm into the Linear/Conv1d before it.
 * ``BatchRenorm1d``: Batch Renormalization (Ioffe 2017).
-* ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment experiments.
-* ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two widgets
-  (each drawn both by the widget and by its static counterpart).
+* ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment
+  experiments.
+* ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two
+  widgets (each drawn both by the widget and by its static counterpart).
 * The chapter's experiments: ``predictions_in_random_batches`` (one example in many
   batches), ``tracking_error_sweep`` (EMA error against momentum), ``ema_vs_precise``
   (EMA against precise statistics during training), ``train_mode_accuracy`` (forgetting
@@ -26,6 +28,7 @@ import copy
 import numpy as np
 
 from ..data import minibatches
+from ..gradcheck import numerical_gradient
 from ..models import make_mlp
 from ..modules import BatchNorm1d
 from ..optim import SGD
@@ -61,6 +64,11 @@ __all__ = [
     "draw_tracking_error",
     "draw_ema_vs_precise",
     "draw_shift_accuracy",
+    "layer_variance_ratios",
+    "renorm_gradients",
+    "device_batch_statistics",
+    "device_mean_noise",
+    "figure_png",
 ]
 
 # --------------------------------------------------------------------------- EMA
@@ -77,9 +85,9 @@ def ema_weights(momentum, T):
     With ``running_t = (1 - momentum) * running_{t-1} + momentum * batch_t`` (PyTorch's
     convention) the running value after T updates is
     ``(1 - momentum)**T * running_0 + sum_t w_t * batch_t`` with
-    ``w_t = momentum * (1 - momentum)**(T - t)``: the most recent batch (t = T) weighs most.
-    The weights sum to ``1 - (1 - momentum)**T``; the rest stays on the start value.
-    ``momentum=None`` is the cumulative average: every batch weighs 1/T.
+    ``w_t = momentum * (1 - momentum)**(T - t)``: the most recent batch (t = T) weighs
+    most. The weights sum to ``1 - (1 - momentum)**T``; the rest stays on the start
+    value. ``momentum=None`` is the cumulative average: every batch weighs 1/T.
 
     Returns:
         w: shape (T,), ``w[t - 1]`` is the weight of batch t (oldest first).
@@ -128,8 +136,13 @@ def ema(values, momentum, init=0.0):
     return out
 
 
-def effective_window(momentum, mass=1.0 - np.exp(-1.0)):
-    """How many of the most recent batches hold ``mass`` of the EMA's weight (in steady state).
+#: The share of the EMA's weight that defines its window: 1 - 1/e, about 63%.
+WINDOW_MASS = 1.0 - float(np.exp(-1.0))
+
+
+def effective_window(momentum, mass=WINDOW_MASS):
+    """How many of the most recent batches hold ``mass`` of the EMA's weight (in steady
+    state).
 
     Solves ``1 - (1 - momentum)**k = mass``: ``k = log(1 - mass) / log(1 - momentum)``.
     With the default mass ``1 - 1/e`` this is about ``1 / momentum`` for small momentum.
@@ -160,12 +173,13 @@ def simulate_drift(
 ):
     """An EMA tracking a statistic that drifts while noisy mini-batch estimates arrive.
 
-    The true mean of a unit moves linearly, ``true_t = drift * t`` (as the weights change
-    during training); batch t sees ``true_t + noise / sqrt(batch_size) * z_t`` with
-    ``z_t ~ N(0, 1)``; the running mean follows ``ema`` from ``init``.
+    The true mean of a unit moves linearly, ``true_t = drift * t`` (as the weights
+    change during training); batch t sees ``true_t + noise / sqrt(batch_size) * z_t``
+    with ``z_t ~ N(0, 1)``; the running mean follows ``ema`` from ``init``.
 
     Returns:
-        dict with ``step`` (steps,), ``true``, ``batch`` and ``ema`` (each shape (steps,)).
+        dict with ``step`` (steps,), ``true``, ``batch`` and ``ema`` (each shape
+        (steps,)).
     """
     rng = np.random.default_rng(rng)
     step = np.arange(1, steps + 1)
@@ -175,13 +189,15 @@ def simulate_drift(
 
 
 def ema_tracking_error(momentum, drift, batch_noise):
-    """Steady-state error of an EMA following ``true_t = drift * t`` through noisy batches.
+    """Steady-state error of an EMA following ``true_t = drift * t`` through noisy
+    batches.
 
-    The error ``e_t = running_t - true_t`` obeys ``e_t = (1 - a)(e_{t-1} - drift) + a n_t``
-    (a = momentum, n_t the batch noise of standard deviation ``batch_noise``), so in
-    steady state:
+    The error ``e_t = running_t - true_t`` obeys ``e_t = (1 - a)(e_{t-1} - drift) + a
+    n_t`` (a = momentum, n_t the batch noise of standard deviation ``batch_noise``), so
+    in steady state:
 
-    * lag (mean error): ``-drift * (1 - a) / a``, i.e. the EMA trails by (1 - a)/a steps;
+    * lag (mean error): ``-drift * (1 - a) / a``, i.e. the EMA trails by (1 - a)/a
+      steps;
     * jitter (standard deviation): ``batch_noise * sqrt(a / (2 - a))``.
 
     Returns:
@@ -193,7 +209,7 @@ def ema_tracking_error(momentum, drift, batch_noise):
     return float(-drift * (1.0 - a) / a), float(batch_noise * np.sqrt(a / (2.0 - a)))
 
 
-# --------------------------------------------------------------------------- deployment shift
+# --------------------------------------------------------------------- deployment shift
 
 
 def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
@@ -220,10 +236,10 @@ def covariate_shift(x, gain=1.0, offset=0.0, noise=0.0, rng=None):
 def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
     """Train-mode BatchNorm outputs of a one-feature batch in which one member is moved.
 
-    Sets ``batch[index] = value`` (on a copy), normalizes the batch with its own mean and
-    variance (training mode, gamma = 1, beta = 0) and, for contrast, with fixed statistics
-    (the mean and variance of the *original* batch, as evaluation mode would). Draws both
-    against the example number.
+    Sets ``batch[index] = value`` (on a copy), normalizes the batch with its own mean
+    and variance (training mode, gamma = 1, beta = 0) and, for contrast, with fixed
+    statistics (the mean and variance of the *original* batch, as evaluation mode
+    would). Draws both against the example number.
 
     Args:
         ax: a matplotlib Axes.
@@ -266,12 +282,14 @@ def draw_batch_dependence(ax, batch, value, index=-1, eps=1e-5):
 
 
 def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
-    """One panel of the EMA-tracking figure: true statistic, noisy batch values, running EMA.
+    """One panel of the EMA-tracking figure: true statistic, noisy batch values, running
+    EMA.
 
     Args:
         ax: a matplotlib Axes.
         sim: a dict from ``simulate_drift`` (``step``, ``true``, ``batch``, ``ema``).
-        momentum, drift: the values the simulation used (for the title and the lag line).
+        momentum, drift: the values the simulation used (for the title and the lag
+            line).
         batch_noise: standard deviation of a batch value around the truth; if given, the
             title also shows the theoretical jitter.
     """
@@ -293,7 +311,11 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
     if batch_noise is not None:
         lag, jitter = ema_tracking_error(momentum, drift, batch_noise)
         steps = (1 - momentum) / momentum
-        title += f"\nlag {steps:.0f} step{'' if round(steps) == 1 else 's'}, jitter {jitter:.2f}"
+        if drift:
+            plural = "" if round(steps) == 1 else "s"
+            title += f"\nlag {steps:.0f} step{plural}, jitter {jitter:.2f}"
+        else:
+            title += f"\nno lag (no drift), jitter {jitter:.2f}"
     caption_axes(ax, "training step", "mean of one unit", title)
     if legend:
         ax.legend(loc="upper left")
@@ -302,9 +324,11 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
 def draw_batch_dependence_sweep(
     batch, values, ncols=3, panel_size=(3.1, 2.5), ylim=(-2.7, 2.7)
 ):
-    """Small multiples of ``draw_batch_dependence``: the last batch member set to each value.
+    """Small multiples of ``draw_batch_dependence``: the last batch member set to each
+    value.
 
-    The static counterpart of the chapter's batch-dependence widget, one panel per value.
+    The static counterpart of the chapter's batch-dependence widget, one panel per
+    value.
 
     Args:
         batch: (m,) the inputs of one feature.
@@ -326,11 +350,12 @@ def draw_batch_dependence_sweep(
     return fig, outputs
 
 
-# --------------------------------------------------------------------------- experiments
+# -------------------------------------------------------------------------- experiments
 
 
 def class_probabilities(logits):
-    """Softmax over the last axis, computed stably: (..., K) logits -> (..., K) probabilities."""
+    """Softmax over the last axis, computed stably: (..., K) logits -> (..., K)
+    probabilities."""
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
@@ -345,7 +370,8 @@ def predictions_in_random_batches(
     through both models, and the softmax of the first row (x0's) is kept.
 
     Args:
-        train_model: the model in training mode (a copy: it overwrites its running statistics).
+        train_model: the model in training mode (a copy: it overwrites its running
+            statistics).
         eval_model: the same model in evaluation mode.
         x0: (1, D) the example. others: (N, D) the pool of batch-mates.
         rng: seed or Generator for the draws (a Generator is advanced in place).
@@ -366,11 +392,12 @@ def predictions_in_random_batches(
 def tracking_error_sweep(
     momenta, drift, steps=6000, noise=1.0, batch_size=16, rng=None
 ):
-    """Root-mean-square error of the running mean against the drifting truth, per momentum.
+    """Root-mean-square error of the running mean against the drifting truth, per
+    momentum.
 
-    Draws one seed from ``rng`` and runs ``simulate_drift`` with it for every momentum (the
-    same batch noise for all). The error is measured over the second half of each run (the
-    steady state) and compared with ``sqrt(lag**2 + jitter**2)`` from
+    Draws one seed from ``rng`` and runs ``simulate_drift`` with it for every momentum
+    (the same batch noise for all). The error is measured over the second half of each
+    run (the steady state) and compared with ``sqrt(lag**2 + jitter**2)`` from
     ``ema_tracking_error`` with batch noise ``noise / sqrt(batch_size)``.
 
     Args:
@@ -402,8 +429,9 @@ def running_mean_distance(net, reference):
     """How far a network's running means are from a reference network's.
 
     For each pair of corresponding BatchNorm layers: the root-mean-square over units of
-    ``(mean - reference mean) / reference std`` (std from the reference's running variance);
-    then the average over layers. Both networks need the same BatchNorm layers.
+    ``(mean - reference mean) / reference std`` (std from the reference's running
+    variance); then the average over layers. Both networks need the same BatchNorm
+    layers.
 
     Returns:
         a float (in units of the reference standard deviation).
@@ -420,14 +448,16 @@ def running_mean_distance(net, reference):
 def ema_vs_precise(
     data, epochs=8, momenta=(0.1, 0.01), lr=2.0, batch_size=64, rng=None
 ):
-    """Train identical networks that differ only in BatchNorm momentum; compare with precise BN.
+    """Train identical networks that differ only in BatchNorm momentum; compare with
+    precise BN.
 
-    Draws one seed from ``rng`` for the initial weights (shared by all networks, built by
-    ``make_mlp([40, 128, 128, 10], "relu")`` with ``BatchNorm1d(c, momentum=a)`` for each a in ``momenta``), then, every
+    Draws one seed from ``rng`` for the initial weights (shared by all networks, built
+    by ``make_mlp([40, 128, 128, 10], "relu")`` with ``BatchNorm1d(c, momentum=a)`` for
+    each a in ``momenta``), then, every
     epoch: one seed for the shuffle (shared, so all networks see the same batches and,
     since running statistics play no part in training, keep the same weights), one epoch
-    of plain SGD for each network, and ``precise_bn`` on a copy of the first network over
-    the training set in batches of ``batch_size`` shuffled with ``rng``.
+    of plain SGD for each network, and ``precise_bn`` on a copy of the first network
+    over the training set in batches of ``batch_size`` shuffled with ``rng``.
 
     Args:
         data: a ``Dataset`` (x_train (N, D), y_train, x_test, y_test).
@@ -436,8 +466,8 @@ def ema_vs_precise(
     Returns:
         dict with ``acc`` (keys ``"ema <a>"`` per momentum and ``"precise"``, each shape
         (epochs,): test accuracy after every epoch), ``err`` (keys ``"ema <a>"``, shape
-        (epochs,): ``running_mean_distance`` from the precise statistics) and ``nets`` (the
-        trained networks, in the order of ``momenta``).
+        (epochs,): ``running_mean_distance`` from the precise statistics) and ``nets``
+        (the trained networks, in the order of ``momenta``).
     """
     rng = np.random.default_rng(rng)
     init_seed = int(rng.integers(2**31))
@@ -481,10 +511,12 @@ def ema_vs_precise(
 
 
 def train_mode_accuracy(net, x, y, batch_size):
-    """Accuracy of ``net`` as called, in its current mode, on (x, y) in consecutive batches.
+    """Accuracy of ``net`` as called, in its current mode, on (x, y) in consecutive
+    batches.
 
-    Unlike ``evaluate`` it does not switch to evaluation mode: a model left in training mode
-    normalizes each batch with its own statistics (and updates its running statistics).
+    Unlike ``evaluate`` it does not switch to evaluation mode: a model left in training
+    mode normalizes each batch with its own statistics (and updates its running
+    statistics).
 
     Args:
         x: (N, D) inputs, batched in the given order. y: (N,) integer labels.
@@ -511,16 +543,18 @@ def tiny_batch_runs(
     """BatchNorm against Batch Renormalization, trained with tiny batches.
 
     For each batch size m and each of ``"bn"`` (``BatchNorm1d``) and ``"renorm"``
-    (``BatchRenorm1d`` with its default r_max = 3, d_max = 5), both with running-statistics
+    (``BatchRenorm1d`` with its default r_max = 3, d_max = 5), both with running
+    statistics
     ``momentum``: a ``make_mlp(MLP_SIZES, "relu")`` network initialized from
-    ``init_seed``, trained with SGD (momentum 0.9) for ``max_steps`` steps of batch size m, shuffled from ``shuffle_seed``.
+    ``init_seed``, trained with SGD (momentum 0.9) for ``max_steps`` steps of batch size
+    m, shuffled from ``shuffle_seed``.
 
     Args:
         data: a ``Dataset`` (x_train (N, D), y_train, x_test, y_test).
 
     Returns:
-        dict ``{(key, m): (train_acc, test_acc)}``: the mean training-mode accuracy of the
-        ``last`` steps and the test accuracy in evaluation mode.
+        dict ``{(key, m): (train_acc, test_acc)}``: the mean training-mode accuracy of
+        the ``last`` steps and the test accuracy in evaluation mode.
     """
     norms = {
         "bn": lambda c: BatchNorm1d(c, momentum=momentum),
@@ -553,9 +587,9 @@ def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng
     """Test accuracy on shifted inputs, with the training statistics and with AdaBN.
 
     For each shift, in order: the test inputs and (a fresh draw) the training inputs are
-    passed through ``covariate_shift(x, rng=rng, **kwargs)``; AdaBN is ``precise_bn`` on a
-    copy of ``model`` over the shifted training inputs (no labels), in consecutive batches
-    of ``batch_size``.
+    passed through ``covariate_shift(x, rng=rng, **kwargs)``; AdaBN is ``precise_bn`` on
+    a copy of ``model`` over the shifted training inputs (no labels), in consecutive
+    batches of ``batch_size``.
 
     Args:
         model: a trained model with BatchNorm layers (not modified).
@@ -580,7 +614,7 @@ def adabn_under_shift(model, x_train, x_test, y_test, shifts, batch_size=64, rng
     return results
 
 
-# --------------------------------------------------------------------------- experiment figures
+# ------------------------------------------------------------------- experiment figures
 
 
 def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
@@ -589,8 +623,9 @@ def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
     Args:
         ax: a matplotlib Axes.
         momenta: (G,) the momenta of the sweep.
-        sweeps: ``{drift: (rmse, theory)}`` from ``tracking_error_sweep``, each shape (G,);
-            one line style per drift (the simulation is labelled once, on the last).
+        sweeps: ``{drift: (rmse, theory)}`` from ``tracking_error_sweep``, each shape
+            (G,); one line style per drift (the simulation is labelled once, on the
+            last).
     """
 
     last = list(sweeps)[-1]
@@ -616,8 +651,9 @@ def draw_tracking_error(ax, momenta, sweeps, styles=("-", "--", ":")):
     ax.legend(fontsize=8)
 
 
-def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
-    """The figure of ``ema_vs_precise``: accuracy, accuracy gap to precise BN, statistics gap.
+def draw_ema_vs_precise(acc, err, figsize=(7.5, 5.6)):
+    """The figure of ``ema_vs_precise``: accuracy, accuracy gap to precise BN,
+    statistics gap.
 
     Args:
         acc: ``{"ema <a>": (E,), ..., "precise": (E,)}`` test accuracies per epoch.
@@ -667,7 +703,8 @@ def draw_ema_vs_precise(acc, err, figsize=(8.5, 5.6)):
 
 
 def draw_shift_accuracy(ax, results, clean_acc):
-    """Bars of test accuracy per deployment shift, with training and with AdaBN statistics.
+    """Bars of test accuracy per deployment shift, with training and with AdaBN
+    statistics.
 
     Args:
         ax: a matplotlib Axes.
@@ -694,7 +731,150 @@ def draw_shift_accuracy(ax, results, clean_acc):
         label="shifted data,\nAdaBN statistics",
     )
     ax.axhline(clean_acc, color=COLORS["reference"], ls="--", label="clean test data")
-    ax.set_xticks(xs, names)
+    ax.set_xticks(xs, [n.replace(", ", ",\n").replace(" per", "\nper") for n in names])
     caption_axes(ax, "deployment shift", "test accuracy")
     ax.set_ylim(0, 0.8)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3)
+
+
+# --------------------------------------------------------------------------- precise BN
+
+
+def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
+    """How well ``precise_bn``'s two variance estimators match what a layer meets.
+
+    For each batch size m: ``precise_bn`` over ``x`` (shuffled with ``rng``, batches of
+    m) on two copies of ``model``, one per estimator; then, in evaluation mode with
+    those statistics, the input of BatchNorm layer number ``layer`` over all of ``x``;
+    its variance is the target. The ratio of ``running_var`` to that variance, averaged
+    over the layer's units, says how well the estimator did (1 is exact).
+
+    Args:
+        model: a ``Sequential`` whose BatchNorm layers come after Linear layers.
+        x: (N, D) inputs (a remainder of fewer than m is left out). layer: 0 for the
+            first BN layer, 1 for the second, ...
+        batch_sizes: the m to try. rng: Generator (advanced in place) or seed.
+
+    Returns:
+        ``{"population": (M,), "batch_mean": (M,)}`` ratios, one per batch size.
+    """
+    rng = np.random.default_rng(rng)
+    ratios = {"population": [], "batch_mean": []}
+    for m in batch_sizes:
+        xs = x[rng.permutation(len(x))[: len(x) // m * m]]  # whole batches only
+        batches = list(xs.reshape(-1, m, *x.shape[1:]))
+        for variance, out in ratios.items():
+            net = precise_bn(copy.deepcopy(model), batches, variance=variance)
+            net.eval()
+            bn = batchnorm_layers(net)[layer]
+            h = x
+            for module in net:
+                if module is bn:
+                    break
+                h = module(h)
+            out.append(float(np.mean(bn.running_var / h.var(axis=0))))
+    return {k: np.array(v) for k, v in ratios.items()}
+
+
+# ------------------------------------------------------------------------- Batch Renorm
+
+
+def renorm_gradients(layer, x, dout, h=1e-5):
+    """Three input gradients of a training-mode ``BatchRenorm1d`` at x, for ``dout``.
+
+    * ``"backward"``: what ``layer.backward`` returns (r and d held constant);
+    * ``"fixed_rd"``: centered differences of ``sum(dout * f(x))``, where f is the
+      Batch Renorm forward with r and d frozen at their values at x;
+    * ``"full"``: centered differences of ``sum(dout * layer(x))``, r and d recomputed
+      from every perturbed batch (the derivative through r and d).
+
+    The layer needs ``momentum=0`` so that its running statistics stay fixed.
+
+    Returns:
+        dict of three (N, C) arrays.
+    """
+    if layer.momentum != 0.0:
+        raise ValueError("renorm_gradients: use a layer with momentum=0")
+    x = np.array(x, dtype=np.float64)
+    layer.train()
+    layer(x)
+    r, d = layer.last_r.copy(), layer.last_d.copy()
+    grads = {"backward": layer.backward(dout)}
+    gamma, beta = layer.params["weight"], layer.params["bias"]
+
+    def fixed_rd():
+        sigma_b = np.sqrt(x.var(axis=0) + layer.eps)
+        x_hat = (x - x.mean(axis=0)) / sigma_b * r + d
+        return float(np.sum(dout * (gamma * x_hat + beta)))
+
+    def full():
+        return float(np.sum(dout * layer(x)))
+
+    grads["fixed_rd"] = numerical_gradient(fixed_rd, x, h)
+    grads["full"] = numerical_gradient(full, x, h)
+    return grads
+
+
+# --------------------------------------------------------------------------- practice
+
+
+def device_batch_statistics(x, devices):
+    """Batch means as K data-parallel devices compute them, per device and synced.
+
+    Splits the global batch x (N, C) into ``devices`` equal shards, as data-parallel
+    training does. Per-device BatchNorm normalizes each shard with its own mean;
+    synchronized BatchNorm (SyncBN) with the mean over all shards, which is the
+    global batch's mean.
+
+    Returns:
+        (per_device, synced): (K, C) shard means and the (C,) synced mean.
+    """
+    shards = np.split(np.asarray(x, dtype=np.float64), devices)
+    per_device = np.stack([s.mean(axis=0) for s in shards])
+    synced = per_device.mean(axis=0)  # equal shards: the mean of the global batch
+    return per_device, synced
+
+
+def device_mean_noise(x, device_batch_sizes, devices=8, rng=None, repeats=50):
+    """RMS error of the batch mean each device normalizes with, against the data mean.
+
+    For each per-device batch size b: ``repeats`` global batches of ``devices * b``
+    examples drawn from x without replacement; the per-device means (per-device BN)
+    and the global mean (SyncBN) are compared with the mean of all of x, in units of
+    its standard deviation, RMS over units, devices and repeats.
+
+    Returns:
+        ``{"per_device": (B,), "synced": (B,)}``.
+    """
+    rng = np.random.default_rng(rng)
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    out = {"per_device": [], "synced": []}
+    for b in device_batch_sizes:
+        errs_dev, errs_sync = [], []
+        for _ in range(repeats):
+            batch = x[rng.choice(len(x), devices * b, replace=False)]
+            per_device, synced = device_batch_statistics(batch, devices)
+            errs_dev.append(((per_device - mu) / sd) ** 2)
+            errs_sync.append(((synced - mu) / sd) ** 2)
+        out["per_device"].append(float(np.sqrt(np.mean(errs_dev))))
+        out["synced"].append(float(np.sqrt(np.mean(errs_sync))))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------ live widgets
+
+
+def figure_png(fig, dpi=150):
+    """The PNG bytes of ``fig`` (then closed), for an ``ipywidgets.Image``.
+
+    The chapter's live widgets redraw into an Image widget rather than an Output
+    widget: a slider callback only replaces the image's bytes.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

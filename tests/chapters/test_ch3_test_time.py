@@ -1,4 +1,5 @@
-"""bnlib.inference: EMA helpers, precise_bn, fold_batchnorm, BatchRenorm1d, covariate_shift."""
+"""Chapter 3's module: EMA helpers, precise_bn, fold_batchnorm, BatchRenorm1d,
+covariate_shift."""
 
 import copy
 
@@ -76,7 +77,7 @@ def test_drift_simulation_matches_theory():
     np.testing.assert_allclose(lag, -0.45)
 
 
-# ----------------------------------------------------------------------------- precise_bn
+# --------------------------------------------------------------------------- precise_bn
 
 
 def _mlp(rng, c_in=5, h=6):
@@ -94,7 +95,7 @@ def _mlp(rng, c_in=5, h=6):
 # ----------------------------------------------------------------------------- folding
 
 
-# ----------------------------------------------------------------------------- Batch Renorm
+# ------------------------------------------------------------------------- Batch Renorm
 
 
 def _affine_pair(num_features, rng):
@@ -113,7 +114,7 @@ def _affine_pair(num_features, rng):
 def test_renorm_reduces_to_batchnorm(shape):
     rng = np.random.default_rng(5)
     bn, brn = _affine_pair(4, rng)
-    for step in range(4):
+    for _ in range(4):
         x = rng.normal(2.0, 3.0, shape)
         np.testing.assert_allclose(brn(x), bn(x), rtol=1e-12, atol=1e-12)
         dout = rng.normal(size=shape)
@@ -143,7 +144,7 @@ def test_covariate_shift():
     assert ch3.covariate_shift(x.astype(np.float32), gain=2.0).dtype == np.float32
 
 
-# ----------------------------------------------------------------------------- PyTorch parity
+# ----------------------------------------------------------------------- PyTorch parity
 
 
 # ----------------------------------------------------------------------------- figures
@@ -188,7 +189,7 @@ def test_ema_edge_cases_and_mlp():
     assert isinstance(renorm[1], BatchRenorm1d)
 
 
-# ----------------------------------------------------------------------------- experiments
+# -------------------------------------------------------------------------- experiments
 
 
 def _tiny_data(seed=0, n_train=96, n_test=48, d=40):
@@ -362,3 +363,79 @@ def test_experiment_figures():
         "b",
     ]
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- additions
+
+
+def _small_bn_net(seed=0):
+    return bnlib.make_mlp([6, 16, 16, 3], "relu", "bn", rng=seed).eval()
+
+
+def test_layer_variance_ratios_pooled_too_small_after_first_layer():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 6)) * np.linspace(0.5, 3.0, 6)
+    net = _small_bn_net()
+    first = ch3.layer_variance_ratios(net, x, 0, [4], rng=1)
+    np.testing.assert_allclose(first["population"], 1.0, atol=1e-9)  # exact, layer 1
+    second = ch3.layer_variance_ratios(net, x, 1, [4, 64], rng=1)
+    # pooling misses the (shrunken) variation of the batch means after a BN layer;
+    # how far it falls towards (m-1)/m depends on the network (chapter 3: all the way)
+    assert second["population"][0] < second["batch_mean"][0] - 0.03
+    # at m = 64 both are right; at m = 4 (untrained net) even the per-batch average
+    # is off, since layer 1 normalizes with noisy batch statistics: use large batches
+    np.testing.assert_allclose(second["population"][1], 1.0, atol=0.03)
+    np.testing.assert_allclose(second["batch_mean"][1], 1.0, atol=0.03)
+
+
+def test_renorm_gradients_fixed_rd_matches_backward_full_does_not():
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 2.0, (4, 3))
+    dout = rng.normal(size=(4, 3))
+    layer = BatchRenorm1d(3, momentum=0.0, r_max=10.0, d_max=10.0)
+    layer.running_mean = np.array([0.5, 1.0, 1.5])
+    layer.running_var = np.array([2.0, 4.0, 8.0])
+    layer.params["weight"][:] = [0.5, 1.0, 2.0]
+    g = ch3.renorm_gradients(layer, x, dout)
+    assert bnlib.rel_error(g["backward"], g["fixed_rd"]) < 1e-7
+    assert bnlib.rel_error(g["backward"], g["full"]) > 0.1
+    expected = layer.params["weight"] / layer.running_std * dout
+    assert bnlib.rel_error(g["full"], expected) < 1e-7
+    with pytest.raises(ValueError, match="momentum=0"):
+        ch3.renorm_gradients(BatchRenorm1d(3), x, dout)
+
+
+def test_device_statistics_synced_is_the_global_batch():
+    x = np.random.default_rng(0).normal(size=(32, 5))
+    per_device, synced = ch3.device_batch_statistics(x, devices=4)
+    assert per_device.shape == (4, 5)
+    np.testing.assert_allclose(per_device[1], x[8:16].mean(axis=0))
+    np.testing.assert_allclose(synced, x.mean(axis=0), atol=1e-12)
+    noise = ch3.device_mean_noise(
+        np.random.default_rng(1).normal(size=(4000, 5)), [2, 32], devices=8, rng=2
+    )
+    # the batch mean of b iid draws is off by 1/sqrt(b) std; SyncBN by 1/sqrt(8b)
+    np.testing.assert_allclose(noise["per_device"], [2**-0.5, 32**-0.5], rtol=0.15)
+    np.testing.assert_allclose(noise["synced"], [16**-0.5, 256**-0.5], rtol=0.15)
+
+
+def test_draw_drift_titles_say_no_lag_without_drift():
+    import matplotlib.pyplot as plt
+
+    sim = ch3.simulate_drift(0.01, 0.0, steps=50, noise=1.0, batch_size=16, rng=0)
+    fig, ax = plt.subplots()
+    ch3.draw_drift(ax, sim, 0.01, 0.0, batch_noise=0.25)
+    assert "no lag" in ax.get_title() and "99 steps" not in ax.get_title()
+    ch3.draw_drift(ax, sim, 0.01, 0.01, batch_noise=0.25)
+    assert "lag 99 steps" in ax.get_title()
+    plt.close(fig)
+
+
+def test_figure_png_returns_png_bytes_and_closes_the_figure():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = ch3.figure_png(fig, dpi=50)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
