@@ -111,8 +111,8 @@ def precise_bn(
 
     Args:
         model: a Module with BatchNorm layers.
-        data: an array x (N, ...) split into consecutive batches of ``batch_size``, or an
-            iterable of batches x (B, ...) or of ``(x, y)`` pairs (y is ignored).
+        data: an array x (N, ...) split into consecutive batches of ``batch_size``, or
+            an iterable of batches x (B, ...) or of ``(x, y)`` pairs (y is ignored).
         variance: what goes into ``running_var`` (the means follow the same choice):
 
             * ``"batch_mean"`` (default): the average of the per-batch *unbiased*
