@@ -755,11 +755,12 @@ def _best(runs, bn, shift, lrs):
     return None, min(finals)[1]
 
 
-def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
+def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
     """Left: steps to the target loss against the shift, each parameterization at its
     best learning rate (a hollow marker at ``max_steps`` means "not reached"). Middle
     and right: for ``show_shift``, the loss and the distance of the output mean from the
-    targets' mean over the steps, each at its best learning rate.
+    targets' mean over the steps, each at its best learning rate, or both at ``show_lr``
+    if given.
 
     Args:
         runs: dict keyed ``(bn, shift, lr)`` of the dicts of :func:`steps_to_target`,
@@ -793,7 +794,7 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800):
                 zorder=3,
                 label="not reached",
             )
-        lr = best[bn, show_shift][1]
+        lr = best[bn, show_shift][1] if show_lr is None else show_lr
         r = runs[bn, show_shift, lr]
         axes[1].plot(
             r["loss"], color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}"
@@ -849,9 +850,10 @@ def _fixed_steps(bn, shift, steps, lr, rng):
     x, t = mean_shift_task(shift, rng=rng)
     net = mean_shift_model(bn)
     steps_to_target(net, SGD(net, lr=lr), x, t, loss_target=0.0, max_steps=steps)
-    # saturated share of the inputs to the last hidden layer's sigmoids
+    # the last hidden layer's sigmoid outputs: saturated share, share at the floor
     z = capture_inputs(net, x, Sigmoid, mode="eval")[-1]
-    return net, sigmoid_linear_regime(z)["saturated"]
+    floor = float(np.mean(_sigmoid(z) < 0.05))
+    return net, sigmoid_linear_regime(z)["saturated"], floor
 
 
 def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
@@ -863,12 +865,13 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
         dict: ``models`` (the two networks), ``diffs`` (list of floats, one per
         parameter array in ``model.parameters()`` order: the largest absolute difference
         between the two runs), ``bias_change`` (array (k,): the output layer's bias,
-        beta with BN, of run b minus run a) and ``saturated`` (pair of floats: share of
-        the last hidden layer's sigmoid inputs whose outputs are below 0.05 or above
-        0.95, per run).
+        beta with BN, of run b minus run a), ``bias`` (pair of arrays (k,): that bias
+        in each run), ``saturated`` (pair of floats: share of the last hidden layer's
+        sigmoid inputs whose outputs are below 0.05 or above 0.95, per run) and
+        ``floor`` (pair of floats: the share of those outputs below 0.05 alone).
     """
-    a, sat_a = _fixed_steps(bn, shift_a, steps, lr, rng)
-    b, sat_b = _fixed_steps(bn, shift_b, steps, lr, rng)
+    a, sat_a, floor_a = _fixed_steps(bn, shift_a, steps, lr, rng)
+    b, sat_b, floor_b = _fixed_steps(bn, shift_b, steps, lr, rng)
     diffs = [
         np.abs(m1.params[k] - m2.params[k]).max()
         for (m1, k), (m2, _) in zip(a.parameters(), b.parameters())
@@ -877,7 +880,9 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
         "models": (a, b),
         "diffs": diffs,
         "bias_change": b[-1].params["bias"] - a[-1].params["bias"],
+        "bias": (a[-1].params["bias"].copy(), b[-1].params["bias"].copy()),
         "saturated": (sat_a, sat_b),
+        "floor": (floor_a, floor_b),
     }
 
 

@@ -257,6 +257,10 @@ def test_plot_mean_shift():
     )
     assert set(best) == {(b, s) for b in (False, True) for s in (0.0, 2.0)}
     assert all(lr == 0.3 for _, lr in best.values())
+    fig, _ = ch2.plot_mean_shift(
+        runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30, show_lr=0.3
+    )
+    assert "lr=0.3" in fig.axes[1].get_legend().get_texts()[0].get_text()
 
 
 # ---------------------------------------------------------------- ReLU
@@ -502,6 +506,8 @@ def test_mean_shift_pair(bn):
     np.testing.assert_allclose(
         pair["bias_change"], b[-1].params["bias"] - a[-1].params["bias"]
     )
+    np.testing.assert_allclose(pair["bias"][1] - pair["bias"][0], pair["bias_change"])
+    assert all(0 <= f <= s for f, s in zip(pair["floor"], pair["saturated"]))
     if bn:  # same path but beta, as in test_with_bn_a_mean_shift_only_changes_beta
         assert max(pair["diffs"][:-1]) < 1e-10
         np.testing.assert_allclose(pair["bias_change"], 4.0 * (1 - 0.7**20), rtol=1e-9)
