@@ -448,11 +448,14 @@ def batch_size_sweep(
     return errors
 
 
-def _sweep_one_seed(args):
-    """One seed of :func:`batch_size_sweep_seeds` (a top-level function, so that a
-    process pool can call it)."""
-    data, seed, kwargs = args
-    return batch_size_sweep(data, rng=seed, **kwargs)
+def _sweep_one_run(args):
+    """One training run of :func:`batch_size_sweep_seeds` (a top-level function, so
+    that a process pool can call it): the test error (%) of one norm, batch size and
+    seed."""
+    data, seed, norm, b, kwargs = args
+    return batch_size_sweep(data, norms=(norm,), batch_sizes=(b,), rng=seed, **kwargs)[
+        norm
+    ][0]
 
 
 def sweep_seeds(root, num_seeds):
@@ -461,26 +464,41 @@ def sweep_seeds(root, num_seeds):
     return [int(s) for s in np.random.default_rng(root).integers(2**31, size=num_seeds)]
 
 
-def batch_size_sweep_seeds(data, seeds, jobs=1, **kwargs):
+def batch_size_sweep_seeds(
+    data, seeds, jobs=1, norms=("bn", "ln", "gn"), batch_sizes=(2, 4, 8, 16, 32), **kw
+):
     """:func:`batch_size_sweep` once per seed of ``seeds`` (each run's initial weights
-    and shuffles), ``jobs`` seeds at a time in separate processes.
+    and shuffles), the training runs spread over ``jobs`` processes.
 
-    Every run is independent and seeded by its own integer, so the result does not
-    depend on ``jobs``. ``kwargs`` go to :func:`batch_size_sweep`.
+    Every run (one norm, batch size and seed) is independent and seeded by its own
+    integer, so the result is the same for any ``jobs`` and equals
+    ``batch_size_sweep(data, norms, batch_sizes, rng=seed, **kw)`` row by row. The
+    smallest batch sizes, the slowest runs, are started first.
 
     Returns ``{norm: array (len(seeds), len(batch_sizes)) of test errors in %}``.
     """
-    tasks = [(data, int(s), kwargs) for s in seeds]
+    tasks = [
+        (data, int(s), norm, int(b), kw)
+        for b in sorted(batch_sizes)
+        for s in seeds
+        for norm in norms
+    ]
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            results = list(pool.map(_sweep_one_seed, tasks))
+            results = list(pool.map(_sweep_one_run, tasks))
     else:
-        results = [_sweep_one_seed(t) for t in tasks]
-    return {norm: np.array([r[norm] for r in results]) for norm in results[0]}
+        results = [_sweep_one_run(t) for t in tasks]
+    done = {(t[1], t[2], t[3]): r for t, r in zip(tasks, results)}
+    return {
+        norm: np.array(
+            [[done[(int(s), norm, int(b))] for b in batch_sizes] for s in seeds]
+        )
+        for norm in norms
+    }
 
 
 def plot_batch_size_sweep(batch_sizes, errors, ax=None, title=None):
@@ -800,7 +818,7 @@ def _main(argv=None):
     p.add_argument("--seeds", type=int, default=10, help="number of runs")
     p.add_argument("--root", type=int, default=0, help="SEED of the notebook")
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8, 32])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     p.add_argument("--norms", nargs="+", default=["bn", "ln", "gn"])
     p.add_argument("--train-size", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=4)
