@@ -589,13 +589,13 @@ def plot_live_sequences(live, batch_size, figsize=(7.5, 3.2)):
     a0.set_ylabel("live sequences in the batch")
     a0.set_title(f"m behind BN's step-t statistics (b={batch_size})", fontsize=10)
     a0.legend(fontsize=9)
-    a1.plot(steps, 100 * (live == 1).mean(0), color=color, label="one: x_hat = 0")
+    a1.plot(steps, 100 * (live == 1).mean(0), color=color, label=r"one: $\hat x = 0$")
     a1.plot(
         steps,
         100 * (live == 2).mean(0),
         color=color,
         ls="--",
-        label="two: x_hat = +1 or -1",
+        label=r"two: $\hat x = \pm 1$",
     )
     a1.set_ylim(bottom=0)
     a1.set_xlabel("time step t")
