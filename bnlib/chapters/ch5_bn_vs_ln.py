@@ -647,7 +647,7 @@ def plot_rnn_accuracies(acc_runs, runs, bayes, figsize=(7.0, 3.4)):
     )
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=9, loc="lower right")
+    fig.legend(fontsize=9, loc="outside upper center", ncol=2)
     return fig
 
 
@@ -788,13 +788,21 @@ def influence_matrix(norm, x, delta=1e-6):
     return out
 
 
-def plot_influence(matrices, figsize=(7.0, 3.4)):
+def plot_influence(matrices, figsize=(7.0, 3.4), floor=1e-3):
     """Heatmaps of :func:`influence_matrix` results, ``{norm: (T, T)}``, one panel each
-    on a shared colour scale. Returns the Figure."""
+    on a shared logarithmic colour scale from ``floor`` (so that small influences of
+    future positions show); exact zeros are white. Returns the Figure."""
+    from matplotlib.colors import LogNorm
+
     fig, axes = plt.subplots(1, len(matrices), figsize=figsize, layout="constrained")
     vmax = max(m.max() for m in matrices.values())
+    scale = LogNorm(vmin=floor, vmax=vmax)
     for ax, (norm, m) in zip(np.atleast_1d(axes), matrices.items()):
-        im = ax.imshow(m, cmap="Greys", vmin=0, vmax=vmax)
+        shown = np.ma.masked_where(m == 0, np.maximum(m, floor))
+        im = ax.imshow(shown, cmap="Greys", norm=scale)
+        ax.set_facecolor("white")
+        ax.grid(False)
+        ax.plot([-0.5, m.shape[0] - 0.5], [-0.5, m.shape[0] - 0.5], color="C3", lw=1)
         ax.set_title(f"{LABELS[norm]} after a causal layer", fontsize=10)
         ax.set_xlabel("input position s")
         ax.set_ylabel("output position t")
