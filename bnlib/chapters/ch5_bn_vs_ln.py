@@ -8,9 +8,16 @@
 * :func:`batch_size_sweep`: the batch-size experiment of Wu & He (2018), Figure 1, on
   :func:`bnlib.conv1d_net`.
 * :func:`make_drift_task`: a synthetic sequence classification task of any length;
-  :func:`drift_test_sets`, :func:`rnn_length_experiment` and
-  :func:`plot_rnn_length_experiment`: BN per time step vs LN (:class:`bnlib.NormRNN`)
-  on lengths seen and unseen in training.
+  :func:`drift_test_sets`, :func:`rnn_length_experiment`: BN per time step vs LN
+  (:class:`bnlib.NormRNN`) on lengths seen and unseen in training;
+  :func:`bayes_accuracy` (the best possible accuracy), :func:`live_sequences` (how many
+  sequences are behind BN's statistics at each step) and their figures.
+* :func:`batch_size_sweep_seeds` runs :func:`batch_size_sweep` over several seeds in
+  parallel processes; ``python -m bnlib.chapters.ch5_bn_vs_ln --help`` runs it from the
+  command line.
+* Transformers: :class:`ResidualStack` and :func:`layer_gradient_norms` (pre-LN vs
+  post-LN at initialization), :func:`influence_matrix` (BN over tokens leaks the future
+  into a causal layer).
 """
 
 from __future__ import annotations
@@ -31,15 +38,28 @@ __all__ = [
     "make_drift_task",
     "drift_test_sets",
     "rnn_length_experiment",
-    "plot_rnn_length_experiment",
     "TRANSFORMATIONS",
     "BA2016_TABLE1",
     "invariance_table",
     "invariance_html",
     "batch_size_sweep",
+    "sweep_seeds",
+    "batch_size_sweep_seeds",
+    "plot_batch_size_sweep",
+    "bayes_accuracy",
+    "live_sequences",
+    "plot_live_sequences",
+    "plot_rnn_accuracies",
+    "ResidualStack",
+    "layer_gradient_norms",
+    "plot_layer_gradients",
+    "causal_mean",
+    "normalize_tokens",
+    "influence_matrix",
+    "plot_influence",
 ]
 
-# ---------------------------------------------------------------- chapter 5: normalized axes
+# ------------------------------------------------------------ normalized axes
 
 
 def plot_norm_axes(
@@ -49,12 +69,12 @@ def plot_norm_axes(
     index=(1, 1, 0),
     figsize=(10.0, 3.0),
 ):
-    """Four (N, C, spatial) blocks with the set that shares one mean and variance shaded.
+    """Four (N, C, spatial) blocks, with the set sharing one mean and variance shaded.
 
     Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
-    voxels (C to the right, N into the page, the flattened spatial axes H, W upwards) and
-    fills, in the method's book colour, the entries normalized together with the entry at
-    ``index`` (from :func:`normalized_mask`; "gn" uses ``num_groups``).
+    voxels (C to the right, N into the page, the flattened spatial axes H, W upwards)
+    and fills, in the method's book colour, the entries normalized together with the
+    entry at ``index`` (from :func:`normalized_mask`; "gn" uses ``num_groups``).
 
     Returns:
         The Figure; each axes has ``gid="norm-axes:<method>"`` and, as ``ax.mask``, the
@@ -90,7 +110,7 @@ def plot_norm_axes(
 
 
 def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
-    """Axes a method averages over for an input of rank ``ndim`` laid out (N, C, *spatial).
+    """Axes a method averages over, for an input of rank ``ndim`` laid out (N, C, ...).
 
     ======  ==========================================  ==============================
     method  axes                                         one mean per
@@ -104,7 +124,7 @@ def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
     ======  ==========================================  ==============================
 
     For a transformer's (N, T, d) activations LayerNorm is applied per token, over the
-    last axis only (``LayerNorm(d)``): that is "ln" with the token axis treated as batch.
+    last axis only (``LayerNorm(d)``): "ln" with the token axis treated as batch.
     """
     if ndim < 2:
         raise ValueError(
@@ -131,7 +151,7 @@ def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
 def normalized_mask(
     method: str, shape: tuple, index: tuple, num_groups: int = 2
 ) -> np.ndarray:
-    """Boolean mask (shape ``shape``) of the entries that share statistics with ``index``.
+    """Boolean mask (shape ``shape``) of the entries sharing statistics with ``index``.
 
     ``shape`` is (N, C, *spatial); the mask marks the set one mean and one variance are
     computed over when normalizing the entry at ``index`` ("bn", "ln", "rms", "in" or
@@ -162,14 +182,14 @@ def normalized_mask(
 def make_drift_task(
     num_samples, length, rng=None, drift=0.15, noise=1.0, min_length=None
 ):
-    """Sequences whose class is the sign of a hidden drift: x_t = s * drift + noise * e_t.
+    """Sequences whose class is the sign of a hidden drift: x_t = s drift + noise e_t.
 
     s = +1 (class 1) or -1 (class 0), e_t standard normal, one input feature. The
     evidence grows with the length, so a model that integrates over time does better on
     longer sequences. With ``min_length``, each sequence gets its own length drawn
     uniformly from min_length..length and is padded with NaN after its end.
 
-    Returns x (num_samples, length, 1), y (num_samples,) int, lengths (num_samples,) int.
+    Returns x (num_samples, length, 1), y (num_samples,), lengths (num_samples,).
     """
     rng = np.random.default_rng(rng)
     y = rng.integers(0, 2, num_samples)
@@ -212,8 +232,9 @@ def rnn_length_experiment(
     batch_size=16,
     lr=0.003,
     rng=None,
+    return_runs=False,
 ):
-    """Train :func:`rnn_classifier` networks on the drift task and test them on ``tests``.
+    """Train :func:`rnn_classifier` networks on the drift task, test them on ``tests``.
 
     ``runs`` maps a run name to ``(norm, variable)``: norm "bn" or "ln", and whether its
     training sequences have random lengths min_length..max_len (``True``, NaN-padded) or
@@ -225,7 +246,9 @@ def rnn_length_experiment(
     (``extrapolate="last"``). Training: Adam(lr), ``epochs`` epochs, ``batch_size``.
 
     Returns ``(acc, models)``: ``acc[run][test]`` the test accuracy averaged over the
-    repetitions (float), ``models[run]`` the network of the last repetition.
+    repetitions (float), ``models[run]`` the network of the last repetition; with
+    ``return_runs=True`` also ``runs_acc[run][test]``, the list of the repetitions'
+    accuracies.
     """
     rng = np.random.default_rng(rng)
     models, acc = {}, {name: {t: [] for t in tests} for name in runs}
@@ -252,79 +275,10 @@ def rnn_length_experiment(
             models[name] = model
             for t, data_t in tests.items():
                 acc[name][t].append(evaluate(model, *data_t)[1])
-    acc = {
+    mean = {
         name: {t: float(np.mean(v)) for t, v in a.items()} for name, a in acc.items()
     }
-    return acc, models
-
-
-def plot_rnn_length_experiment(
-    models,
-    acc,
-    runs,
-    num_batches,
-    num_runs=3,
-    variable="BN, lengths 5-30",
-    fixed="BN, all length 30",
-    figsize=(10.0, 3.2),
-):
-    """Three panels on the outcome of :func:`rnn_length_experiment`.
-
-    Left: ``active_counts / num_batches`` of the BN layers of runs ``variable`` and
-    ``fixed`` (sequences per batch behind each step's statistics, shape (max_len,)),
-    with a dotted line at 2. Middle: their running variance per step, averaged over the
-    hidden units ((max_len, H) -> (max_len,)). Right: bars of ``acc[run][test]`` for
-    every run of ``runs`` (colour of its norm; hatched white for fixed-length training),
-    grouped by test. Line labels are the run names after their first ", ".
-    Returns the Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    rnn_var, rnn_fix = models[variable][0], models[fixed][0]
-    steps = np.arange(len(rnn_var.active_counts))
-    label_var, label_fix = variable.split(", ", 1)[-1], fixed.split(", ", 1)[-1]
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=figsize)
-    fixed_style = dict(color=COLORS["reference"], ls="--", label=label_fix)
-    a0.plot(
-        steps, rnn_var.active_counts / num_batches, color=COLORS["bn"], label=label_var
-    )
-    a0.plot(steps, rnn_fix.active_counts / num_batches, **fixed_style)
-    a0.axhline(2, color="k", lw=0.8, ls=":")
-    a0.set_xlabel("time step t")
-    a0.set_ylabel("sequences per batch at step t")
-    a0.set_title("who contributes to BN's statistics")
-    a0.legend(fontsize=8)
-    a1.plot(
-        steps, rnn_var.running_var.mean(axis=1), color=COLORS["bn"], label=label_var
-    )
-    a1.plot(steps, rnn_fix.running_var.mean(axis=1), **fixed_style)
-    a1.set_xlabel("time step t")
-    a1.set_ylabel("running variance of $a_t$")
-    a1.set_title("per-step statistics")
-    a1.legend(fontsize=8)
-    tests = list(next(iter(acc.values())))
-    width = 0.27
-    for k, (name, (norm, variable_lengths)) in enumerate(runs.items()):
-        style = (
-            dict(color=COLORS[norm])
-            if variable_lengths
-            else dict(color="white", edgecolor=COLORS[norm], hatch="///")
-        )
-        a2.bar(
-            np.arange(len(tests)) + (k - (len(runs) - 1) / 2) * width,
-            [acc[name][t] for t in tests],
-            width,
-            label=name,
-            **style,
-        )
-    a2.set_xticks(
-        np.arange(len(tests)), ["test {}\n{}".format(*t.split(" ", 1)) for t in tests]
-    )
-    a2.set_ylim(0.5, 0.9)
-    a2.set_ylabel("test accuracy")
-    a2.set_title(f"mean accuracy over {num_runs} runs")
-    a2.legend(fontsize=7, loc="upper left")
-    return fig
+    return (mean, models, acc) if return_runs else (mean, models)
 
 
 def _transform(name, w, x, rng):
@@ -408,8 +362,8 @@ def invariance_table(
     after is compared: invariant means a relative change below ``tol`` (eps is tiny so
     that it does not blur the answer).
 
-    Returns ``{method: {transformation: bool}}`` (and, with ``return_changes=True``, also
-    the relative changes in the same layout).
+    Returns ``{method: {transformation: bool}}`` (and, with ``return_changes=True``,
+    also the relative changes in the same layout).
     """
     rng = np.random.default_rng(rng)
     w = rng.normal(size=(out_features, in_features))
@@ -430,9 +384,9 @@ def invariance_table(
 
 
 def invariance_html(table, labels=None):
-    """An HTML table (str) of ``{method: {transformation: bool}}``: one row per method, one
-    column per transformation, cells "yes" (invariant) or "no". ``labels`` maps method
-    keys to row names."""
+    """An HTML table (str) of ``{method: {transformation: bool}}``: one row per method,
+    one column per transformation, cells "yes" (invariant) or "no". ``labels`` maps
+    method keys to row names."""
     labels = labels or {}
     cols = list(next(iter(table.values())))
     head = "".join(f"<th>{c}</th>" for c in cols)
@@ -463,7 +417,7 @@ def batch_size_sweep(
     Every run sees the same number of epochs over the same (first ``train_size``)
     training examples and starts from the same seed. The learning rate is scaled with
     the batch size b: ``lr * b / ref_batch`` for ``optimizer="sgd"`` (momentum 0.9, the
-    linear scaling rule of Wu & He 2018) and ``lr * sqrt(b / ref_batch)`` for ``"adam"``.
+    linear scaling rule of Wu & He 2018), ``lr * sqrt(b / ref_batch)`` for ``"adam"``.
     ``data`` is a :class:`bnlib.Dataset` with x of shape (N, C, L).
 
     Returns ``{norm: np.array of test errors in %, one per batch size}``.
@@ -492,3 +446,414 @@ def batch_size_sweep(
             errs.append(100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1]))
         errors[norm] = np.array(errs)
     return errors
+
+
+def _sweep_one_run(args):
+    """One training run of :func:`batch_size_sweep_seeds` (a top-level function, so
+    that a process pool can call it): the test error (%) of one norm, batch size and
+    seed."""
+    data, seed, norm, b, kwargs = args
+    return batch_size_sweep(data, norms=(norm,), batch_sizes=(b,), rng=seed, **kwargs)[
+        norm
+    ][0]
+
+
+def sweep_seeds(root, num_seeds):
+    """The integer seeds of the runs of :func:`batch_size_sweep_seeds`: one per run,
+    drawn from ``np.random.default_rng(root)`` (e.g. ``root=[SEED, 6]``)."""
+    return [int(s) for s in np.random.default_rng(root).integers(2**31, size=num_seeds)]
+
+
+def batch_size_sweep_seeds(
+    data, seeds, jobs=1, norms=("bn", "ln", "gn"), batch_sizes=(2, 4, 8, 16, 32), **kw
+):
+    """:func:`batch_size_sweep` once per seed of ``seeds`` (each run's initial weights
+    and shuffles), the training runs spread over ``jobs`` processes.
+
+    Every run (one norm, batch size and seed) is independent and seeded by its own
+    integer, so the result is the same for any ``jobs`` and equals
+    ``batch_size_sweep(data, norms, batch_sizes, rng=seed, **kw)`` row by row. The
+    smallest batch sizes, the slowest runs, are started first.
+
+    Returns ``{norm: array (len(seeds), len(batch_sizes)) of test errors in %}``.
+    """
+    tasks = [
+        (data, int(s), norm, int(b), kw)
+        for b in sorted(batch_sizes)
+        for s in seeds
+        for norm in norms
+    ]
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            results = list(pool.map(_sweep_one_run, tasks))
+    else:
+        results = [_sweep_one_run(t) for t in tasks]
+    done = {(t[1], t[2], t[3]): r for t, r in zip(tasks, results)}
+    return {
+        norm: np.array(
+            [[done[(int(s), norm, int(b))] for b in batch_sizes] for s in seeds]
+        )
+        for norm in norms
+    }
+
+
+def plot_batch_size_sweep(batch_sizes, errors, ax=None, title=None):
+    """Median test error against batch size (batch shrinking to the right, as in Wu &
+    He's Figure 1), with a band from the lowest to the highest run and one dot per run.
+
+    ``errors``: ``{norm: array (runs, len(batch_sizes))}``. Returns the Axes.
+    """
+    if ax is None:
+        ax = plt.subplots(figsize=(6.0, 3.6))[1]
+    b = np.asarray(batch_sizes)
+    for k, (norm, err) in enumerate(errors.items()):
+        err = np.atleast_2d(err)
+        color = COLORS.get(norm, COLORS["reference"])
+        label = LABELS.get(norm, norm)
+        ax.fill_between(b, err.min(0), err.max(0), color=color, alpha=0.18, lw=0)
+        ax.plot(b, np.median(err, 0), "o-", color=color, label=label)
+        jitter = 2.0 ** (0.06 * (k - (len(errors) - 1) / 2))
+        for row in err:
+            ax.plot(b * jitter, row, ".", color=color, ms=3, alpha=0.7)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(b, [str(v) for v in b])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("batch size (examples per step)")
+    ax.set_ylabel("test error (%)")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+# ------------------------------------------------------------- sequences: statistics
+
+
+def bayes_accuracy(lengths, drift=0.15, noise=1.0):
+    """Best possible accuracy on :func:`make_drift_task` for sequences of ``lengths``.
+
+    The sum of a sequence's T values is N(+-T drift, T noise^2), and the optimal rule is
+    its sign: accuracy Phi(drift sqrt(T) / noise). Returns the mean over ``lengths``.
+    """
+    from math import erf, sqrt
+
+    z = drift * np.sqrt(np.asarray(lengths, dtype=float)) / noise
+    return float(np.mean([0.5 * (1.0 + erf(v / sqrt(2.0))) for v in np.ravel(z)]))
+
+
+def live_sequences(lengths, batch_size, max_len, rng=None):
+    """How many sequences of each training batch are still running at each step.
+
+    Shuffles ``lengths`` with ``rng``, cuts it into batches of ``batch_size`` (the last
+    incomplete batch dropped, as :func:`bnlib.fit` does) and returns an int array
+    (num_batches, max_len): entry [k, t] is the number of sequences of batch k with more
+    than t steps, the m behind BN's statistics of step t in that batch.
+    """
+    rng = np.random.default_rng(rng)
+    lengths = np.asarray(lengths)[rng.permutation(len(lengths))]
+    num = len(lengths) // batch_size
+    batches = lengths[: num * batch_size].reshape(num, batch_size)
+    return (batches[:, :, None] > np.arange(max_len)[None, None, :]).sum(axis=1)
+
+
+def plot_live_sequences(live, batch_size, figsize=(7.5, 3.2)):
+    """Two panels from :func:`live_sequences` counts (num_batches, T).
+
+    Left: mean number of live sequences per batch at each step (band: 10th to 90th
+    percentile over batches), dotted line at 2. Right: share of batches whose statistics
+    at step t come from exactly one sequence (x_hat = 0) or exactly two (x_hat = +-1).
+    Returns the Figure.
+    """
+    steps = np.arange(live.shape[1])
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    color = COLORS["bn"]
+    a0.fill_between(
+        steps,
+        np.percentile(live, 10, axis=0),
+        np.percentile(live, 90, axis=0),
+        color=color,
+        alpha=0.2,
+        lw=0,
+        label="10th-90th percentile",
+    )
+    a0.plot(steps, live.mean(axis=0), color=color, label="mean")
+    a0.axhline(2, color="k", lw=0.8, ls=":")
+    a0.set_ylim(0, batch_size + 0.5)
+    a0.set_xlabel("time step t")
+    a0.set_ylabel("live sequences in the batch")
+    a0.set_title(f"m behind BN's step-t statistics (b={batch_size})", fontsize=10)
+    a0.legend(fontsize=9)
+    a1.plot(steps, 100 * (live == 1).mean(0), color=color, label=r"one: $\hat x = 0$")
+    a1.plot(
+        steps,
+        100 * (live == 2).mean(0),
+        color=color,
+        ls="--",
+        label=r"two: $\hat x = \pm 1$",
+    )
+    a1.set_ylim(bottom=0)
+    a1.set_xlabel("time step t")
+    a1.set_ylabel("batches (%)")
+    a1.set_title("degenerate statistics", fontsize=10)
+    a1.legend(fontsize=9)
+    return fig
+
+
+def plot_rnn_accuracies(acc_runs, runs, bayes, figsize=(7.0, 3.4)):
+    """Bars of the median accuracy per run and test, with the range over repetitions as
+    error bars, on an axis from 0, and the Bayes-optimal accuracy of each test as a grey
+    line (``bayes``: ``{test: float}``). ``acc_runs[run][test]`` is a list of
+    accuracies, ``runs`` maps run names to ``(norm, variable_lengths)``. Returns the
+    Figure.
+    """
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    tests = list(bayes)
+    width = 0.8 / len(runs)
+    for k, (name, (norm, variable_lengths)) in enumerate(runs.items()):
+        vals = [np.asarray(acc_runs[name][t]) for t in tests]
+        med = np.array([np.median(v) for v in vals])
+        lo = med - np.array([v.min() for v in vals])
+        hi = np.array([v.max() for v in vals]) - med
+        style = (
+            dict(color=COLORS[norm])
+            if variable_lengths
+            else dict(color="white", edgecolor=COLORS[norm], hatch="///")
+        )
+        ax.bar(
+            np.arange(len(tests)) + (k - (len(runs) - 1) / 2) * width,
+            med,
+            width,
+            yerr=(lo, hi),
+            capsize=3,
+            label=name,
+            **style,
+        )
+    for i, t in enumerate(tests):
+        ax.plot(
+            [i - 0.45, i + 0.45],
+            [bayes[t]] * 2,
+            color=COLORS["reference"],
+            lw=2,
+            label="Bayes-optimal" if i == 0 else None,
+        )
+    ax.set_xticks(
+        np.arange(len(tests)), ["test {}\n{}".format(*t.split(" ", 1)) for t in tests]
+    )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    fig.legend(fontsize=9, loc="outside upper center", ncol=2)
+    return fig
+
+
+# ------------------------------------------------------------- transformers
+
+
+class ResidualStack:
+    """``depth`` residual feed-forward blocks on (N, d) tokens, pre-LN or post-LN.
+
+    Block l computes F_l(x) = W2 relu(W1 x) (``bnlib.Linear`` layers, hidden width
+    ``4 d``, no biases, Xavier-normal weights as in Xiong et al. 2020).
+    ``placement="post"`` (the original transformer): x <- LN(x + F_l(x)).
+    ``placement="pre"``: x <- x + F_l(LN(x)), and one final LN. Attention is left
+    out: the point is where the LN sits on the residual path.
+    """
+
+    def __init__(self, d=32, depth=12, placement="pre", rng=None):
+        from ..modules import LayerNorm, Linear, ReLU, Sequential
+
+        if placement not in ("pre", "post"):
+            raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
+        rng = np.random.default_rng(rng)
+        self.placement = placement
+        self.ffn = []
+        for _ in range(depth):
+            lin1, lin2 = Linear(d, 4 * d, bias=False), Linear(4 * d, d, bias=False)
+            for lin in (lin1, lin2):  # Xavier normal: std sqrt(2 / (fan_in + fan_out))
+                w = lin.params["weight"]
+                w[...] = rng.normal(0.0, np.sqrt(2.0 / sum(w.shape)), w.shape)
+            self.ffn.append(Sequential(lin1, ReLU(), lin2))
+        self.ln = [LayerNorm(d) for _ in range(depth + (placement == "pre"))]
+
+    def forward(self, x):
+        for ffn, ln in zip(self.ffn, self.ln):
+            x = x + ffn(ln(x)) if self.placement == "pre" else ln(x + ffn(x))
+        return self.ln[-1](x) if self.placement == "pre" else x
+
+    def backward(self, dout):
+        """Fills each block's ``grads``; returns dL/dx."""
+        if self.placement == "pre":
+            dout = self.ln[-1].backward(dout)
+        for ffn, ln in zip(reversed(self.ffn), reversed(self.ln[: len(self.ffn)])):
+            if self.placement == "pre":  # x + F(LN(x)): both paths
+                dout = dout + ln.backward(ffn.backward(dout))
+            else:  # LN(x + F(x)): through the LN, then both paths
+                dout = ln.backward(dout)
+                dout = dout + ffn.backward(dout)
+        return dout
+
+
+def layer_gradient_norms(placement, depth=12, d=32, num_tokens=256, rng=None):
+    """Gradient norm of each block's second weight matrix at initialization.
+
+    A :class:`ResidualStack` with a linear read-out to 10 classes, random Gaussian
+    tokens (num_tokens, d) and random labels; one forward and backward of the
+    cross-entropy. Returns an array (depth,): ||dL/dW2|| (Frobenius) of block 1 to
+    ``depth`` (Xiong et al. 2020 plot the same quantity for W^FFN of a transformer).
+    """
+    from ..losses import softmax_cross_entropy
+    from ..modules import Linear
+
+    rng = np.random.default_rng(rng)
+    stack = ResidualStack(d, depth, placement, rng=rng)
+    head = Linear(d, 10, rng=rng)
+    x = rng.normal(size=(num_tokens, d))
+    y = rng.integers(0, 10, num_tokens)
+    _, dlogits = softmax_cross_entropy(head(stack.forward(x)), y)
+    stack.backward(head.backward(dlogits))
+    return np.array([np.linalg.norm(f.layers[2].grads["weight"]) for f in stack.ffn])
+
+
+def plot_layer_gradients(per_layer, depths, by_depth, figsize=(7.5, 3.3)):
+    """Two panels from :func:`layer_gradient_norms` over several runs.
+
+    Left: ``per_layer[placement]`` (runs, depth), gradient norm of each block's W2,
+    median over runs with a min-max band. Right: ``by_depth[placement]`` (runs,
+    len(depths)), the last block's gradient norm against the depth, log-log. Pre-LN
+    solid, post-LN dashed. Returns the Figure.
+    """
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    styles = {
+        "pre": dict(color=COLORS["ln"], ls="-", marker="o", label="pre-LN"),
+        "post": dict(color=COLORS["reference"], ls="--", marker="s", label="post-LN"),
+    }
+    for placement, g in per_layer.items():
+        layers = np.arange(1, g.shape[1] + 1)
+        a0.fill_between(
+            layers, g.min(0), g.max(0), color=styles[placement]["color"], alpha=0.2
+        )
+        a0.plot(layers, np.median(g, 0), ms=4, **styles[placement])
+    a0.set_ylim(bottom=0)
+    a0.set_xlabel("block l (1 = next to the input)")
+    a0.set_ylabel("gradient norm of W2")
+    a0.set_title(f"at initialization, depth {per_layer['pre'].shape[1]}", fontsize=10)
+    a0.legend(fontsize=9)
+    for placement, g in by_depth.items():
+        a1.fill_between(
+            depths, g.min(0), g.max(0), color=styles[placement]["color"], alpha=0.2
+        )
+        a1.plot(depths, np.median(g, 0), ms=4, **styles[placement])
+    a1.set_xscale("log", base=2)
+    a1.set_yscale("log", base=2)
+    a1.set_xticks(depths, [str(v) for v in depths])
+    a1.minorticks_off()
+    a1.set_xlabel("depth L (blocks)")
+    a1.set_ylabel("gradient norm of the last W2")
+    a1.set_title("last block, against depth", fontsize=10)
+    a1.legend(fontsize=9)
+    return fig
+
+
+def causal_mean(x):
+    """Causal layer: position t gets the mean of the tokens 0..t, (N, T, d) -> same."""
+    return np.cumsum(x, axis=1) / np.arange(1, x.shape[1] + 1)[None, :, None]
+
+
+def normalize_tokens(h, norm, eps=1e-5):
+    """``"ln"``: each token over its d features; ``"bn"``: each feature over the batch
+    and all positions (N, T), as BN over a transformer's tokens would."""
+    axes = {"ln": (2,), "bn": (0, 1)}[norm]
+    return F.norm_forward(h, None, None, axes, eps)[0]
+
+
+def influence_matrix(norm, x, delta=1e-6):
+    """How much each input position moves each output position of
+    ``normalize_tokens(causal_mean(x), norm)``: entry [t, s] is the rms change of the
+    outputs at position t per unit change of the inputs at position s (finite
+    differences along a fixed direction). Zero above the diagonal means causal.
+    Returns an array (T, T)."""
+    base = normalize_tokens(causal_mean(x), norm)
+    direction = np.random.default_rng(0).normal(size=x[:, 0].shape)
+    out = np.zeros((x.shape[1], x.shape[1]))
+    for s in range(x.shape[1]):
+        x2 = x.copy()
+        x2[:, s] += delta * direction
+        change = normalize_tokens(causal_mean(x2), norm) - base
+        out[:, s] = np.sqrt(np.mean(change**2, axis=(0, 2))) / delta
+    return out
+
+
+def plot_influence(matrices, figsize=(7.0, 3.4), floor=1e-3):
+    """Heatmaps of :func:`influence_matrix` results, ``{norm: (T, T)}``, one panel each
+    on a shared logarithmic colour scale from ``floor`` (so that small influences of
+    future positions show); exact zeros are white. Returns the Figure."""
+    from matplotlib.colors import LogNorm
+
+    fig, axes = plt.subplots(1, len(matrices), figsize=figsize, layout="constrained")
+    vmax = max(m.max() for m in matrices.values())
+    scale = LogNorm(vmin=floor, vmax=vmax)
+    for ax, (norm, m) in zip(np.atleast_1d(axes), matrices.items()):
+        shown = np.ma.masked_where(m == 0, np.maximum(m, floor))
+        im = ax.imshow(shown, cmap="Greys", norm=scale)
+        ax.set_facecolor("white")
+        ax.grid(False)
+        ax.plot([-0.5, m.shape[0] - 0.5], [-0.5, m.shape[0] - 0.5], color="C3", lw=1)
+        ax.set_title(f"{LABELS[norm]} after a causal layer", fontsize=10)
+        ax.set_xlabel("input position s")
+        ax.set_ylabel("output position t")
+        ticks = np.arange(m.shape[0])
+        ax.set_xticks(ticks[::2]), ax.set_yticks(ticks[::2])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="influence of s on t")
+    return fig
+
+
+def _main(argv=None):
+    """Command line: the multi-seed batch-size sweep of section 4 (see ``--help``)."""
+    import argparse
+    import json
+
+    from ..data import Dataset, load_mnist1d
+
+    p = argparse.ArgumentParser(
+        prog="python -m bnlib.chapters.ch5_bn_vs_ln",
+        description="Chapter 5's batch-size sweep over many seeds; prints JSON.",
+    )
+    p.add_argument("--seeds", type=int, default=10, help="number of runs")
+    p.add_argument("--root", type=int, default=0, help="SEED of the notebook")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8, 16, 32])
+    p.add_argument("--norms", nargs="+", default=["bn", "ln", "gn"])
+    p.add_argument("--train-size", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--lr", type=float, default=0.1)
+    args = p.parse_args(argv)
+    raw = load_mnist1d()
+    data = Dataset(
+        raw.x_train[:, None, :], raw.y_train, raw.x_test[:, None, :], raw.y_test
+    )
+    errors = batch_size_sweep_seeds(
+        data,
+        sweep_seeds([args.root, 6], args.seeds),
+        jobs=args.jobs,
+        norms=tuple(args.norms),
+        batch_sizes=tuple(args.batch_sizes),
+        epochs=args.epochs,
+        train_size=args.train_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+    )
+    print(
+        json.dumps(
+            {"args": vars(args), "errors": {k: v.tolist() for k, v in errors.items()}}
+        )
+    )
+
+
+if __name__ == "__main__":
+    _main()

@@ -19,7 +19,6 @@ from bnlib.chapters.ch5_bn_vs_ln import (
     invariance_table,
     make_drift_task,
     normalized_mask,
-    plot_rnn_length_experiment,
     reduction_axes,
     rnn_length_experiment,
 )
@@ -179,63 +178,7 @@ def test_rnn_length_experiment_matches_the_loop_it_replaces():
     assert models["BN, all length 6"].eval()(tests["length 12"][0]).shape == (30, 2)
 
 
-def test_plot_rnn_length_experiment():
-    import matplotlib.pyplot as plt
-
-    runs = {
-        "BN, lengths 2-6": ("bn", True),
-        "LN, lengths 2-6": ("ln", True),
-        "BN, all length 6": ("bn", False),
-    }
-    tests = drift_test_sets(6, num_samples=16, min_length=2, rng=0)
-    acc, models = rnn_length_experiment(
-        runs,
-        tests,
-        seeds=1,
-        max_len=6,
-        hidden=3,
-        train_size=16,
-        min_length=2,
-        epochs=1,
-        batch_size=8,
-        rng=1,
-    )
-    fig = plot_rnn_length_experiment(
-        models,
-        acc,
-        runs,
-        num_batches=2,
-        num_runs=1,
-        variable="BN, lengths 2-6",
-        fixed="BN, all length 6",
-    )
-    try:
-        a0, a1, a2 = fig.axes
-        rnn_var = models["BN, lengths 2-6"][0]
-        np.testing.assert_allclose(a0.lines[0].get_ydata(), rnn_var.active_counts / 2)
-        np.testing.assert_allclose(
-            a1.lines[0].get_ydata(), rnn_var.running_var.mean(axis=1)
-        )
-        assert [ln.get_label() for ln in a0.lines[:2]] == [
-            "lengths 2-6",
-            "all length 6",
-        ]
-        assert len(a2.patches) == 9
-        np.testing.assert_allclose(
-            [p.get_height() for p in a2.patches[:3]],
-            [acc["BN, lengths 2-6"][t] for t in tests],
-        )
-        assert [t.get_text() for t in a2.get_xticklabels()] == [
-            "test lengths\n2-6",
-            "test length\n6",
-            "test length\n12",
-        ]
-        assert a2.get_title() == "mean accuracy over 1 runs"
-    finally:
-        plt.close(fig)
-
-
-# ------------------------------------------------------------------ weight norm, invariances
+# ------------------------------------------------------------- weight norm, invariances
 
 
 def test_invariance_table_matches_ba_kiros_hinton_table_1():
@@ -261,7 +204,7 @@ def test_invariance_table_instance_norm_and_rms():
     assert "<tr><td>InstanceNorm</td><td><b>yes</b></td><td>no</td>" in html
 
 
-# ------------------------------------------------------------------ Conv1d batch-size experiment
+# ------------------------------------------------------------- batch-size experiment
 
 
 def test_batch_size_sweep_small():
