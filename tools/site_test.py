@@ -30,7 +30,8 @@ at 1024 and 390 px
 * clicking the visible ☰ button shows the chapter list (a dialog at 390 px; at 1024 px
   it hides the sidebar, and a second click shows it again), and clicking the visible
   contents button, where there is one, shows the page's table of contents;
-* exactly one visible search box, and nothing wider than the column (at 390 px);
+* exactly one visible search box, nothing wider than the column and no image drawn out
+  of its own shape (at 390 px);
 
 and screenshots of the whole page at 1440 and 390 px, light and dark, in
 ``<screenshots>/{1440,390}-{light,dark}/`` (plus, for chapter 1, the opened chapter list
@@ -123,6 +124,16 @@ JS_IMAGES = """async () => {
           broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0))
                       .map(i => i.src)};
 }"""
+
+# images drawn with another aspect ratio than their own (e.g. a height attribute kept
+# while CSS narrows the width on a phone)
+JS_DISTORTED = """() => Array.from(document.images)
+  .filter(i => i.naturalWidth > 0 && i.clientWidth > 0 && i.clientHeight > 0)
+  .filter(i => Math.abs((i.clientWidth / i.clientHeight)
+                        / (i.naturalWidth / i.naturalHeight) - 1) > 0.03)
+  .map(i => `${i.src.split('/').pop().slice(0, 24)}: drawn ` +
+            `${i.clientWidth}x${i.clientHeight} px, ` +
+            `its own shape ${i.naturalWidth}x${i.naturalHeight}`)"""
 
 JS_HAS_MATH = """() => document.querySelectorAll(
   'div.math, span.math, .math.notranslate, mjx-container').length"""
@@ -557,6 +568,8 @@ def check_narrow(page, watch, base, name, shots, timeout_ms):
         )
     for offender in page.evaluate(JS_OVERFLOW)["offenders"]:
         problems.append(f"390 px: wider than the column: {offender}")
+    for image in page.evaluate(JS_DISTORTED):
+        problems.append(f"390 px: image out of shape: {image}")
     for width in (390, 1024):
         problems.extend(
             check_menus(
