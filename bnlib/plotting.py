@@ -119,8 +119,9 @@ def plot_curves(ax, curves, xlabel, ylabel, title=None, logy=False):
     return caption_axes(ax, xlabel, ylabel, title)
 
 
-def small_multiples(n, ncols=4, panel_size=(2.2, 1.8), sharex=True, sharey=True):
-    """A grid of ``n`` panels (the static counterpart of a widget sweep).
+def small_multiples(n, ncols=2, panel_size=(3.75, 2.6), sharex=True, sharey=True):
+    """A grid of ``n`` panels (the static counterpart of a widget sweep), two per row
+    by default so that the figure fits a 7.5 in column.
     Returns ``(fig, axes)`` with ``axes`` flat and unused panels hidden."""
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(

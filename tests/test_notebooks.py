@@ -71,3 +71,40 @@ def test_harness_settings_are_cell_tags_and_parameters(path):
     assert len(params) == 1 and re.search(r"^SEED = \d+", _source(params[0]), re.M)
     comments = [i for i, c in enumerate(cells) if "# NBVAL_" in _source(c)]
     assert not comments, f"use nbval's cell tags, not comments: code cells {comments}"
+
+
+def _png_width(b64):
+    """Pixel width of a base64-encoded PNG (from its IHDR header)."""
+    import base64
+    import struct
+
+    return struct.unpack(">I", base64.b64decode(b64[:64])[16:20])[0]
+
+
+def _figure_widths(cell):
+    """Logical widths (px at the figures' 100 dpi) of the cell's PNG outputs:
+    inline figures are retina PNGs (twice the logical size unless the metadata says);
+    animation frames inside HTML are drawn at the logical size."""
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if "image/png" in data:
+            meta = out.get("metadata", {}).get("image/png", {})
+            b64 = "".join(data["image/png"]).replace("\n", "")
+            yield meta.get("width", _png_width(b64) / 2)
+        html = "".join(data.get("text/html", []))
+        for b64 in re.findall(r"data:image/png;base64,([A-Za-z0-9+/]{64})", html):
+            yield _png_width(b64)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_fit_a_page_column(path):
+    """No figure is wider than 7.5 in (the guide's limit; a phone scales it down to
+    390 px, so wider figures mean unreadable labels). 3% slack for tight bounding
+    boxes."""
+    wide = {
+        i: round(w)
+        for i, c in enumerate(_cells(path))
+        for w in _figure_widths(c)
+        if w > 1.03 * 750
+    }
+    assert not wide, f"cells with figures wider than 7.5 in (px at 100 dpi): {wide}"

@@ -1,9 +1,9 @@
 """Experiments and figures on what gamma and beta do (chapter 2).
 
 * the histogram panel shared by the interactive widget and the site's animation
-  (:func:`draw_bn_histograms`, :func:`gamma_beta_view`, :func:`gamma_beta_frames`,
-  :func:`gamma_beta_widget`), fed by a sampler with a chosen mean, spread and skew
-  (:func:`sample_skewed`);
+  (:func:`draw_bn_histograms`, :func:`draw_nonlinearity_panel`,
+  :func:`gamma_beta_view`, :func:`gamma_beta_frames`, :func:`gamma_beta_widget`),
+  fed by a sampler with a chosen mean, spread and skew (:func:`sample_skewed`);
 * the sigmoid's linear regime (:func:`sigmoid_linear_bound`,
   :func:`sigmoid_linear_regime`, :func:`plot_sigmoid_regime`) and each unit's sigmoid
   input range in a trained network (:func:`unit_input_ranges`, :func:`draw_unit_ranges`,
@@ -38,6 +38,7 @@ __all__ = [
     "sample_skewed",
     "bn_stages",
     "draw_bn_histograms",
+    "draw_nonlinearity_panel",
     "gamma_beta_view",
     "gamma_beta_frames",
     "gamma_beta_widget",
@@ -209,7 +210,8 @@ def draw_bn_histograms(
         ax.set_xlim(*rng)
         ax.set_ylim(0, 1.6 * counts.max())  # headroom for the text box
         ax.set_yticks([])
-        text = f"mean {stats[key + '_mean']:.2f}, var {stats[key + '_var']:.2f}"
+        mean = stats[key + "_mean"] if abs(stats[key + "_mean"]) >= 0.005 else 0.0
+        text = f"mean {mean:.2f}, var {stats[key + '_var']:.2f}"  # never "-0.00"
         if key == "activation":
             text += (
                 f"\nsaturated {stats['saturated']:.0%}"
@@ -237,6 +239,48 @@ def draw_bn_histograms(
     return stats
 
 
+def draw_nonlinearity_panel(ax, z, nonlinearity="sigmoid"):
+    """The nonlinearity over the BN panel's range (-12, 12), with the middle 90% of the
+    BN outputs ``z`` (m,) shaded: where on the curve this unit works. For the sigmoid,
+    dotted lines mark the saturation levels 0.05 and 0.95.
+    """
+    _check_nonlinearity(nonlinearity)
+    grid = np.linspace(*_RANGE, 400)
+    lo, hi = np.percentile(z, [5, 95])
+    ax.axvspan(lo, hi, color=COLORS["bn"], alpha=0.25, lw=0, label="middle 90% of z")
+    ax.plot(grid, _PHI[nonlinearity](grid), color=_ACT_COLOR, lw=1.5)
+    if nonlinearity == "sigmoid":
+        for level in (0.05, 0.95):
+            ax.axhline(level, color=_ACT_COLOR, lw=0.8, ls=":")
+    ax.set_xlim(*_RANGE)
+    ax.set_ylim(*_ACT_RANGE[nonlinearity])
+    ax.set_xlabel(r"BN output $z$")
+    ax.set_title(f"{nonlinearity}$(z)$ and where $z$ falls", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _stage_figure(figsize):
+    """A 2 x 2 figure: input and BN output above, the nonlinearity and its output
+    below. Returns ``(fig, hist_axes, curve_ax)`` with ``hist_axes`` in the order of
+    :func:`draw_bn_histograms`."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplot_mosaic(
+        [["input", "bn"], ["curve", "activation"]],
+        figsize=figsize,
+        layout="constrained",
+    )
+    return fig, [ax["input"], ax["bn"], ax["activation"]], ax["curve"]
+
+
+def _draw_stages(fig, hist_axes, curve_ax, x, gamma, beta, nonlinearity, eps):
+    stats = draw_bn_histograms(hist_axes, x, gamma, beta, nonlinearity, eps)
+    z = bn_stages(x, gamma, beta, nonlinearity, eps)["bn"]
+    draw_nonlinearity_panel(curve_ax, z, nonlinearity)
+    fig.suptitle(rf"$\gamma$ = {gamma:.2f}, $\beta$ = {beta:.2f}", fontsize=10)
+    return stats
+
+
 def gamma_beta_view(
     gamma=1.0,
     beta=0.0,
@@ -247,41 +291,37 @@ def gamma_beta_view(
     n=4000,
     seed=0,
     eps=1e-5,
+    figsize=(7.5, 4.6),
 ):
     """The widget's picture: sample ``n`` skewed inputs (seeded, so only the sliders
-    change the picture) and draw :func:`draw_bn_histograms` in a 1 x 3 figure.
+    change the picture) and draw, two panels per row, :func:`draw_bn_histograms` and
+    :func:`draw_nonlinearity_panel`.
 
     Returns:
         ``(fig, stats)`` with ``stats`` as in :func:`draw_bn_histograms`.
     """
-    import matplotlib.pyplot as plt
-
     x = sample_skewed(n, mean, spread, skew, rng=seed)
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 2.5))
-    stats = draw_bn_histograms(axes, x, gamma, beta, nonlinearity, eps)
-    fig.suptitle(rf"$\gamma$ = {gamma:.2f}, $\beta$ = {beta:.2f}", fontsize=10)
+    fig, hist_axes, curve_ax = _stage_figure(figsize)
+    stats = _draw_stages(fig, hist_axes, curve_ax, x, gamma, beta, nonlinearity, eps)
     return fig, stats
 
 
-def gamma_beta_frames(x, nonlinearity="sigmoid", eps=1e-5, figsize=(7.5, 2.6)):
-    """A figure and a ``draw((gamma, beta))`` that redraws :func:`draw_bn_histograms`
-    in it: the frames of :func:`bnlib.plotting.scrubber`, the site's stand-in for
-    :func:`gamma_beta_widget`. ``x`` (m,) is the same in every frame.
+def gamma_beta_frames(x, nonlinearity="sigmoid", eps=1e-5, figsize=(7.5, 4.6)):
+    """A figure and a ``draw((gamma, beta))`` that redraws the picture of
+    :func:`gamma_beta_view` in it: the frames of :func:`bnlib.plotting.scrubber`, the
+    site's stand-in for :func:`gamma_beta_widget`. ``x`` (m,) is the same in every
+    frame.
 
     Returns:
         ``(fig, draw)``; ``draw`` returns the stats of :func:`draw_bn_histograms`.
     """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=figsize, layout="constrained")
+    fig, hist_axes, curve_ax = _stage_figure(figsize)
 
     def draw(setting):
         g, b = setting
-        for ax in axes:
+        for ax in fig.axes:
             ax.clear()
-        stats = draw_bn_histograms(axes, x, g, b, nonlinearity, eps)
-        fig.suptitle(rf"$\gamma$ = {g:.2f}, $\beta$ = {b:.2f}", fontsize=10)
-        return stats
+        return _draw_stages(fig, hist_axes, curve_ax, x, g, b, nonlinearity, eps)
 
     return fig, draw
 
@@ -566,8 +606,9 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
 
 
 def plot_learned_affine(model, x, rel_tol=0.1):
-    """Learned gamma and beta of every BatchNorm1d in a sigmoid network, and each unit's
-    5-95% sigmoid input range on the examples x (N, d_in), one panel per layer.
+    """Learned gamma and beta of every BatchNorm1d in a sigmoid network (top, all
+    layers in one panel), and each unit's 5-95% sigmoid input range on the examples
+    x (N, d_in), one panel per layer, two per row.
 
     Returns:
         ``(fig, ranges)`` with ``ranges`` from :func:`unit_input_ranges`.
@@ -577,7 +618,12 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     bns = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
     ranges = unit_input_ranges(model, x)
     z_lin = sigmoid_linear_bound(rel_tol)
-    fig, axes = plt.subplots(1, 1 + len(bns), figsize=(3.3 * (1 + len(bns)), 3.1))
+    names = [str(i) for i in range(len(bns))] + ["."] * (len(bns) % 2)
+    mosaic = [["affine", "affine"]] + [names[i : i + 2] for i in range(0, len(bns), 2)]
+    fig, ax = plt.subplot_mosaic(
+        mosaic, figsize=(7.5, 2.8 * len(mosaic)), layout="constrained"
+    )
+    axes = [ax["affine"]] + [ax[str(i)] for i in range(len(bns))]
     markers = "os^v"
     for i, bn in enumerate(bns):
         axes[0].plot(
@@ -590,9 +636,7 @@ def plot_learned_affine(model, x, rel_tol=0.1):
             label=f"layer {i + 1}",
         )
         draw_unit_ranges(axes[i + 1], ranges[i], z_lin)
-        axes[i + 1].set_title(
-            f"layer {i + 1}: each unit's 5-95% input range", fontsize=9
-        )
+        axes[i + 1].set_title(f"layer {i + 1}: 5-95% input range per unit", fontsize=9)
     axes[0].plot([1], [0], "+", color="black", ms=10, mew=1.5, label="initial (1, 0)")
     axes[0].set_xlabel(r"learned $\gamma$")
     axes[0].set_ylabel(r"learned $\beta$")
@@ -757,10 +801,10 @@ def _best(runs, bn, shift, lrs):
 
 def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
     """Left: steps to the target loss against the shift, each parameterization at its
-    best learning rate (a hollow marker at ``max_steps`` means "not reached"). Middle
-    and right: for ``show_shift``, the loss and the distance of the output mean from the
-    targets' mean over the steps, each at its best learning rate, or both at ``show_lr``
-    if given.
+    best learning rate (a hollow marker at ``max_steps`` means "not reached"). Right,
+    top and bottom: for ``show_shift``, the loss and the distance of the output mean
+    from the targets' mean over the steps, each at its best learning rate, or both at
+    ``show_lr`` if given.
 
     Args:
         runs: dict keyed ``(bn, shift, lr)`` of the dicts of :func:`steps_to_target`,
@@ -773,7 +817,10 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
     import matplotlib.pyplot as plt
 
     best = {(bn, s): _best(runs, bn, s, lrs) for bn in (False, True) for s in shifts}
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.1))
+    fig, ax = plt.subplot_mosaic(
+        [["steps", "loss"], ["steps", "err"]], figsize=(7.5, 5.0), layout="constrained"
+    )
+    axes = [ax["steps"], ax["loss"], ax["err"]]
     for bn, key in ((False, "plain"), (True, "bn")):
         steps = [best[bn, s][0] for s in shifts]
         reached = [st is not None for st in steps]
@@ -803,17 +850,16 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
         axes[2].plot(err, color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
     axes[0].set_xlabel("shift of the target mean")
     axes[0].set_ylabel(f"steps to loss < target (cap {max_steps})")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=8)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("training MSE")
     axes[1].set_title(f"shift = {show_shift:g}", fontsize=9)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=8)
     axes[2].set_yscale("log")
     axes[2].set_xlabel("step")
-    axes[2].set_ylabel("|output mean - target mean|")
-    axes[2].set_title(f"shift = {show_shift:g}", fontsize=9)
-    axes[2].legend(fontsize=7)
+    axes[2].set_ylabel("|output mean − target|")
+    axes[2].set_title(f"shift = {show_shift:g}, the same runs", fontsize=9)
     return fig, best
 
 
@@ -953,7 +999,7 @@ def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
     import matplotlib.pyplot as plt
 
     x_hat = _rng(seed).standard_normal(n)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(8.5, 2.8))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 2.9), layout="constrained")
     active = draw_relu_panel(a0, x_hat, gamma, beta)
     b = np.linspace(-4, 4, 201)
     a1.plot(

@@ -322,7 +322,7 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
 
 
 def draw_batch_dependence_sweep(
-    batch, values, ncols=3, panel_size=(3.1, 2.5), ylim=(-2.7, 2.7)
+    batch, values, ncols=2, panel_size=(3.75, 2.2), ylim=(-2.7, 2.7)
 ):
     """Small multiples of ``draw_batch_dependence``: the last batch member set to each
     value.

@@ -67,9 +67,10 @@ def plot_norm_axes(
     shape=(4, 6, 5),
     num_groups=2,
     index=(1, 1, 0),
-    figsize=(10.0, 3.0),
+    figsize=(6.0, 5.0),
 ):
-    """Four (N, C, spatial) blocks, with the set sharing one mean and variance shaded.
+    """Four (N, C, spatial) blocks, two per row, with the set sharing one mean and
+    variance shaded.
 
     Each panel draws an activation tensor of ``shape`` = (N, C, spatial) as a block of
     voxels (C to the right, N into the page, the flattened spatial axes H, W upwards)
@@ -82,14 +83,16 @@ def plot_norm_axes(
     """
 
     n, c, s = shape
+    ncols = min(2, len(methods))
+    nrows = -(-len(methods) // ncols)
     fig = plt.figure(figsize=figsize, layout="constrained")
     for k, method in enumerate(methods):
-        ax = fig.add_subplot(1, len(methods), k + 1, projection="3d")
+        ax = fig.add_subplot(nrows, ncols, k + 1, projection="3d")
         mask = normalized_mask(method, shape, index, num_groups)
         shaded = mask.transpose(1, 0, 2)  # voxel axes: x = C, y = N, z = HW
         ax.voxels(~shaded, facecolors="#d9d9d920", edgecolor="#9090907f", linewidth=0.4)
         ax.voxels(shaded, facecolors=COLORS[method], edgecolor="#404040", linewidth=0.5)
-        ax.set_box_aspect((c, n, s), zoom=0.88)
+        ax.set_box_aspect((c, n, s), zoom=1.1)
         ax.view_init(elev=22, azim=-58)
         ax.set_xticks([]), ax.set_yticks([]), ax.set_zticks([])
         ax.set_xlabel("C", labelpad=-12)

@@ -85,8 +85,18 @@ def test_view_and_frames_draw_the_same_panel():
     fig2, draw = ch2.gamma_beta_frames(x, "relu")
     draw((1.0, 0.0))
     assert draw((1.5, 0.5)) == st  # a redraw, not a panel added on top
-    assert len(fig2.axes) == 3 and all(len(ax.patches) == 1 for ax in fig2.axes)
+    assert len(fig2.axes) == 4 and all(len(ax.patches) == 1 for ax in fig2.axes)
     assert "1.50" in fig2._suptitle.get_text()
+
+
+def test_nonlinearity_panel_shades_the_middle_of_the_bn_outputs():
+    z = np.linspace(-2.0, 2.0, 1001)
+    fig, ax = plt.subplots()
+    ch2.draw_nonlinearity_panel(ax, z, "sigmoid")
+    (band,) = ax.patches
+    x0, x1 = band.get_x(), band.get_x() + band.get_width()
+    np.testing.assert_allclose([x0, x1], [-1.8, 1.8])  # 5th and 95th percentiles
+    assert [line.get_ydata()[0] for line in ax.lines[1:]] == [0.05, 0.95]
 
 
 def test_histograms_leave_out_values_beyond_the_range():
@@ -127,7 +137,7 @@ def test_gamma_beta_widget_redraws_when_a_slider_moves():
     np.testing.assert_allclose(w.last_stats["bn_var"], 9.0, rtol=1e-3)
     (shown,) = w.children[-1].outputs  # the picture was replaced, not added
     assert shown["data"]["image/png"] != png
-    assert shown["metadata"]["image/png"]["width"] == 950  # logical size, 2x pixels
+    assert shown["metadata"]["image/png"]["width"] == 750  # logical size, 2x pixels
     w.controls["beta"].value = -2.0
     np.testing.assert_allclose(w.last_stats["bn_mean"], -2.0, atol=1e-12)
     w.controls["nonlinearity"].value = "relu"

@@ -1,4 +1,4 @@
-"""bnlib.diagrams.plot_norm_axes: the chapter 5 figure of normalized sets."""
+"""ch5.plot_norm_axes: the chapter 5 figure of normalized sets."""
 
 import matplotlib
 
