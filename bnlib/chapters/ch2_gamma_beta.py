@@ -30,7 +30,7 @@ from ..losses import mse_loss
 from ..models import make_mlp
 from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
 from ..optim import SGD, Adam
-from ..plotting import COLORS
+from ..plotting import COLORS, live_figure
 from ..surgery import batchnorm_layers, capture_inputs
 from ..train import fit
 
@@ -326,57 +326,6 @@ def gamma_beta_frames(x, nonlinearity="sigmoid", eps=1e-5, figsize=(7.5, 4.6)):
     return fig, draw
 
 
-def _png_output(fig):
-    """``fig`` as a notebook display_data output: a PNG at twice the figure's dpi, shown
-    at its logical size (sharp on high-density screens, like the book's inline figures).
-    """
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=2 * fig.dpi)
-    w, h = (int(round(v * fig.dpi)) for v in fig.get_size_inches())
-    return {
-        "output_type": "display_data",
-        "data": {
-            "image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
-            "text/plain": f"<Figure size {w}x{h}>",
-        },
-        "metadata": {"image/png": {"width": w, "height": h}},
-    }
-
-
-def _slider_box(view, controls, layout_rows):
-    """An ipywidgets VBox of ``layout_rows`` (lists of controls) above an output area
-    that shows ``view(**values)`` whenever a control changes. ``box.last_stats`` holds
-    the stats of the latest redraw (this is how tests move a slider and check the
-    picture).
-
-    The picture is put into the output area as widget state (``Output.outputs``), not
-    by capturing printed output (``with out:``, as ``interactive_output`` does): that
-    capture races with notebook runners (nbclient, papermill), which then sometimes
-    wait for the cell until their timeout.
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
-    box = widgets.VBox()
-    out = widgets.Output()
-
-    def update(change=None):
-        fig, stats = view(**{k: c.value for k, c in controls.items()})
-        box.last_stats = stats
-        out.outputs = (_png_output(fig),)
-        plt.close(fig)
-
-    for control in controls.values():
-        control.observe(update, names="value")
-    update()
-    box.children = [widgets.HBox(row) for row in layout_rows] + [out]
-    box.controls = controls
-    return box
-
-
 def _slider(description, value, lo, hi, step):
     import ipywidgets as widgets
 
@@ -407,8 +356,8 @@ def gamma_beta_widget(
     nonlinearity, above the picture of :func:`gamma_beta_view`.
 
     Returns:
-        an ``ipywidgets.VBox``; ``box.controls`` maps each argument name to its control
-        and ``box.last_stats`` holds the stats of the latest redraw.
+        the :func:`bnlib.plotting.live_figure` box; ``box.controls`` maps each argument
+        name to its control, ``box.last_stats`` holds the stats of the latest redraw.
     """
     import ipywidgets as widgets
 
@@ -434,7 +383,7 @@ def gamma_beta_widget(
         [c["gamma"], c["beta"], c["nonlinearity"]],
         [c["mean"], c["spread"], c["skew"]],
     ]
-    return _slider_box(view, c, rows)
+    return live_figure(view, c, rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -641,7 +590,7 @@ def plot_learned_affine(model, x, rel_tol=0.1):
     axes[0].set_xlabel(r"learned $\gamma$")
     axes[0].set_ylabel(r"learned $\beta$")
     axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=7, loc="upper left")
+    axes[1].legend(fontsize=8, loc="upper left")
     return fig, ranges
 
 
@@ -1027,7 +976,7 @@ def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
     def view(**v):
         return relu_view(n=n, seed=seed, **v)
 
-    return _slider_box(view, c, [[c["gamma"], c["beta"]]])
+    return live_figure(view, c)
 
 
 def relu_frames(x_hat, gammas_curve=(0.5, 1.0, 2.0), figsize=(7.5, 2.9)):

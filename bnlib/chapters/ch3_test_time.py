@@ -68,7 +68,6 @@ __all__ = [
     "renorm_gradients",
     "device_batch_statistics",
     "device_mean_noise",
-    "figure_png",
 ]
 
 # --------------------------------------------------------------------------- EMA
@@ -859,22 +858,3 @@ def device_mean_noise(x, device_batch_sizes, devices=8, rng=None, repeats=50):
         out["per_device"].append(float(np.sqrt(np.mean(errs_dev))))
         out["synced"].append(float(np.sqrt(np.mean(errs_sync))))
     return {k: np.array(v) for k, v in out.items()}
-
-
-# ------------------------------------------------------------------------ live widgets
-
-
-def figure_png(fig, dpi=150):
-    """The PNG bytes of ``fig`` (then closed), for an ``ipywidgets.Image``.
-
-    The chapter's live widgets redraw into an Image widget rather than an Output
-    widget: a slider callback only replaces the image's bytes.
-    """
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()

@@ -429,13 +429,3 @@ def test_draw_drift_titles_say_no_lag_without_drift():
     ch3.draw_drift(ax, sim, 0.01, 0.01, batch_noise=0.25)
     assert "lag 99 steps" in ax.get_title()
     plt.close(fig)
-
-
-def test_figure_png_returns_png_bytes_and_closes_the_figure():
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots()
-    ax.plot([0, 1], [1, 0])
-    png = ch3.figure_png(fig, dpi=50)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not plt.fignum_exists(fig.number)
