@@ -13,8 +13,9 @@
   :func:`plot_mean_shift`, :func:`mean_shift_table`, :func:`mean_shift_pair`);
 * ReLU and beta: the active fraction Phi(beta / |gamma|) (:func:`relu_active_fraction`,
   :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_frames`)
-  and dead units (:func:`active_fractions`, :func:`dead_unit_census`,
-  :func:`census_table`, :func:`dead_unit_profile`, :func:`active_share_gap`);
+  and dead units (:func:`active_fractions`, :func:`active_fractions_in_training`,
+  :func:`dead_unit_census`, :func:`census_table`, :func:`dead_unit_profile`,
+  :func:`active_share_gap`);
 * training only some parameters (:func:`bn_affine_parameters`,
   :func:`random_parameter_masks`, :class:`MaskedOptimizer`,
   :func:`plot_subset_accuracy`, :func:`bn_gammas`).
@@ -62,6 +63,7 @@ __all__ = [
     "relu_widget",
     "relu_frames",
     "active_fractions",
+    "active_fractions_in_training",
     "dead_unit_census",
     "census_table",
     "dead_unit_profile",
@@ -232,7 +234,8 @@ def draw_bn_histograms(
         )
         if titles:
             ax.set_title(title, fontsize=10)
-    axes[1].axvline(beta, color=COLORS["bn"], lw=1, ls="--")
+    # the dashed line at beta stops below the text boxes (the top 38% of the panel)
+    axes[1].axvline(beta, ymax=0.6, color=COLORS["bn"], lw=1, ls="--")
     axes[0].set_xlabel("value (unit-free)")
     axes[1].set_xlabel("value (unit-free)")
     axes[2].set_xlabel("activation")
@@ -499,7 +502,7 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
 
     z_lin = sigmoid_linear_bound(rel_tol)
     x_hat = _rng(rng).standard_normal(n)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 3.4))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 3.8), layout="constrained")
     z = np.linspace(-8, 8, 401)
     a0.axvspan(
         -z_lin,
@@ -522,7 +525,8 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     a0.set_ylim(-0.1, 1.1)
     a0.set_xlabel("sigmoid input z")
     a0.set_ylabel("sigmoid(z); density (peak = 1)")
-    a0.legend(fontsize=8, loc="upper left")
+    # below the panel: inside, it would hide the wide density
+    a0.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     table = {}
     for b, ls in zip(betas, ("-", "--", ":")):
         rows = [sigmoid_linear_regime(g * x_hat + b, rel_tol) for g in gammas]
@@ -790,6 +794,16 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
                 zorder=3,
                 label="not reached",
             )
+        for s, v in zip(shifts, y):  # each point is at its own best learning rate
+            axes[0].annotate(
+                f"lr {best[bn, s][1]:g}",
+                (s, v),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=8,
+                color=COLORS[key],
+            )
         lr = best[bn, show_shift][1] if show_lr is None else show_lr
         r = runs[bn, show_shift, lr]
         axes[1].plot(
@@ -797,6 +811,7 @@ def plot_mean_shift(runs, shifts, lrs, show_shift, max_steps=800, show_lr=None):
         )
         err = np.abs(r["mean"] - r["target_mean"]).max(axis=1)
         axes[2].plot(err, color=COLORS[key], label=f"{_MS_LABELS[key]}, lr={lr:g}")
+    axes[0].margins(x=0.1, y=0.08)  # room for the learning-rate labels
     axes[0].set_xlabel("shift of the target mean")
     axes[0].set_ylabel(f"steps to loss < target (cap {max_steps})")
     axes[0].legend(fontsize=8)
@@ -841,9 +856,9 @@ def mean_shift_table(runs, shifts, lrs, max_steps=800):
     return "\n".join(lines)
 
 
-def _fixed_steps(bn, shift, steps, lr, rng):
+def _fixed_steps(bn, shift, steps, lr, rng, init_rng):
     x, t = mean_shift_task(shift, rng=rng)
-    net = mean_shift_model(bn)
+    net = mean_shift_model(bn, rng=init_rng)
     steps_to_target(net, SGD(net, lr=lr), x, t, loss_target=0.0, max_steps=steps)
     # the last hidden layer's sigmoid outputs: saturated share, share at the floor
     z = capture_inputs(net, x, Sigmoid, mode="eval")[-1]
@@ -851,10 +866,12 @@ def _fixed_steps(bn, shift, steps, lr, rng):
     return net, sigmoid_linear_regime(z)["saturated"], floor
 
 
-def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
+def mean_shift_pair(
+    bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0, init_rng=1
+):
     """Train :func:`mean_shift_model` for exactly ``steps`` full-batch SGD updates on
     the task of :func:`mean_shift_task` with two shifts (same data seed ``rng``, same
-    initial weights) and compare the two trained networks.
+    initial weights from ``init_rng``) and compare the two trained networks.
 
     Returns:
         dict: ``models`` (the two networks), ``diffs`` (list of floats, one per
@@ -865,8 +882,8 @@ def mean_shift_pair(bn, shift_a=0.0, shift_b=10.0, steps=100, lr=0.3, rng=0):
         sigmoid inputs whose outputs are below 0.05 or above 0.95, per run) and
         ``floor`` (pair of floats: the share of those outputs below 0.05 alone).
     """
-    a, sat_a, floor_a = _fixed_steps(bn, shift_a, steps, lr, rng)
-    b, sat_b, floor_b = _fixed_steps(bn, shift_b, steps, lr, rng)
+    a, sat_a, floor_a = _fixed_steps(bn, shift_a, steps, lr, rng, init_rng)
+    b, sat_b, floor_b = _fixed_steps(bn, shift_b, steps, lr, rng, init_rng)
     diffs = [
         np.abs(m1.params[k] - m2.params[k]).max()
         for (m1, k), (m2, _) in zip(a.parameters(), b.parameters())
@@ -1028,6 +1045,26 @@ def active_fractions(model, x):
     """For each ReLU of ``model`` (eval mode, model unchanged): the share of the
     examples x (N, d_in) on which each unit is active. List of arrays (C,)."""
     return [np.mean(z > 0, axis=0) for z in capture_inputs(model, x, ReLU, mode="eval")]
+
+
+def active_fractions_in_training(model, x, batch_size, passes=5, rng=0):
+    """For each ReLU of ``model``: the share of the examples x (N, d_in) on which each
+    unit is active in *training mode*, over ``passes`` reshuffled epochs of batches of
+    ``batch_size`` (each batch normalized with its own statistics; model unchanged).
+    List of arrays (C,)."""
+    rng = _rng(rng)
+    counts, seen = None, 0
+    for _ in range(passes):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x) - batch_size + 1, batch_size):
+            batch = x[order[start : start + batch_size]]
+            act = [
+                np.sum(z > 0, axis=0)
+                for z in capture_inputs(model, batch, ReLU, "train")
+            ]
+            counts = act if counts is None else [c + a for c, a in zip(counts, act)]
+            seen += batch_size
+    return [c / seen for c in counts]
 
 
 def dead_unit_census(
@@ -1255,7 +1292,8 @@ def plot_subset_accuracy(results, chance=0.1, ax=None):
     ax.set_xlabel("training step (mini-batches)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, top + 0.05)
-    ax.legend(fontsize=9)
+    # below the axes, where it covers neither the bands nor the chance line
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return ax
 
 

@@ -567,3 +567,17 @@ def test_bn_gammas():
     net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
     g = ch2.bn_gammas(net)
     assert g.shape == (14,) and np.all(g == 1.0)
+
+
+def test_active_fractions_in_training_use_each_batchs_statistics():
+    data = bnlib.make_gaussian_classes(n_train=200, n_test=50, dim=5, rng=0)
+    net = bnlib.make_mlp([5, 8, 3], "relu", "bn", rng=0)
+    bn = bnlib.batchnorm_layers(net)[0]
+    bn.params["bias"][:] = 0.0
+    bn.params["bias"][0] = -20.0  # below -sqrt(m - 1) = -7: off in every batch
+    state = {k: v.copy() for k, v in net.state_dict().items()}
+    (frac,) = ch2.active_fractions_in_training(net, data.x_train, 50, passes=2, rng=0)
+    assert frac[0] == 0.0
+    # beta = 0: active on about half of each batch, whatever the running statistics
+    assert np.all(np.abs(frac[1:] - 0.5) < 0.15)
+    assert all(np.array_equal(v, net.state_dict()[k]) for k, v in state.items())
