@@ -5,7 +5,7 @@
 :func:`plot_weight_scale_sweep` (scale invariance: larger weights get smaller updates;
 the training loop itself is on the chapter's page), the layer diagnostics of a deeper
 network (:func:`record_layers`, :func:`saturated_fraction`, :func:`layer_summary`,
-:func:`diagnostics_table`, :func:`plot_layer_histograms`, :func:`plot_update_ratios`),
+:func:`diagnostics_report`, :func:`plot_layer_histograms`, :func:`plot_update_ratios`),
 and :func:`markdown_table` for tables in outputs.
 """
 
@@ -35,7 +35,7 @@ __all__ = [
     "saturated_fraction",
     "layer_summary",
     "update_to_data",
-    "diagnostics_table",
+    "diagnostics_report",
     "plot_layer_histograms",
     "plot_update_ratios",
 ]
@@ -425,39 +425,28 @@ def update_to_data(net, lr):
     ]
 
 
-def diagnostics_table(summary, when_labels) -> str:
-    """A Markdown table of :func:`layer_summary` results, one row per network, time
-    and layer.
+def diagnostics_report(summary, when_labels) -> str:
+    """:func:`layer_summary` results as fixed-width text (within 72 columns, so it
+    scrolls rather than wraps on a phone): a block per network and time, a line per
+    layer.
 
     Args:
         summary: ``{(network, when): layer_summary(...)}``; network is a key of
-            :data:`bnlib.plotting.LABELS` (``"plain"``, ``"bn"``).
+            ``bnlib.plotting.LABELS`` (``"plain"``, ``"bn"``).
         when_labels: ``{when: label}``, e.g. ``{"init": "step 0"}``.
     """
-    header = [
-        "network",
-        "when",
-        "layer",
-        "saturated",
-        "std",
-        "std across examples",
-        "std of ∂ℓ/∂h",
+    lines = [
+        f"{'':24}{'saturated':>9}{'std':>8}{'std across':>12}{'std of':>10}",
+        f"{'':24}{'':>9}{'':>8}{'examples':>12}{'∂ℓ/∂h':>10}",
     ]
-    rows = []
     for (key, when), s in summary.items():
+        lines.append(f"{LABELS[key]}, {when_labels[when]}")
         for i in range(len(s["std"])):
-            rows.append(
-                [
-                    LABELS[key],
-                    when_labels[when],
-                    i + 1,
-                    f"{100 * s['saturated'][i]:.2f} %",
-                    f"{s['std'][i]:.3f}",
-                    f"{s['spread'][i]:.4f}",
-                    f"{s['grad_std'][i]:.1e}",
-                ]
+            lines.append(
+                f"{'  layer ' + str(i + 1):24}{100 * s['saturated'][i]:>7.2f} %"
+                f"{s['std'][i]:>8.3f}{s['spread'][i]:>12.4f}{s['grad_std'][i]:>10.1e}"
             )
-    return markdown_table(header, rows)
+    return "\n".join(lines)
 
 
 def _panel_grid(panels, when_labels, figsize):

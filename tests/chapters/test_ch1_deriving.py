@@ -232,16 +232,18 @@ def test_update_to_data_covers_weight_matrices_only():
         assert r == pytest.approx(expected)
 
 
-def test_diagnostics_table_rows():
+def test_diagnostics_report_lines():
     s = {"saturated": np.zeros(3), "std": np.ones(3), "spread": np.ones(3)}
     s["grad_std"] = np.array([1e-6, 1e-5, 1e-4])
     summary = {("plain", "init"): s, ("bn", "init"): s}
-    lines = ch1.diagnostics_table(summary, {"init": "step 0"}).splitlines()
-    assert len(lines) == 2 + 6
-    assert lines[0].count("|") == 8
-    assert lines[2] == (
-        "| no normalization | step 0 | 1 | 0.00 % | 1.000 | 1.0000 | 1.0e-06 |"
-    )
+    lines = ch1.diagnostics_report(summary, {"init": "step 0"}).splitlines()
+    assert len(lines) == 2 + 2 * 4
+    assert lines[2] == "no normalization, step 0"
+    assert lines[3].split() == ["layer", "1", "0.00", "%", "1.000", "1.0000", "1.0e-06"]
+    assert lines[6] == "BatchNorm, step 0"
+    assert max(len(line) for line in lines) <= 72
+    # the numbers sit under their headings
+    assert lines[3].index("1.0e-06") + 7 == lines[0].index("std of") + 6
 
 
 def _panels(seed=4):
