@@ -477,8 +477,8 @@ def plot_layer_histograms(
             :func:`record_layers`); network is ``"plain"`` or ``"bn"``.
         kind: ``"activation"``: histograms of the sigmoid outputs on [0, 1], with the
             saturated zones (``tol`` from 0 or 1) shaded; ``"gradient"``: histograms
-            of log10 |dl/dh| (bins shared by all panels), since the layers' gradients
-            differ by decades.
+            of log10 |dl/dh| (bins shared by all panels, from the 0.1 % quantile of
+            all values up), since the layers' gradients differ by decades.
         when_labels: ``{when: label}`` for the panel titles.
 
     One colour and line style per layer (:data:`LAYER_COLORS`), the same in every
@@ -499,7 +499,8 @@ def plot_layer_histograms(
             for k, v in panels.items()
         }
         allv = np.concatenate([x for v in values.values() for x in v])
-        edges = np.linspace(np.floor(allv.min()), np.ceil(allv.max()), bins + 1)
+        lo = np.floor(np.percentile(allv, 0.1))  # leave out the thinnest tail
+        edges = np.linspace(lo, np.ceil(allv.max()), bins + 1)
     fig, axes, keys, whens = _panel_grid(panels, when_labels, figsize)
     handles = []
     for r, when in enumerate(whens):
