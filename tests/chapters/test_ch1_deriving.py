@@ -9,7 +9,9 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from bnlib import functional as F  # noqa: E402
+from bnlib import make_mlp, numerical_gradient  # noqa: E402
 from bnlib.chapters import ch1_deriving as ch1  # noqa: E402
+from bnlib.losses import softmax_cross_entropy  # noqa: E402
 
 
 def _gids(fig, prefix):
@@ -152,3 +154,162 @@ def test_wrap_report_keeps_words_and_width():
     assert all(len(line) <= 40 for line in lines)
     assert lines[2].startswith("      word")  # continuation: 2 + 4 spaces
     assert " ".join(text.split()) == " ".join(("checker: FAILED\n" + long).split())
+
+
+# --- layer diagnostics -------------------------------------------------------------
+
+
+def _small_net(norm=None, seed=0):
+    return make_mlp([5, 4, 4, 3], "sigmoid", norm, np.random.default_rng(seed))
+
+
+def _batch(seed=1, n=16):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 5)), rng.integers(0, 3, size=n)
+
+
+@pytest.mark.parametrize("norm", [None, "bn"])
+def test_record_layers_keeps_outputs_and_their_gradients(norm):
+    net = _small_net(norm)
+    x, y = _batch()
+    acts, grads = ch1.record_layers(net, x, y)
+    assert len(acts) == len(grads) == 2  # two hidden sigmoid layers
+    sig = [i for i, layer in enumerate(net.layers) if type(layer).__name__ == "Sigmoid"]
+    for k, i in enumerate(sig):
+        h = x
+        for layer in net.layers[: i + 1]:
+            h = layer(h)
+        np.testing.assert_allclose(acts[k], h, rtol=1e-12)
+        # dl/dh by centered differences through the layers above the sigmoid
+        hk = h.copy()
+
+        def loss_from_h(i=i, hk=hk):
+            out = hk
+            for layer in net.layers[i + 1 :]:
+                out = layer(out)
+            return softmax_cross_entropy(out, y)[0]
+
+        numeric = numerical_gradient(loss_from_h, hk)
+        np.testing.assert_allclose(grads[k], numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_saturated_fraction_is_karpathys_tanh_cut():
+    assert ch1.saturated_fraction([0.0, 0.01, 0.5, 0.99, 1.0]) == pytest.approx(0.8)
+    assert ch1.saturated_fraction([0.02, 0.5, 0.98]) == 0.0
+    assert ch1.saturated_fraction([0.02, 0.98], tol=0.03) == 1.0
+    z = np.random.default_rng(2).normal(0.0, 6.0, size=20_000)
+    s = 1 / (1 + np.exp(-z))
+    # sigmoid(z) = (1 + tanh(z / 2)) / 2: within 0.015 of 0 or 1 <=> |tanh(z/2)| > 0.97
+    assert ch1.saturated_fraction(s) == pytest.approx(
+        np.mean(np.abs(np.tanh(z / 2)) > 0.97)
+    )
+    assert ch1.SATURATION_TOL == 0.015
+
+
+def test_layer_summary_numbers():
+    rng = np.random.default_rng(3)
+    # unit 0 varies across examples, unit 1 is constant: pooled std > spread
+    a = np.column_stack([rng.uniform(0.4, 0.6, 100), np.full(100, 0.995)])
+    g = rng.normal(0.0, 2.0, size=(100, 2))
+    s = ch1.layer_summary([a, a], [g, 3 * g])
+    assert set(s) == {"saturated", "std", "spread", "grad_std"}
+    assert all(v.shape == (2,) for v in s.values())
+    np.testing.assert_allclose(s["saturated"], 0.5)
+    np.testing.assert_allclose(s["std"], a.std())
+    np.testing.assert_allclose(s["spread"], np.median(a.std(axis=0)))
+    np.testing.assert_allclose(s["grad_std"], [g.std(), 3 * g.std()])
+
+
+def test_update_to_data_covers_weight_matrices_only():
+    net = _small_net("bn")
+    x, y = _batch()
+    ch1.record_layers(net, x, y)  # fills the grads
+    linears = [m for m in net.modules() if type(m).__name__ == "Linear"]
+    ratios = ch1.update_to_data(net, 0.1)
+    assert len(ratios) == len(linears) == 3
+    for r, lin in zip(ratios, linears):
+        expected = np.std(0.1 * lin.grads["weight"]) / np.std(lin.params["weight"])
+        assert r == pytest.approx(expected)
+
+
+def test_diagnostics_report_lines():
+    s = {"saturated": np.zeros(3), "std": np.ones(3), "spread": np.ones(3)}
+    s["grad_std"] = np.array([1e-6, 1e-5, 1e-4])
+    summary = {("plain", "init"): s, ("bn", "init"): s}
+    lines = ch1.diagnostics_report(summary, {"init": "step 0"}).splitlines()
+    assert len(lines) == 2 + 2 * 4
+    assert lines[2] == "no normalization, step 0"
+    assert lines[3].split() == ["layer", "1", "0.00", "%", "1.000", "1.0000", "1.0e-06"]
+    assert lines[6] == "BatchNorm, step 0"
+    assert max(len(line) for line in lines) <= 72
+    # the numbers sit under their headings
+    assert lines[3].index("1.0e-06") + 7 == lines[0].index("std of") + 6
+
+
+def _panels(seed=4):
+    rng = np.random.default_rng(seed)
+    when = {"init": "step 0", "trained": "after training"}
+    acts = {
+        (k, w): [rng.uniform(0.0, 1.0, (50, 4)) for _ in range(3)]
+        for k in ("plain", "bn")
+        for w in when
+    }
+    grads = {
+        key: [rng.normal(0.0, 10.0**-e, (50, 4)) for e in (6, 5, 4)] for key in acts
+    }
+    return acts, grads, when
+
+
+def _line_colors(ax):
+    return [
+        matplotlib.colors.to_hex(a.get_edgecolor())
+        for a in ax.patches
+        if (a.get_gid() or "").startswith("hist:")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["activation", "gradient"])
+def test_plot_layer_histograms(kind):
+    acts, grads, when = _panels()
+    fig = ch1.plot_layer_histograms(acts if kind == "activation" else grads, kind, when)
+    assert len(fig.axes) == 4 and fig.get_size_inches()[0] <= 7.5
+    assert max(ax.get_subplotspec().get_geometry()[1] for ax in fig.axes) <= 2
+    hists = _gids(fig, "hist:")
+    assert len(hists) == 12 and "hist:bn:trained:3" in hists
+    # one colour per layer, the same in every panel
+    expected = [c.lower() for c in ch1.LAYER_COLORS[:3]]
+    assert all(_line_colors(ax) == expected for ax in fig.axes)
+    # the legend is the figure's, outside the panels
+    assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert min(t.get_fontsize() for t in texts) >= 9
+    zones = _gids(fig, "saturated")
+    assert len(zones) == (8 if kind == "activation" else 0)
+    plt.close(fig)
+
+
+def test_plot_layer_histograms_rejects_unknown_kind():
+    acts, _, when = _panels()
+    with pytest.raises(ValueError, match="kind"):
+        ch1.plot_layer_histograms(acts, "weights", when)
+
+
+def test_plot_update_ratios():
+    rng = np.random.default_rng(5)
+    ratios = {
+        "plain": 10.0 ** rng.normal([-3.5, -2.5, -1.5, -1.0], 0.1, (3, 20, 4)),
+        "bn": 10.0 ** rng.normal(-1.4, 0.1, (3, 20, 4)),
+    }
+    fig = ch1.plot_update_ratios(ratios)
+    assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 7.5
+    lines = [a for a in fig.findobj() if (a.get_gid() or "").startswith("ratio:")]
+    assert len(lines) == 8
+    (first,) = [a for a in lines if a.get_gid() == "ratio:plain:1"]
+    np.testing.assert_allclose(
+        first.get_ydata(), np.median(np.log10(ratios["plain"][:, :, 0]), axis=0)
+    )
+    assert matplotlib.colors.to_hex(first.get_color()) == ch1.LAYER_COLORS[0].lower()
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[-2] == "output" and "rule of thumb" in labels[-1]
+    plt.close(fig)
