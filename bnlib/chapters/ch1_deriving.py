@@ -378,6 +378,11 @@ def record_layers(net, x, y, loss_fn=softmax_cross_entropy):
     training mode BN layers update their running statistics: pass a copy of a network
     you want to keep untouched.
     """
+    if not any(isinstance(layer, Sigmoid) for layer in net.layers):
+        raise ValueError(
+            "record_layers: the network has no Sigmoid layer to record (it follows the "
+            "sigmoid networks of chapter 1; for another nonlinearity, adapt the test)"
+        )
     acts, grads = [], []
     h = x
     for layer in net.layers:

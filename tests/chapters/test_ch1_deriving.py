@@ -313,3 +313,9 @@ def test_plot_update_ratios():
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[-2] == "output" and "rule of thumb" in labels[-1]
     plt.close(fig)
+
+
+def test_record_layers_refuses_a_network_without_sigmoids():
+    net = make_mlp([4, 3, 2], "tanh", None, rng=0)
+    with pytest.raises(ValueError, match="no Sigmoid"):
+        ch1.record_layers(net, np.zeros((5, 4)), np.zeros(5, dtype=int))
