@@ -52,7 +52,14 @@ from .surgery import (
     precise_bn,
     preserved,
 )
-from .train import History, NonFiniteLossError, evaluate, fit, train_step
+from .train import (
+    History,
+    NonFiniteLossError,
+    evaluate,
+    fit,
+    parallel_map,
+    train_step,
+)
 from .variants import (
     BatchRenorm1d,
     GhostBatchNorm1d,
@@ -119,6 +126,7 @@ __all__ = [
     "fit",
     "evaluate",
     "train_step",
+    "parallel_map",
     # data and checks
     "Dataset",
     "load_mnist1d",

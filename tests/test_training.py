@@ -377,3 +377,41 @@ def test_mlp_with_batchnorm_learns_gaussian_classes():
     )
     assert hist.test_acc[-1] >= 0.97
     assert np.mean(hist.loss[-10:]) < 0.2 * np.mean(hist.loss[:10])
+
+
+# ------------------------------------------------------------------ parallel runs
+def _short_run(seed):
+    """One small, seeded training run (module level, so worker processes find it)."""
+    data = bnlib.make_gaussian_classes(120, 3, dim=4, rng=[seed, 0])
+    x, y = data.x_train, data.y_train
+    model = bnlib.make_mlp([4, 8, 3], "relu", "bn", rng=[seed, 1])
+    hist = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        x,
+        y,
+        epochs=2,
+        batch_size=20,
+        rng=[seed, 2],
+        progress=False,
+    )
+    return np.array(hist.loss), model[0].params["weight"].copy()
+
+
+def test_parallel_map_same_results_in_one_or_two_processes():
+    seeds = [3, 1, 4, 1, 5]
+    serial = bnlib.parallel_map(_short_run, seeds, jobs=1)
+    parallel = bnlib.parallel_map(_short_run, seeds, jobs=2)
+    assert len(parallel) == len(seeds)
+    for (loss_a, w_a), (loss_b, w_b) in zip(serial, parallel):
+        np.testing.assert_array_equal(loss_a, loss_b)  # bit for bit, in task order
+        np.testing.assert_array_equal(w_a, w_b)
+    # equal seeds give equal runs, different seeds different ones
+    np.testing.assert_array_equal(parallel[1][0], parallel[3][0])
+    assert not np.array_equal(parallel[0][0], parallel[1][0])
+    assert bnlib.parallel_map(_short_run, [], jobs=2) == []
+
+
+def test_parallel_map_bad_jobs():
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        bnlib.parallel_map(abs, [1], jobs=0)

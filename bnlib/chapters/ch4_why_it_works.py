@@ -10,9 +10,11 @@
   :func:`bnlib.fit` as ``probes`` and read them back; :func:`percentile_probe` looks at
   the inputs of a network's nonlinearities.
 * Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
-  seeds), :func:`lr_sweep`, :func:`train_and_score`, :func:`weight_grad_norms`,
-  :func:`mean_ics`, with the probe factories :func:`ics_probe` and
-  :func:`landscape_probe`.
+  seeds), :func:`lr_sweep`, :func:`train_run` and :func:`train_runs` (independent
+  runs, each described by a dict, spread over processes), :func:`train_and_score`,
+  :func:`weight_grad_norms`, :func:`mean_ics`, with the probe factories
+  :func:`ics_probe` and :func:`landscape_probe`.
+* :func:`summarize_landscape` condenses landscape probes into one number per run.
 * :func:`spread_across_examples` measures signal collapse: how much the inputs of a
   layer's units still differ from one example to the next.
 * Figures of the chapter: :func:`plot_figure1`, :func:`plot_depth`,
@@ -32,7 +34,7 @@ from ..modules import Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
 from ..optim import SGD
 from ..plotting import COLORS, LABELS, caption_axes
 from ..surgery import capture_inputs, preserved
-from ..train import evaluate, fit
+from ..train import evaluate, fit, parallel_map
 
 __all__ = [
     "layer_groups",
@@ -48,6 +50,9 @@ __all__ = [
     "first_weight_sq_norm",
     "train_mlps",
     "lr_sweep",
+    "train_run",
+    "train_runs",
+    "summarize_landscape",
     "weight_grad_norms",
     "mean_ics",
     "train_and_score",
@@ -364,6 +369,7 @@ def lr_sweep(
     land_every=20,
     land_seed=None,
     epochs=100,
+    jobs=1,
 ):
     """Train :func:`make_mlp` networks for ``steps`` SGD steps at each learning rate.
 
@@ -374,36 +380,159 @@ def lr_sweep(
     ``land_every`` steps, batches from ``land_seed``). A run whose loss becomes
     non-finite stops (``on_nonfinite="stop"``, floating-point warnings silenced).
 
+    The runs are independent and go to ``jobs`` processes
+    (:func:`bnlib.parallel_map`); the result does not depend on ``jobs``.
+
     Returns:
         ``{key: [{"lr": lr, "loss": final training loss (inf if diverged),
         "hist": History}, ...]}``, one entry per rate.
     """
-    sweep = {key: [] for key, _ in variants}
-    for key, norm in variants:
-        for lr in rates:
-            model = make_mlp(sizes, activation, norm, rng=init)
-            probes = {"w2": first_weight_sq_norm}
-            if lr in land_rates:
-                probes["land"] = landscape_probe(
-                    land_every, lr, x, y, batch_size, land_seed
-                )
-            with np.errstate(all="ignore"):  # diverging runs overflow before they stop
-                hist = fit(
-                    model,
-                    SGD(model, lr),
-                    x,
-                    y,
-                    epochs=epochs,
-                    max_steps=steps,
-                    batch_size=batch_size,
-                    probes=probes,
-                    rng=order,
-                    progress=False,
-                    on_nonfinite="stop",
-                )
-                loss = np.inf if hist.diverged else evaluate(model, x, y)[0]
-            sweep[key].append({"lr": lr, "loss": loss, "hist": hist})
-    return sweep
+    tasks = [
+        dict(
+            sizes=sizes,
+            activation=activation,
+            norm=norm,
+            lr=lr,
+            init=init,
+            order=order,
+            steps=steps,
+            batch_size=batch_size,
+            epochs=epochs,
+            land_every=land_every if lr in land_rates else None,
+            land_seed=land_seed,
+        )
+        for _, norm in variants
+        for lr in rates
+    ]
+    results = iter(parallel_map(_sweep_task, [(t, x, y) for t in tasks], jobs))
+    return {key: [dict(lr=lr, **next(results)) for lr in rates] for key, _ in variants}
+
+
+def _sweep_task(task):
+    spec, x, y = task
+    model = make_mlp(spec["sizes"], spec["activation"], spec["norm"], rng=spec["init"])
+    probes = {"w2": first_weight_sq_norm}
+    if spec["land_every"]:
+        probes["land"] = landscape_probe(
+            spec["land_every"], spec["lr"], x, y, spec["batch_size"], spec["land_seed"]
+        )
+    with np.errstate(all="ignore"):  # diverging runs overflow before they stop
+        hist = fit(
+            model,
+            SGD(model, spec["lr"]),
+            x,
+            y,
+            epochs=spec["epochs"],
+            max_steps=spec["steps"],
+            batch_size=spec["batch_size"],
+            probes=probes,
+            rng=spec["order"],
+            progress=False,
+            on_nonfinite="stop",
+        )
+        loss = np.inf if hist.diverged else evaluate(model, x, y)[0]
+    return {"loss": loss, "hist": hist}
+
+
+def train_run(spec, x, y, test=None, return_model=False):
+    """Train one :func:`make_mlp` network with plain SGD, as ``spec`` describes.
+
+    ``spec`` is a dict with ``sizes``, ``activation``, ``norm``, ``lr``, ``init`` (the
+    ``rng`` of :func:`make_mlp`), ``order`` (the ``rng`` of :func:`bnlib.fit`),
+    ``steps`` and ``batch_size``. Optional keys:
+
+    * ``mlp``: more keyword arguments of :func:`make_mlp`, e.g. ``{"noise": {...}}``;
+    * ``land_every``, ``land_seed``: :func:`landscape_probe` every ``land_every``
+      steps, on batches drawn from ``land_seed`` (probe ``"land"``);
+    * ``ics_every``, ``ics_seed``: :func:`ics_probe` likewise (probe ``"ics"``);
+    * ``pct_every``, ``pct_x``: :func:`percentile_probe` of every unit of the last
+      nonlinearity on the examples ``pct_x`` (probe ``"pct"``);
+    * ``loss_every``: the loss on all of x, y in eval mode (probe ``"train_loss"``);
+    * ``eval_every``: test evaluations, with ``test = (x_test, y_test)``.
+
+    Other keys (e.g. a ``"key"`` naming the run) are ignored. Every run records
+    ``"w2"`` (:func:`first_weight_sq_norm`) after each step. Returns the History, or
+    ``(History, trained model)`` with ``return_model=True``.
+    """
+    model = make_mlp(
+        spec["sizes"],
+        spec["activation"],
+        spec["norm"],
+        rng=spec["init"],
+        **spec.get("mlp", {}),
+    )
+    probes = {"w2": first_weight_sq_norm}
+    if spec.get("pct_every"):
+        probes["pct"] = probe_every(
+            spec["pct_every"], percentile_probe(spec["pct_x"], unit=None)
+        )
+    if spec.get("ics_every"):
+        probes["ics"] = ics_probe(
+            spec["ics_every"], spec["lr"], x, y, spec["batch_size"], spec["ics_seed"]
+        )
+    if spec.get("land_every"):
+        probes["land"] = landscape_probe(
+            spec["land_every"], spec["lr"], x, y, spec["batch_size"], spec["land_seed"]
+        )
+    if spec.get("loss_every"):
+        probes["train_loss"] = probe_every(
+            spec["loss_every"], lambda m: evaluate(m, x, y)[0]
+        )
+    hist = fit(
+        model,
+        SGD(model, spec["lr"]),
+        x,
+        y,
+        epochs=-(-spec["steps"] // (len(x) // spec["batch_size"])),  # enough for steps
+        max_steps=spec["steps"],
+        batch_size=spec["batch_size"],
+        probes=probes,
+        rng=spec["order"],
+        progress=False,
+        test=test,
+        eval_every=spec.get("eval_every"),
+    )
+    return (hist, model) if return_model else hist
+
+
+def _train_task(task):
+    return train_run(*task)
+
+
+def train_runs(specs, x, y, test=None, jobs=1, return_models=False):
+    """:func:`train_run` for every dict of ``specs``, on ``jobs`` processes
+    (:func:`bnlib.parallel_map`). Each run is seeded by its own spec, so the
+    Histories (or ``(History, model)`` pairs with ``return_models=True``), returned in
+    the order of ``specs``, are the same for any ``jobs``. The processes take the runs
+    in this order, so the slowest ones are best put first."""
+    tasks = [(s, x, y, test, return_models) for s in specs]
+    return parallel_map(_train_task, tasks, jobs)
+
+
+def summarize_landscape(hist, until=None):
+    """One run's :func:`landscape_probe` series averaged over its checkpoints (up to
+    step ``until``): ``(loss range, gradient change, beta, beta x growth)``.
+
+    Per checkpoint: the range of L(w - eta g) over the step sizes, the largest
+    ||g(w) - g(w - eta g)||, and the effective beta. ``beta x growth`` multiplies
+    each beta by the growth of ||W1||^2 since the start (probe ``"w2"``), a rough
+    correction for the scale invariance of BN layers (NaN without that probe).
+    """
+    steps, L = series(hist, "land", "loss")
+    _, G = series(hist, "land", "grad_change")
+    _, B = series(hist, "land", "beta")
+    keep = steps <= (np.inf if until is None else until)
+    if "w2" in hist.probes:
+        s_w, w2 = series(hist, "w2")
+        growth = np.interp(steps, s_w, w2) / w2[0]
+    else:
+        growth = np.full(len(steps), np.nan)
+    return (
+        float((L.max(1) - L.min(1))[keep].mean()),
+        float(G.max(1)[keep].mean()),
+        float(B[keep].mean()),
+        float((B * growth)[keep].mean()),
+    )
 
 
 def weight_grad_norms(model, x, y, loss_fn=softmax_cross_entropy):
@@ -563,46 +692,60 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
 
 
 def plot_landscape(land, keys=("plain", "bn"), show=None):
-    """The :func:`landscape_probe` series in ``land[setting, key]`` (Histories with a
-    ``"land"`` probe), over training, for each method in ``keys``: one column per
-    setting in ``show`` (default: the first two), one row per measure: the loss along
-    the gradient (band over the step sizes), the gradient change (band), and the
-    effective beta-smoothness (line).
+    """The :func:`landscape_probe` series of several runs per setting, over training.
 
-    Returns ``(fig, summary)`` with ``summary[setting, key] = (mean loss range, mean
-    max gradient change, mean beta)`` (time averages) for every setting of ``land``.
+    ``land[setting, key]`` is a list of Histories with a ``"land"`` probe (one per
+    run, same checkpoints). One column per setting in ``show`` (default: the first
+    two), one row per measure: the loss range along the gradient, the largest
+    gradient change (both over the step sizes, at each checkpoint) and the effective
+    beta-smoothness (the first two on a log scale); for each method in ``keys`` a
+    line for the median over the runs and a band from the lowest to the highest run.
+    In the beta row, a dashed line shows BN's beta times the growth of ||W1||^2
+    (median over the runs; see :func:`summarize_landscape`). Returns ``(fig, axes)``.
     """
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(s for s, _ in land))
     show = settings[:2] if show is None else list(show)
     fig, axes = plt.subplots(
-        3, len(show), figsize=(7.5, 7.2), sharex="col", squeeze=False
+        3, len(show), figsize=(7.5, 7.2), sharex="col", sharey="row", squeeze=False
     )
-    summary = {}
-    for setting in settings:
-        for key in keys:
-            h = land[setting, key]
-            steps, L = series(h, "land", "loss")
-            _, G = series(h, "land", "grad_change")
-            _, B = series(h, "land", "beta")
-            summary[setting, key] = (
-                (L.max(1) - L.min(1)).mean(),
-                G.max(1).mean(),
-                B.mean(),
-            )
-            if setting not in show:
-                continue
-            col, st = show.index(setting), _style(key)
-            axes[0, col].fill_between(steps, L.min(1), L.max(1), alpha=0.4, **st)
-            axes[1, col].fill_between(steps, G.min(1), G.max(1), alpha=0.4, **st)
-            axes[2, col].plot(steps, B, **st)
     for col, setting in enumerate(show):
-        caption_axes(axes[0, col], "", "loss along g", setting)
+        for key in keys:
+            st = _style(key)
+            rows = [[], [], [], []]
+            for h in land[setting, key]:
+                steps, L = series(h, "land", "loss")
+                _, G = series(h, "land", "grad_change")
+                _, B = series(h, "land", "beta")
+                s_w, w2 = series(h, "w2")
+                rows[0].append(L.max(1) - L.min(1))
+                rows[1].append(G.max(1))
+                rows[2].append(B)
+                rows[3].append(B * np.interp(steps, s_w, w2) / w2[0])
+            for row, vals in enumerate(rows[:3]):
+                v = np.array(vals)
+                ax = axes[row, col]
+                ax.fill_between(
+                    steps, v.min(0), v.max(0), color=st["color"], alpha=0.25, lw=0
+                )
+                ax.plot(steps, np.median(v, 0), **st)
+            if key == "bn":
+                (dashed,) = axes[2, col].plot(
+                    steps,
+                    np.median(np.array(rows[3]), 0),
+                    color=st["color"],
+                    ls="--",
+                    label="BN, beta x growth of ||W1||^2",
+                )
+        caption_axes(axes[0, col], "", "loss range along g", setting)
         caption_axes(axes[1, col], "", "gradient change")
         caption_axes(axes[2, col], "training step", "effective beta")
-    axes[0, 0].legend(fontsize=9)
-    return fig, summary
+        axes[0, col].set_yscale("log")  # the runs without BN span decades
+        axes[1, col].set_yscale("log")
+    axes[0, 0].legend()
+    axes[2, 0].legend(handles=[dashed])
+    return fig, axes
 
 
 def plot_effective_lr(runs, rows):

@@ -29,7 +29,7 @@ from .. import functional as F
 from ..models import conv1d_net, rnn_classifier
 from ..optim import SGD, Adam
 from ..plotting import COLORS, LABELS
-from ..train import evaluate, fit
+from ..train import evaluate, fit, parallel_map
 
 __all__ = [
     "plot_norm_axes",
@@ -486,15 +486,7 @@ def batch_size_sweep_seeds(
         for s in seeds
         for norm in norms
     ]
-    if jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("fork")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            results = list(pool.map(_sweep_one_run, tasks))
-    else:
-        results = [_sweep_one_run(t) for t in tasks]
+    results = parallel_map(_sweep_one_run, tasks, jobs)
     done = {(t[1], t[2], t[3]): r for t, r in zip(tasks, results)}
     return {
         norm: np.array(

@@ -454,11 +454,35 @@ def test_figures_draw_and_summarize():
     fig, axes = ch4.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
     assert len(axes) == 3
     plt.close(fig)
-    land = {("a", k): h for k, h in runs.items()}
-    fig, summary = ch4.plot_landscape(land)
-    assert list(summary) == [("a", "plain"), ("a", "bn")]
-    _, L = series(runs["bn"], "land", "loss")
-    assert summary["a", "bn"][0] == pytest.approx((L.max(1) - L.min(1)).mean())
+    land = {}  # two runs per network, each with its own seeds
+    specs = [
+        dict(
+            key=k,
+            sizes=[6, 8, 3],
+            activation="relu",
+            norm=n,
+            lr=0.1,
+            init=r,
+            order=r + 1,
+            steps=8,
+            batch_size=20,
+            land_every=4,
+            land_seed=r + 2,
+        )
+        for r in (0, 1)
+        for k, n in (("plain", None), ("bn", "bn"))
+    ]
+    for spec, h in zip(specs, ch4.train_runs(specs, x, y)):
+        land.setdefault(("a", spec["key"]), []).append(h)
+    fig, axes = ch4.plot_landscape(land)
+    assert axes.shape == (3, 1)
+    # top panel: the median line over the two runs of the loss range, per checkpoint
+    ranges = [
+        (lambda L: L.max(1) - L.min(1))(series(h, "land", "loss")[1])
+        for h in land["a", "bn"]
+    ]
+    bn_line = [ln for ln in axes[0, 0].get_lines() if ln.get_label() == "BatchNorm"]
+    np.testing.assert_allclose(bn_line[0].get_ydata(), np.median(ranges, 0))
     plt.close(fig)
     sweep = ch4.lr_sweep(
         [0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5, batch_size=20
@@ -510,3 +534,180 @@ def test_plot_figure1_four_panels():
     fig, axes = ch4.plot_figure1(runs, pct, unit=1)
     assert axes.shape == (2, 2)
     plt.close(fig)
+
+
+def test_train_run_matches_train_mlps():
+    x, y = _data()
+    spec = dict(
+        key="bn",
+        sizes=[6, 8, 3],
+        activation="sigmoid",
+        norm="bn",
+        lr=0.1,
+        init=3,
+        order=4,
+        steps=10,
+        batch_size=20,
+        eval_every=5,
+        land_every=4,
+        land_seed=5,
+        mlp={"weight_scale": 2.0},
+    )
+    h = ch4.train_run(spec, x, y, test=(x[:40], y[:40]))
+    runs, _ = ch4.train_mlps(
+        [("bn", "bn")],
+        [6, 8, 3],
+        "sigmoid",
+        x,
+        y,
+        0.1,
+        init=3,
+        order=4,
+        probes=lambda: {"land": ch4.landscape_probe(4, 0.1, x, y, 20, rng=5)},
+        mlp={"weight_scale": 2.0},
+        epochs=100,
+        max_steps=10,
+        batch_size=20,
+        test=(x[:40], y[:40]),
+        eval_every=5,
+    )
+    np.testing.assert_array_equal(h.loss, runs["bn"].loss)
+    np.testing.assert_array_equal(h.test_acc, runs["bn"].test_acc)
+    np.testing.assert_array_equal(
+        series(h, "land", "loss")[1], series(runs["bn"], "land", "loss")[1]
+    )
+    assert len(h.probes["w2"]) == 10  # the squared norm of W1 after every step
+
+
+def test_train_run_optional_probes():
+    x, y = _data()
+    spec = dict(
+        sizes=[6, 8, 3],
+        activation="relu",
+        norm="bn",
+        lr=0.1,
+        init=0,
+        order=1,
+        steps=6,
+        batch_size=20,
+        loss_every=3,
+        pct_every=2,
+        pct_x=x[:30],
+        ics_every=3,
+        ics_seed=4,
+    )
+    h, trained = ch4.train_run(spec, x, y, return_model=True)
+    steps, loss = series(h, "train_loss")
+    assert list(steps) == [1, 3, 6]
+    assert "land" not in h.probes and h.eval_step == []
+    steps, pct = series(h, "pct")
+    assert list(steps) == [1, 2, 4, 6] and pct.shape == (4, 3, 8)
+    model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
+    bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        x,
+        y,
+        epochs=9,
+        max_steps=6,
+        batch_size=20,
+        rng=1,
+        progress=False,
+    )
+    assert loss[-1] == bnlib.evaluate(model, x, y)[0]
+    np.testing.assert_array_equal(
+        trained[0].params["weight"], model[0].params["weight"]
+    )
+    # the ICS probe: what ch4.ics_probe measures, on the same batches
+    probe = ch4.ics_probe(3, 0.1, x, y, 20, rng=4)
+    model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
+    want = bnlib.fit(
+        model,
+        bnlib.SGD(model, 0.1),
+        x,
+        y,
+        epochs=9,
+        max_steps=6,
+        batch_size=20,
+        rng=1,
+        progress=False,
+        probes={"ics": probe},
+    )
+    np.testing.assert_array_equal(
+        series(h, "ics", "l2")[1], series(want, "ics", "l2")[1]
+    )
+    pairs = ch4.train_runs([spec, spec], x, y, return_models=True)
+    assert all(isinstance(m, bnlib.Sequential) for _, m in pairs)
+
+
+def test_train_runs_and_lr_sweep_same_in_one_or_two_processes():
+    x, y = _data()
+    specs = [
+        dict(
+            sizes=[6, 8, 3],
+            activation="sigmoid",
+            norm=norm,
+            lr=0.2,
+            init=r,
+            order=10 + r,
+            steps=8,
+            batch_size=20,
+            eval_every=4,
+            land_every=4,
+            land_seed=20 + r,
+            mlp=mlp,
+        )
+        for r in (0, 1)
+        for norm, mlp in ((None, {}), ("noisy_bn", {"noise": {"per_sample": True}}))
+    ]
+    one = ch4.train_runs(specs, x, y, test=(x, y), jobs=1)
+    two = ch4.train_runs(specs, x, y, test=(x, y), jobs=2)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.loss, b.loss)
+        np.testing.assert_array_equal(a.test_acc, b.test_acc)
+        np.testing.assert_array_equal(
+            series(a, "land", "grad_change")[1], series(b, "land", "grad_change")[1]
+        )
+        assert a.probes["w2"] == b.probes["w2"]
+    assert not np.array_equal(one[1].loss, one[3].loss)  # noisy BN differs by seed
+    kw = dict(
+        init=0,
+        order=1,
+        steps=5,
+        batch_size=20,
+        land_rates=(0.1,),
+        land_every=2,
+        land_seed=3,
+    )
+    s1 = ch4.lr_sweep([0.01, 0.1, 1e200], [6, 8, 3], "relu", x, y, jobs=1, **kw)
+    s2 = ch4.lr_sweep([0.01, 0.1, 1e200], [6, 8, 3], "relu", x, y, jobs=2, **kw)
+    for key in s1:
+        for r1, r2 in zip(s1[key], s2[key], strict=True):
+            assert r1["lr"] == r2["lr"] and r1["loss"] == r2["loss"]
+            assert r1["hist"].probes["w2"] == r2["hist"].probes["w2"]
+    assert s2["plain"][2]["hist"].diverged
+    assert "land" in s2["bn"][1]["hist"].probes
+
+
+def test_summarize_landscape():
+    h = bnlib.History()
+    h.step = [1, 2, 3]
+    h.probes["land"] = [
+        {
+            "loss": np.array([1.0, 3.0]),
+            "grad_change": np.array([1.0, 2.0]),
+            "beta": 4.0,
+        },
+        None,
+        {
+            "loss": np.array([2.0, 3.0]),
+            "grad_change": np.array([5.0, 1.0]),
+            "beta": 2.0,
+        },
+    ]
+    loss_range, grad_change, beta, corrected = ch4.summarize_landscape(h)
+    assert (loss_range, grad_change, beta) == (1.5, 3.5, 3.0)
+    assert np.isnan(corrected)  # no "w2" probe
+    h.probes["w2"] = [2.0, 3.0, 4.0]  # ||W1||^2 doubles by step 3
+    assert ch4.summarize_landscape(h)[3] == pytest.approx((4.0 * 1 + 2.0 * 2) / 2)
+    assert ch4.summarize_landscape(h, until=2) == (2.0, 2.0, 4.0, 4.0)
