@@ -736,11 +736,11 @@ def plot_landscape(land, keys=("plain", "bn"), show=None):
                     np.median(np.array(rows[3]), 0),
                     color=st["color"],
                     ls="--",
-                    label="BN, beta x growth of ||W1||^2",
+                    label=r"BN, $\beta \times$ growth of $\|W_1\|^2$",
                 )
         caption_axes(axes[0, col], "", "loss range along g", setting)
         caption_axes(axes[1, col], "", "gradient change")
-        caption_axes(axes[2, col], "training step", "effective beta")
+        caption_axes(axes[2, col], "training step", r"effective $\beta$")
         axes[0, col].set_yscale("log")  # the runs without BN span decades
         axes[1, col].set_yscale("log")
     axes[0, 0].legend()
