@@ -30,7 +30,7 @@ import numpy as np
 
 from ..losses import softmax_cross_entropy
 from ..models import make_mlp
-from ..modules import Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
+from ..modules import BatchNorm1d, Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
 from ..optim import SGD
 from ..plotting import COLORS, LABELS, caption_axes
 from ..surgery import capture_inputs, preserved
@@ -53,6 +53,9 @@ __all__ = [
     "train_run",
     "train_runs",
     "summarize_landscape",
+    "scale_invariant_layers",
+    "row_norms",
+    "with_row_norms",
     "weight_grad_norms",
     "mean_ics",
     "train_and_score",
@@ -285,15 +288,60 @@ def ics_probe(every, lr, x, y, batch_size, rng=None):
     return probe_every(every, fn, x, y, batch_size, rng=rng)
 
 
-def landscape_probe(every, lr, x, y, batch_size, rng=None):
+def landscape_probe(every, lr, x, y, batch_size, rng=None, rescale_to=None):
     """A :func:`bnlib.fit` probe measuring :func:`gradient_landscape` (base step ``lr``)
     every ``every`` steps on a fresh random batch of ``batch_size`` rows of x (N, d_in),
-    y (N,), drawn from ``rng`` (see :func:`probe_every`)."""
+    y (N,), drawn from ``rng`` (see :func:`probe_every`). With ``rescale_to`` (row
+    norms, as :func:`row_norms` returns them) it measures a copy of the model whose
+    scale-invariant weights are rescaled to those norms (:func:`with_row_norms`)."""
 
     def fn(m, xb, yb):
+        if rescale_to is not None:
+            m = with_row_norms(m, rescale_to)
         return gradient_landscape(m, xb, yb, lr)
 
     return probe_every(every, fn, x, y, batch_size, rng=rng)
+
+
+def scale_invariant_layers(model):
+    """The Linear layers of a Sequential that feed a BatchNorm1d directly: scaling any
+    row of their weight (and its bias) by a positive factor leaves the network's
+    output unchanged, since BN divides it out."""
+    layers = model.layers
+    return [
+        a
+        for a, b in zip(layers, layers[1:])
+        if isinstance(a, Linear) and isinstance(b, BatchNorm1d)
+    ]
+
+
+def row_norms(model):
+    """The norm of every row of every :func:`scale_invariant_layers` weight: a list of
+    arrays (out,)."""
+    return [
+        np.linalg.norm(lay.params["weight"], axis=1)
+        for lay in scale_invariant_layers(model)
+    ]
+
+
+def with_row_norms(model, norms):
+    """A copy of ``model`` whose scale-invariant rows are rescaled to ``norms`` (from
+    :func:`row_norms`): the same function, with weights of the given length. The
+    landscape of the copy is that of the model with the growth of those weights
+    undone."""
+    import copy
+
+    model = copy.deepcopy(model)
+    layers = model.layers
+    for layer, target in zip(scale_invariant_layers(model), norms):
+        factor = target / np.linalg.norm(layer.params["weight"], axis=1)
+        layer.params["weight"] *= factor[:, None]
+        if "bias" in layer.params:
+            layer.params["bias"] *= factor
+        bn = layers[layers.index(layer) + 1]  # its running statistics follow
+        bn.running_mean *= factor
+        bn.running_var *= factor**2
+    return model
 
 
 def first_weight_sq_norm(model):
@@ -443,7 +491,9 @@ def train_run(spec, x, y, test=None, return_model=False):
 
     * ``mlp``: more keyword arguments of :func:`make_mlp`, e.g. ``{"noise": {...}}``;
     * ``land_every``, ``land_seed``: :func:`landscape_probe` every ``land_every``
-      steps, on batches drawn from ``land_seed`` (probe ``"land"``);
+      steps, on batches drawn from ``land_seed`` (probe ``"land"``); with
+      ``land_rescaled`` true, also on the model with its scale-invariant rows
+      rescaled to their initial norms (probe ``"land_rescaled"``, same batches);
     * ``ics_every``, ``ics_seed``: :func:`ics_probe` likewise (probe ``"ics"``);
     * ``pct_every``, ``pct_x``: :func:`percentile_probe` of every unit of the last
       nonlinearity on the examples ``pct_x`` (probe ``"pct"``);
@@ -473,6 +523,16 @@ def train_run(spec, x, y, test=None, return_model=False):
     if spec.get("land_every"):
         probes["land"] = landscape_probe(
             spec["land_every"], spec["lr"], x, y, spec["batch_size"], spec["land_seed"]
+        )
+    if spec.get("land_rescaled"):  # the same probe batches, initial weight lengths
+        probes["land_rescaled"] = landscape_probe(
+            spec["land_every"],
+            spec["lr"],
+            x,
+            y,
+            spec["batch_size"],
+            spec["land_seed"],
+            rescale_to=row_norms(model),
         )
     if spec.get("loss_every"):
         probes["train_loss"] = probe_every(
@@ -509,29 +569,22 @@ def train_runs(specs, x, y, test=None, jobs=1, return_models=False):
     return parallel_map(_train_task, tasks, jobs)
 
 
-def summarize_landscape(hist, until=None):
-    """One run's :func:`landscape_probe` series averaged over its checkpoints (up to
-    step ``until``): ``(loss range, gradient change, beta, beta x growth)``.
+def summarize_landscape(hist, until=None, probe="land"):
+    """One run's :func:`landscape_probe` series (probe ``probe``, e.g.
+    ``"land_rescaled"``) averaged over its checkpoints up to step ``until``:
+    ``(loss range, gradient change, beta)``.
 
     Per checkpoint: the range of L(w - eta g) over the step sizes, the largest
-    ||g(w) - g(w - eta g)||, and the effective beta. ``beta x growth`` multiplies
-    each beta by the growth of ||W1||^2 since the start (probe ``"w2"``), a rough
-    correction for the scale invariance of BN layers (NaN without that probe).
+    ||g(w) - g(w - eta g)||, and the effective beta.
     """
-    steps, L = series(hist, "land", "loss")
-    _, G = series(hist, "land", "grad_change")
-    _, B = series(hist, "land", "beta")
+    steps, L = series(hist, probe, "loss")
+    _, G = series(hist, probe, "grad_change")
+    _, B = series(hist, probe, "beta")
     keep = steps <= (np.inf if until is None else until)
-    if "w2" in hist.probes:
-        s_w, w2 = series(hist, "w2")
-        growth = np.interp(steps, s_w, w2) / w2[0]
-    else:
-        growth = np.full(len(steps), np.nan)
     return (
         float((L.max(1) - L.min(1))[keep].mean()),
         float(G.max(1)[keep].mean()),
         float(B[keep].mean()),
-        float((B * growth)[keep].mean()),
     )
 
 
@@ -691,6 +744,13 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
     return fig, axes
 
 
+def _landscape_rows(hist, probe):
+    steps, L = series(hist, probe, "loss")
+    _, G = series(hist, probe, "grad_change")
+    _, B = series(hist, probe, "beta")
+    return steps, [L.max(1) - L.min(1), G.max(1), B]
+
+
 def plot_landscape(land, keys=("plain", "bn"), show=None):
     """The :func:`landscape_probe` series of several runs per setting, over training.
 
@@ -700,8 +760,9 @@ def plot_landscape(land, keys=("plain", "bn"), show=None):
     gradient change (both over the step sizes, at each checkpoint) and the effective
     beta-smoothness (the first two on a log scale); for each method in ``keys`` a
     line for the median over the runs and a band from the lowest to the highest run.
-    In the beta row, a dashed line shows BN's beta times the growth of ||W1||^2
-    (median over the runs; see :func:`summarize_landscape`). Returns ``(fig, axes)``.
+    Where BN's runs carry a ``"land_rescaled"`` probe, a dashed line shows its median:
+    the same network with its scale-invariant weights rescaled to their initial
+    lengths. Returns ``(fig, axes)``.
     """
     import matplotlib.pyplot as plt
 
@@ -710,41 +771,45 @@ def plot_landscape(land, keys=("plain", "bn"), show=None):
     fig, axes = plt.subplots(
         3, len(show), figsize=(7.5, 7.2), sharex="col", sharey="row", squeeze=False
     )
+    dashed = []
     for col, setting in enumerate(show):
         for key in keys:
             st = _style(key)
-            rows = [[], [], [], []]
-            for h in land[setting, key]:
-                steps, L = series(h, "land", "loss")
-                _, G = series(h, "land", "grad_change")
-                _, B = series(h, "land", "beta")
-                s_w, w2 = series(h, "w2")
-                rows[0].append(L.max(1) - L.min(1))
-                rows[1].append(G.max(1))
-                rows[2].append(B)
-                rows[3].append(B * np.interp(steps, s_w, w2) / w2[0])
-            for row, vals in enumerate(rows[:3]):
-                v = np.array(vals)
+            hists = land[setting, key]
+            per_run = [_landscape_rows(h, "land") for h in hists]
+            steps = per_run[0][0]
+            for row in range(3):
+                v = np.array([rows[row] for _, rows in per_run])
                 ax = axes[row, col]
                 ax.fill_between(
                     steps, v.min(0), v.max(0), color=st["color"], alpha=0.25, lw=0
                 )
                 ax.plot(steps, np.median(v, 0), **st)
-            if key == "bn":
-                (dashed,) = axes[2, col].plot(
-                    steps,
-                    np.median(np.array(rows[3]), 0),
-                    color=st["color"],
-                    ls="--",
-                    label=r"BN, $\beta \times$ growth of $\|W_1\|^2$",
-                )
+            if key == "bn" and all("land_rescaled" in h.probes for h in hists):
+                rescaled = [_landscape_rows(h, "land_rescaled")[1] for h in hists]
+                for row in range(3):
+                    v = np.array([rows[row] for rows in rescaled])
+                    dashed = axes[row, col].plot(
+                        steps,
+                        np.median(v, 0),
+                        color=st["color"],
+                        ls="--",
+                        label="BN, weights rescaled to their initial lengths",
+                    )
         caption_axes(axes[0, col], "", "loss range along g", setting)
         caption_axes(axes[1, col], "", "gradient change")
         caption_axes(axes[2, col], "training step", r"effective $\beta$")
         axes[0, col].set_yscale("log")  # the runs without BN span decades
         axes[1, col].set_yscale("log")
-    axes[0, 0].legend()
-    axes[2, 0].legend(handles=[dashed])
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles=handles[:2] + dashed,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=2,
+        fontsize=9,
+    )
+    fig.tight_layout()
     return fig, axes
 
 

@@ -468,6 +468,7 @@ def test_figures_draw_and_summarize():
             batch_size=20,
             land_every=4,
             land_seed=r + 2,
+            land_rescaled=n == "bn",
         )
         for r in (0, 1)
         for k, n in (("plain", None), ("bn", "bn"))
@@ -476,6 +477,8 @@ def test_figures_draw_and_summarize():
         land.setdefault(("a", spec["key"]), []).append(h)
     fig, axes = ch4.plot_landscape(land)
     assert axes.shape == (3, 1)
+    dashed = [ln for ln in axes[2, 0].get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1  # BN rescaled to its initial weight lengths
     # top panel: the median line over the two runs of the loss range, per checkpoint
     ranges = [
         (lambda L: L.max(1) - L.min(1))(series(h, "land", "loss")[1])
@@ -705,9 +708,22 @@ def test_summarize_landscape():
             "beta": 2.0,
         },
     ]
-    loss_range, grad_change, beta, corrected = ch4.summarize_landscape(h)
-    assert (loss_range, grad_change, beta) == (1.5, 3.5, 3.0)
-    assert np.isnan(corrected)  # no "w2" probe
-    h.probes["w2"] = [2.0, 3.0, 4.0]  # ||W1||^2 doubles by step 3
-    assert ch4.summarize_landscape(h)[3] == pytest.approx((4.0 * 1 + 2.0 * 2) / 2)
-    assert ch4.summarize_landscape(h, until=2) == (2.0, 2.0, 4.0, 4.0)
+    assert ch4.summarize_landscape(h) == (1.5, 3.5, 3.0)
+    assert ch4.summarize_landscape(h, until=2) == (2.0, 2.0, 4.0)
+    h.probes["other"] = h.probes.pop("land")
+    assert ch4.summarize_landscape(h, probe="other") == (1.5, 3.5, 3.0)
+
+
+def test_with_row_norms_keeps_the_function_and_sets_the_lengths():
+    net = bnlib.make_mlp([5, 7, 6, 3], "relu", "bn", rng=0)
+    x = np.random.default_rng(1).standard_normal((16, 5))
+    assert len(ch4.scale_invariant_layers(net)) == 2  # the two hidden Linear layers
+    norms = [np.full(7, 0.5), np.arange(1.0, 7.0)]
+    copy_ = ch4.with_row_norms(net, norms)
+    net.eval(), copy_.eval()  # the running statistics are rescaled too
+    np.testing.assert_allclose(copy_(x), net(x), rtol=1e-4, atol=1e-4)  # up to eps
+    net.train(), copy_.train()
+    np.testing.assert_allclose(copy_(x), net(x), rtol=1e-3, atol=1e-3)  # up to eps
+    for got, want in zip(ch4.row_norms(copy_), norms):
+        np.testing.assert_allclose(got, want)
+    assert not np.allclose(ch4.row_norms(net)[0], 0.5)  # the original is untouched
