@@ -824,17 +824,30 @@ def plot_effective_lr(runs, rows):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
-    shades = plt.cm.Blues(np.linspace(0.35, 1.0, len(runs)))
+    # a perceptually ordered map with distinct ends, and each line named at its end
+    shades = plt.cm.viridis(np.linspace(0.0, 0.9, len(runs)))
     eff_final = {}
     for r, shade in zip(runs, shades):
         steps, w2 = series(r["hist"], "w2")
         eff = r["lr"] / (w2 / rows)  # eta / (mean squared row norm)
         axes[0].semilogy(steps, w2, color=shade, label=f"lr {r['lr']:.2g}")
         axes[1].loglog(steps, eff, color=shade)
+        axes[1].annotate(
+            f"{r['lr']:.2g}",
+            (steps[-1], eff[-1]),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color=shade,
+        )
         eff_final[r["lr"]] = eff[-1]
-    caption_axes(axes[0], "training step", "||W1||^2", "weight norm (BN runs)")
+    caption_axes(axes[0], "training step", r"$\|W_1\|^2$", "weight norm (BN runs)")
     caption_axes(
-        axes[1], "training step", "eta / mean ||w_j||^2", "effective learning rate"
+        axes[1],
+        "training step",
+        r"$\eta\,/$ mean $\|w_j\|^2$",
+        "effective learning rate",
     )
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4)
     return fig, eff_final
