@@ -35,16 +35,37 @@ endif
 # check every assert, compare no output (other platforms, or `make test NBVAL_MODE=lax`).
 NBVAL_MODE ?= $(if $(EXACT),strict,lax)
 NBVAL_FLAG = $(if $(filter lax,$(NBVAL_MODE)),--nbval-lax,--nbval)
-# `make seeds` reruns every chapter with these values of its SEED parameter.
-SEEDS ?= 1 2
+# `make seeds` reruns every chapter with these values of its SEED parameter (CI);
+# `make seeds-wide` with 20 values spread far apart, before a claim is committed;
+# JOBS runs at a time.
+SEEDS ?= 48271 2718281
+SEEDS_WIDE := 7 113 1009 4099 16411 65537 104729 262147 524287 999983 \
+  1299709 2147483 4194301 8388593 16777213 33554393 67108859 134217689 \
+  268435399 2147483647
+# The perturbation check: strict nbval again under numeric kernels that differ from the
+# pins on purpose. An output that matches under both is insensitive to the last bits that
+# other CPUs change; one that matches only under the pins is luck.
+#   kernels-v2  OpenBLAS Sandybridge kernels, numpy's dispatch capped at X86_V2 (SSE4.2)
+#   libm-nofma  glibc's libm without its FMA/AVX2 code, OpenBLAS and numpy at this CPU's
+#               own choice (unpinned)
+PERTURB_kernels-v2 := OPENBLAS_CORETYPE=Sandybridge \
+  NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+PERTURB_libm-nofma := -u OPENBLAS_CORETYPE -u NPY_DISABLE_CPU_FEATURES \
+  GLIBC_TUNABLES=glibc.cpu.hwcaps=-FMA,-AVX2
+PERTURBATIONS := kernels-v2 libm-nofma
+JOBS ?= 2
+NBVAL_ARGS = --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
-.PHONY: help install test seeds notebooks bench clean book serve lab site-test
+.PHONY: help install test test-perturbed seeds seeds-wide notebooks bench clean book \
+  serve lab site-test
 
 help:
 	@echo "make book       execute every chapter and build the site into _build/html"
 	@echo "make test       ruff, pytest on bnlib, nbval on the chapters (NB=path for one)"
 	@echo "make notebooks  re-execute chapters in place with pinned numerics (NB=path)"
-	@echo "make seeds      every chapter with other seeds (SEEDS=\"1 2\", NB=path); every assert must hold"
+	@echo "make test-perturbed  nbval again under two other numeric environments (NB=path)"
+	@echo "make seeds      every chapter with two other seeds (SEEDS=\"3 4\", NB=path); every assert must hold"
+	@echo "make seeds-wide every chapter with 20 seeds spread far apart (NB=path)"
 	@echo "make serve      serve _build/html on http://localhost:8000"
 	@echo "make lab        open the chapters in JupyterLab"
 	@echo "make site-test  check every built page in headless Chromium, offline"
@@ -68,7 +89,21 @@ test: $(STAMP)
 	  || { echo "make test: ruff found the problems above (.venv/bin/ruff format . fixes layout)"; exit 1; }
 	$(BIN)/python -m pytest tests
 	@[ "$(NBVAL_MODE)" = strict ] || echo "make test: exact outputs are reproduced on x86-64 only; on $(ARCH) every cell runs and every assert is checked, outputs are not compared (nbval lax)"
-	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) $(NB) --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) $(NB) $(NBVAL_ARGS)
+
+# Strict nbval under each perturbation, the two at once (one core each); each run's log
+# goes to _build/perturbed-<name>.log and its summary is printed.
+test-perturbed: $(STAMP)
+	@[ -n "$(EXACT)" ] || { echo "make test-perturbed: x86-64 only (outputs are compared there)"; exit 1; }
+	@mkdir -p _build; start=$$(date +%s); \
+	for p in $(PERTURBATIONS); do \
+	  case $$p in kernels-v2) vars='$(PERTURB_kernels-v2)';; libm-nofma) vars='$(PERTURB_libm-nofma)';; esac; \
+	  eval env $$vars BNLIB_PERTURBED=$$p $(VENV_PATH) $(BIN)/python -m pytest --nbval $(NB) \
+	    $(NBVAL_ARGS) >_build/perturbed-$$p.log 2>&1 & pids="$$pids $$!"; \
+	done; fail=0; for pid in $$pids; do wait $$pid || fail=1; done; \
+	for p in $(PERTURBATIONS); do echo "perturbed ($$p): $$(tail -1 _build/perturbed-$$p.log)"; \
+	  grep -E "^FAILED" _build/perturbed-$$p.log | sed 's/ - .*//; s/^/  /' | head -20; done; \
+	echo "make test-perturbed: $$(( $$(date +%s) - start )) s; logs in _build/perturbed-*.log"; exit $$fail
 
 # Re-execute notebooks in place and save their outputs (what nbval compares against),
 # with the pinned numerics above: `make notebooks NB=chapters/03_test_time.ipynb`.
@@ -84,7 +119,10 @@ notebooks: $(STAMP)
 
 # Every chapter with other values of its SEED parameter (papermill), two at a time.
 seeds: $(STAMP)
-	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs 2 --out _build/seeds $(NB)
+	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs $(JOBS) --out _build/seeds $(NB)
+
+seeds-wide: $(STAMP)
+	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS_WIDE) --jobs $(JOBS) --out _build/seeds-wide $(NB)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt

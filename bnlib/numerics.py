@@ -8,11 +8,27 @@ must be in the environment before Python starts: ``make lab`` and ``make test`` 
 
 from __future__ import annotations
 
+import os
 import platform
 
-__all__ = ["pinned_numerics", "report_unpinned", "check_pinned"]
+__all__ = [
+    "PINS",
+    "pinned_environment",
+    "pinned_numerics",
+    "report_unpinned",
+    "check_pinned",
+]
 
-EXPECTED = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1"}
+# The Makefile exports the same values (a test checks that the two agree).
+PINS = {
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+# Set by `make test-perturbed`, which runs the chapters under other kernels on purpose.
+PERTURBED = "BNLIB_PERTURBED"
 
 
 def _is_x86_64() -> bool:
@@ -35,10 +51,21 @@ def pinned_numerics() -> dict[str, bool]:
     }
 
 
+def pinned_environment() -> dict[str, str]:
+    """A copy of ``os.environ`` with the pins, for a child process (on x86-64; other
+    platforms get the thread counts only)."""
+    env = dict(os.environ)
+    for name, value in PINS.items():
+        if _is_x86_64() or name.endswith("NUM_THREADS"):
+            env[name] = value
+    env.pop(PERTURBED, None)
+    return env
+
+
 def report_unpinned() -> str:
     """One line to print when the numerics are not pinned on x86-64 ('' when they are,
-    and on other platforms, where they cannot be)."""
-    if not _is_x86_64():
+    on other platforms, where they cannot be, and under a deliberate perturbation)."""
+    if not _is_x86_64() or os.environ.get(PERTURBED):
         return ""
     missing = [k for k, ok in pinned_numerics().items() if not ok]
     if not missing:

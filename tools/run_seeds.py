@@ -3,7 +3,9 @@
 `make seeds` calls this. Each chapter's cell tagged ``parameters`` defines ``SEED``;
 papermill injects ``SEED = <n>`` after it and executes the notebook in chapters/, with
 the pinned numerics the Makefile exports. A chapter whose assertions hold only for
-its committed seed fails here. The executed copies go to ``--out`` for inspection.
+its committed seed fails here. Every cell runs even after one fails (nbclient's
+``allow_errors``), so one run reports every assertion that broke, not only the first.
+The executed copies go to ``--out`` for inspection.
 
 Exit status 1 if any run failed; each failure names the chapter, the seed and the cell.
 """
@@ -19,14 +21,14 @@ from pathlib import Path
 from toc import toc_notebooks
 
 
-def first_unexpected_error(executed: Path) -> str:
-    """The first error output of a cell not tagged ``raises-exception``, as one line
-    with the cell's index in the source notebook (papermill adds one cell, the injected
-    parameters), or '' if every error was expected."""
+def unexpected_errors(executed: Path) -> list[str]:
+    """The error outputs of cells not tagged ``raises-exception``, one line each with
+    the cell's index in the source notebook (papermill adds one cell, the injected
+    parameters); empty if every error was expected."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    offset = 0
+    offset, errors = 0, []
     for i, cell in enumerate(nb.cells):
         tags = cell.metadata.get("tags", [])
         if "injected-parameters" in tags:
@@ -36,18 +38,19 @@ def first_unexpected_error(executed: Path) -> str:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error" and not expected:
                 first_line = cell.source.splitlines()[0] if cell.source else ""
-                return (
+                evalue = " ".join(out.get("evalue", "").split())
+                errors.append(
                     f"cell {i - offset} ({first_line[:60]!r}): "
-                    f"{out.get('ename')}: {out.get('evalue', '')[:300]}"
+                    f"{out.get('ename')}: {evalue[:300]}"
                 )
-    return ""
+    return errors
 
 
 def run_one(
     path: str, seed: int, out_dir: str, timeout: int
 ) -> tuple[str, int, float, str]:
     """Execute one notebook with ``SEED = seed``; return
-    (path, seed, seconds, error or '')."""
+    (path, seed, seconds, errors), errors one line each ('' if none)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -64,12 +67,13 @@ def run_one(
             execution_timeout=timeout,
             log_output=False,
             report_mode=False,
+            allow_errors=True,
         )
-        error = ""
+        error = "\n".join(unexpected_errors(out))
     except PapermillExecutionError:
         # papermill also reports errors of cells tagged raises-exception:
         # look for others
-        error = first_unexpected_error(out)
+        error = "\n".join(unexpected_errors(out))
     except Exception as e:  # a kernel that died, a missing parameters cell, ...
         error = f"{type(e).__name__}: {e}"
     return path, seed, time.time() - start, error
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
             status = "FAILED" if error else "ok"
             print(
                 f"  {status:6} {path} SEED={seed} ({seconds:.0f} s)"
-                + (f"\n         {error.splitlines()[0][:300]}" if error else ""),
+                + "".join(f"\n         {line[:300]}" for line in error.splitlines()),
                 flush=True,
             )
             if error:
