@@ -30,7 +30,7 @@ from .modules import (
     Sequential,
     Sigmoid,
     Tanh,
-    _rng,
+    as_generator,
 )
 from .variants import GhostBatchNorm1d, LastStep, NoisyBatchNorm1d, NormRNN
 
@@ -130,7 +130,7 @@ def make_mlp(
         raise ValueError(
             f"make_mlp: expected at least [d_in, d_out], got sizes={sizes}"
         )
-    rng = _rng(rng)
+    rng = as_generator(rng)
     act = ACTIVATIONS[activation]
     layers = []
     for d_in, d_out in zip(sizes[:-2], sizes[1:-1]):
@@ -164,7 +164,7 @@ def conv1d_net(
     Input (N, in_channels, length) -> logits (N, num_classes). Each block halves the
     length (40 -> 20 -> 10 -> 5 with three blocks).
     """
-    rng = _rng(rng)
+    rng = as_generator(rng)
     layers, c_in, size = [], in_channels, length
     pad = kernel_size // 2
     for _ in range(num_layers):
@@ -198,7 +198,7 @@ def rnn_classifier(
 
     ``norm`` is ``"ln"``, ``"bn"`` (statistics per time step: give ``max_len``) or None.
     """
-    rng = _rng(rng)
+    rng = as_generator(rng)
     rnn = NormRNN(
         input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs
     )

@@ -15,6 +15,7 @@ from . import fastpath
 from . import functional as F
 
 __all__ = [
+    "as_generator",
     "Module",
     "Linear",
     "Conv1d",
@@ -35,8 +36,13 @@ __all__ = [
 ]
 
 
-def _rng(rng):
+def as_generator(rng) -> np.random.Generator:
+    """``rng`` itself if it is a numpy Generator (so that draws continue its stream),
+    else ``np.random.default_rng(rng)`` (a seed, a list of seeds, or None)."""
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+_rng = as_generator  # the old private name, until every chapter module uses the new
 
 
 class Module:
@@ -238,7 +244,7 @@ class Linear(Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / np.sqrt(in_features)
-        rng = _rng(rng)
+        rng = as_generator(rng)
         self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features))
         if bias:
             self.params["bias"] = rng.uniform(-bound, bound, out_features)
@@ -248,7 +254,7 @@ class Linear(Module):
         x = self._check_float(x)
         _check_rank(self, x, range(1, 64), "an input (..., in_features)")
         _check_size(self, x, -1, self.in_features, "input features")
-        w = self.params["weight"].astype(x.dtype, copy=False)
+        w = self._weight().astype(x.dtype, copy=False)
         out = x @ w.T
         if "bias" in self.params:
             out += self.params["bias"].astype(x.dtype, copy=False)
@@ -259,10 +265,19 @@ class Linear(Module):
         x = self._need_cache()
         self._check_dout(dout, x.shape[:-1] + (self.out_features,))
         x2, d2 = x.reshape(-1, self.in_features), dout.reshape(-1, self.out_features)
-        self.grads["weight"] = (d2.T @ x2).astype(self.params["weight"].dtype)
+        w = self._weight()
+        self._store_weight_grad(d2.T @ x2)
         if "bias" in self.params:
             self.grads["bias"] = d2.sum(axis=0).astype(self.params["bias"].dtype)
-        return dout @ self.params["weight"].astype(dout.dtype, copy=False)
+        return dout @ w.astype(dout.dtype, copy=False)
+
+    def _weight(self):
+        """The weight matrix W, shape (out, in) (a subclass may compute it)."""
+        return self.params["weight"]
+
+    def _store_weight_grad(self, dw):
+        """Store dL/dW, shape (out, in), as the gradients of the parameters."""
+        self.grads["weight"] = dw.astype(self.params["weight"].dtype)
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"
@@ -290,7 +305,7 @@ class Conv1d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         bound = 1.0 / np.sqrt(in_channels * kernel_size)
-        rng = _rng(rng)
+        rng = as_generator(rng)
         self.params["weight"] = rng.uniform(
             -bound, bound, (out_channels, in_channels, kernel_size)
         )
@@ -410,7 +425,7 @@ class Dropout(Module):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: expected 0 <= p < 1, got p={p}")
-        self.p, self.rng = p, _rng(rng)
+        self.p, self.rng = p, as_generator(rng)
 
     def forward(self, x):
         x = self._check_float(x)
@@ -516,6 +531,19 @@ class NormBase(Module):
                 p = self.params[name]
                 self.grads[name] = g.reshape(p.shape).astype(p.dtype, copy=False)
 
+    # The backward of every normalization here: the closed form over the cached axes.
+    _backward_kernel = staticmethod(fastpath.norm_backward)
+
+    def backward(self, dout):
+        """dL/dx for the last forward; fills ``grads`` with dL/dweight, dL/dbias. A
+        layer whose forward reshaped x (GroupNorm) caches ``input_shape``."""
+        cache = self._need_cache()
+        shape = cache.get("input_shape", cache["x"].shape)
+        self._check_dout(dout, shape)
+        dx, dgamma, dbeta = self._backward_kernel(dout.reshape(cache["x"].shape), cache)
+        self._store_grads(dgamma, dbeta)
+        return dx.reshape(shape)
+
 
 class BatchNormBase(NormBase):
     """BatchNorm with PyTorch semantics.
@@ -601,13 +629,6 @@ class BatchNormBase(NormBase):
         self.running_mean = (1 - w) * self.running_mean + w * mean
         self.running_var = (1 - w) * self.running_var + (w * m / (m - 1)) * var
 
-    def backward(self, dout):
-        cache = self._need_cache()
-        self._check_dout(dout, cache["x"].shape)
-        dx, dgamma, dbeta = fastpath.norm_backward(dout, cache)
-        self._store_grads(dgamma, dbeta)
-        return dx
-
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
@@ -658,13 +679,6 @@ class LayerNorm(NormBase):
         out, self._cache = fastpath.norm_forward(x, gamma, beta, axes, self.eps)
         return out
 
-    def backward(self, dout):
-        cache = self._need_cache()
-        self._check_dout(dout, cache["x"].shape)
-        dx, dgamma, dbeta = fastpath.norm_backward(dout, cache)
-        self._store_grads(dgamma, dbeta)
-        return dx
-
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}"
 
@@ -690,12 +704,7 @@ class RMSNorm(NormBase):
         out, self._cache = F.rmsnorm_forward(x, gamma, len(self.normalized_shape), eps)
         return out
 
-    def backward(self, dout):
-        cache = self._need_cache()
-        self._check_dout(dout, cache["x"].shape)
-        dx, dgamma, _ = F.norm_backward(dout, cache)
-        self._store_grads(dgamma, None)
-        return dx
+    _backward_kernel = staticmethod(F.norm_backward)  # the cache of rmsnorm_forward
 
 
 class GroupNorm(NormBase):
@@ -726,15 +735,6 @@ class GroupNorm(NormBase):
         cache["input_shape"] = x.shape
         self._cache = cache
         return out.reshape(x.shape)
-
-    def backward(self, dout):
-        cache = self._need_cache()
-        self._check_dout(dout, cache["input_shape"])
-        dx, dgamma, dbeta = fastpath.norm_backward(
-            dout.reshape(cache["x"].shape), cache
-        )
-        self._store_grads(dgamma, dbeta)
-        return dx.reshape(cache["input_shape"])
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"

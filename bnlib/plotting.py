@@ -16,7 +16,6 @@ __all__ = [
     "use_style",
     "color",
     "caption_axes",
-    "plot_curves",
     "small_multiples",
     "scrubber",
     "figure_png",
@@ -109,16 +108,6 @@ def caption_axes(ax, xlabel, ylabel, title=None):
     if title:
         ax.set_title(title)
     return ax
-
-
-def plot_curves(ax, curves, xlabel, ylabel, title=None, logy=False):
-    """Plot ``{method_key: (x, y)}`` with the book's colours and labels."""
-    for key, (x, y) in curves.items():
-        ax.plot(x, y, color=COLORS.get(key, None), label=LABELS.get(key, key))
-    if logy:
-        ax.set_yscale("log")
-    ax.legend()
-    return caption_axes(ax, xlabel, ylabel, title)
 
 
 def small_multiples(n, ncols=2, panel_size=(3.75, 2.6), sharex=True, sharey=True):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import functional as F
-from .modules import BatchNorm1d, BatchNormBase, Module, _rng
+from .modules import BatchNorm1d, BatchNormBase, Linear, Module, as_generator
 
 __all__ = [
     "BatchRenorm1d",
@@ -193,7 +193,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.shift, self.scale, self.unit_std = shift, tuple(scale), unit_std
         self.per_sample = bool(per_sample)
-        self.rng = _rng(rng)
+        self.rng = as_generator(rng)
         self._noise = None
 
     def forward(self, x):
@@ -498,7 +498,7 @@ class LastStep(Module):
 # ------------------------------------------------------------------------- invariances
 
 
-class WeightNormLinear(Module):
+class WeightNormLinear(Linear):
     """Weight-normalized linear layer (Salimans & Kingma 2016): ``y = x W^T + b`` with
     each row ``W_i = g_i v_i / ||v_i||``.
 
@@ -507,7 +507,7 @@ class WeightNormLinear(Module):
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
-        super().__init__()
+        Module.__init__(self)
         bound = 1.0 / np.sqrt(in_features)
         rng = np.random.default_rng(rng)
         v = rng.uniform(-bound, bound, (out_features, in_features))
@@ -523,29 +523,14 @@ class WeightNormLinear(Module):
         v = self.params["v"]
         return self.params["g"][:, None] * v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    def forward(self, x):
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"WeightNormLinear: expected input (..., {self.in_features}), "
-                f"got {x.shape}"
-            )
-        out = x @ self.weight().T
-        if "bias" in self.params:
-            out = out + self.params["bias"]
-        self._cache = x
-        return out
+    _weight = weight
 
-    def backward(self, dout):
-        x = self._need_cache()
-        self._check_dout(dout, x.shape[:-1] + (self.out_features,))
-        x2, d2 = x.reshape(-1, self.in_features), dout.reshape(-1, self.out_features)
-        dw = d2.T @ x2  # dL/dW, (out, in)
+    def _store_weight_grad(self, dw):
+        """dL/dg_i = dW_i . v_i/||v_i||; dL/dv_i = g_i/||v_i|| (dW_i - dL/dg_i v_hat_i),
+        the part of dW_i orthogonal to v_i, scaled."""
         v, g = self.params["v"], self.params["g"]
         norm = np.linalg.norm(v, axis=1, keepdims=True)
         v_hat = v / norm
-        dg = np.sum(dw * v_hat, axis=1)  # dL/dg_i = dW_i . v_i/||v_i||
+        dg = np.sum(dw * v_hat, axis=1)
         self.grads["g"] = dg
         self.grads["v"] = g[:, None] / norm * (dw - dg[:, None] * v_hat)
-        if "bias" in self.params:
-            self.grads["bias"] = d2.sum(axis=0)
-        return dout @ self.weight()

@@ -390,7 +390,7 @@ def test_weight_norm_gradients_and_row_scale_invariance():
     out = m(x)
     m.params["v"] *= np.array([[2.0], [0.1], [7.0]])
     np.testing.assert_allclose(m(x), out, atol=1e-12)
-    with pytest.raises(ValueError, match="expected input"):
+    with pytest.raises(ValueError, match="expected 4 input features"):
         m(np.zeros((2, 3)))
 
 
