@@ -12,130 +12,29 @@ Each chapter's own experiments live in ``bnlib.chapters``, one module per notebo
 (``from bnlib.chapters import ch3_test_time as ch3``); they are not exported here.
 """
 
-from . import exercises, functional, numerics, plotting
-from .data import (
-    Dataset,
-    load_digits,
-    load_mnist1d,
-    load_mnist_idx,
-    make_gaussian_classes,
-    minibatches,
-    read_idx,
-)
-from .gradcheck import check_module_gradients, numerical_gradient, rel_error
-from .losses import accuracy, mse_loss, softmax_cross_entropy
-from .models import ACTIVATIONS, NORMS, conv1d_net, make_mlp, norm_layer, rnn_classifier
-from .modules import (
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNormBase,
-    Conv1d,
-    Dropout,
-    Flatten,
-    GroupNorm,
-    InstanceNorm1d,
-    LayerNorm,
-    Linear,
-    Module,
-    NormBase,
-    ReLU,
-    RMSNorm,
-    Sequential,
-    Sigmoid,
-    Tanh,
-)
-from .optim import SGD, Adam
-from .surgery import (
-    batchnorm_layers,
-    capture_inputs,
-    fold_batchnorm,
-    precise_bn,
-    preserved,
-)
-from .train import (
-    History,
-    NonFiniteLossError,
-    evaluate,
-    fit,
-    parallel_map,
-    train_step,
-)
-from .variants import (
-    BatchRenorm1d,
-    GhostBatchNorm1d,
-    LastStep,
-    NoisyBatchNorm1d,
-    NormRNN,
-    WeightNormLinear,
+from . import (
+    data,
+    exercises,
+    functional,
+    gradcheck,
+    losses,
+    models,
+    modules,
+    numerics,
+    optim,
+    plotting,
+    surgery,
+    train,
+    variants,
 )
 
 __version__ = "0.1.0"
 
-__all__ = [
-    # modules
-    "exercises",
-    "functional",
-    "numerics",
-    "plotting",
-    # layers
-    "Module",
-    "Linear",
-    "Conv1d",
-    "ReLU",
-    "Sigmoid",
-    "Tanh",
-    "Dropout",
-    "Flatten",
-    "Sequential",
-    "NormBase",
-    "BatchNormBase",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "LayerNorm",
-    "GroupNorm",
-    "InstanceNorm1d",
-    "RMSNorm",
-    # variants
-    "BatchRenorm1d",
-    "GhostBatchNorm1d",
-    "NoisyBatchNorm1d",
-    "WeightNormLinear",
-    "NormRNN",
-    "LastStep",
-    # models
-    "ACTIVATIONS",
-    "NORMS",
-    "norm_layer",
-    "make_mlp",
-    "conv1d_net",
-    "rnn_classifier",
-    # surgery
-    "batchnorm_layers",
-    "precise_bn",
-    "fold_batchnorm",
-    "capture_inputs",
-    "preserved",
-    # training
-    "softmax_cross_entropy",
-    "mse_loss",
-    "accuracy",
-    "SGD",
-    "Adam",
-    "History",
-    "NonFiniteLossError",
-    "fit",
-    "evaluate",
-    "train_step",
-    "parallel_map",
-    # data and checks
-    "Dataset",
-    "load_mnist1d",
-    "load_digits",
-    "make_gaussian_classes",
-    "read_idx",
-    "load_mnist_idx",
-    "minibatches",
-    "numerical_gradient",
-    "rel_error",
-    "check_module_gradients",
+# Each submodule lists its public names in its own ``__all__``, next to their
+# definitions; the package exports exactly those (``bnlib.BatchNorm1d`` is
+# ``bnlib.modules.BatchNorm1d``), plus four submodules used by name.
+_EXPORTING = (modules, variants, models, surgery, losses, optim, train, data, gradcheck)
+globals().update({n: getattr(m, n) for m in _EXPORTING for n in m.__all__})
+__all__ = ["exercises", "functional", "numerics", "plotting"] + [
+    n for m in _EXPORTING for n in m.__all__
 ]
