@@ -48,10 +48,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_test import CHROMIUM_ARGS, LOCAL_HOSTS  # noqa: E402
+from browser import OfflineBrowser  # noqa: E402
 from toc import toc_documents  # noqa: E402
 
 RUN_CHAPTER = "02_gamma_beta"
@@ -461,7 +460,6 @@ def main(argv=None) -> int:
     if not Path(args.chromium).exists():
         print(f"Chromium not found at {args.chromium}: apt-get install chromium")
         return 2
-    from playwright.sync_api import sync_playwright
 
     chapters_dir = Path(args.chapters)
     names = [
@@ -507,24 +505,8 @@ def main(argv=None) -> int:
                 "run tools/lab_setup.py"
             )
 
-        def route(route_, request):
-            if (
-                request.url.startswith(("data:", "blob:"))
-                or urlparse(request.url).hostname in LOCAL_HOSTS
-            ):
-                route_.continue_()
-            else:
-                blocked.append(request.url)
-                route_.abort("blockedbyclient")
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
-            )
-            context = browser.new_context(
-                viewport={"width": 1440, "height": 900}, service_workers="block"
-            )
-            context.route("**/*", route)
+        with OfflineBrowser(args.chromium) as ob:
+            context = ob.new_context(viewport={"width": 1440, "height": 900})
             for name in names:
                 page = context.new_page()
                 t0 = time.time()
@@ -567,7 +549,7 @@ def main(argv=None) -> int:
                 page.close()
             else:
                 results[f"run {RUN_CHAPTER}"] = [f"{RUN_CHAPTER} is not in {args.toc}"]
-            browser.close()
+        blocked += ob.blocked
     except Exception as exc:  # noqa: BLE001
         results["JupyterLab"] = [str(exc)]
         print(f"FAIL JupyterLab: {exc}")

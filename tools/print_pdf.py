@@ -17,10 +17,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from site_test import CHROMIUM_ARGS, JS_IMAGES, LOCAL_HOSTS, serve  # noqa: E402
+from browser import OfflineBrowser, serve  # noqa: E402
+from site_test import JS_IMAGES  # noqa: E402
 
 FOOTER = """<div style="width:100%; font-size:8px; color:#666; padding:0 12mm;
   display:flex; justify-content:space-between; font-family:sans-serif;">
@@ -59,37 +59,20 @@ def main(argv=None) -> int:
     if not Path(args.chromium).exists():
         print(f"Chromium not found at {args.chromium}: apt-get install chromium")
         return 2
-    from playwright.sync_api import sync_playwright
 
     out.parent.mkdir(parents=True, exist_ok=True)
     server, base = serve(site)
-    blocked, errors = [], []
+    errors = []
     start = time.time()
     timeout_ms = args.timeout * 1000
 
-    def route(route_, request):
-        if (
-            request.url.startswith(("data:", "blob:"))
-            or urlparse(request.url).hostname in LOCAL_HOSTS
-        ):
-            route_.continue_()
-        else:
-            blocked.append(request.url)
-            route_.abort("blockedbyclient")
-
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
-            )
-            context = browser.new_context(
-                viewport={"width": 1200, "height": 1600}, service_workers="block"
-            )
+        with OfflineBrowser(args.chromium) as ob:
+            context = ob.new_context(viewport={"width": 1200, "height": 1600})
             context.add_init_script(
                 "try { localStorage.setItem('mode', 'light'); "
                 "localStorage.setItem('theme', 'light'); } catch (e) {}"
             )
-            context.route("**/*", route)
             page = context.new_page()
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(f"{base}/{book}", wait_until="load", timeout=timeout_ms)
@@ -116,11 +99,10 @@ def main(argv=None) -> int:
                 header_template="<span></span>",
                 footer_template=FOOTER.format(title=title.replace("<", "&lt;")),
             )
-            browser.close()
     finally:
         server.shutdown()
 
-    problems = []
+    problems, blocked = [], ob.blocked
     if math["errors"]:
         problems.append(f"MathJax errors: {math['errors']}")
     if imgs["broken"]:

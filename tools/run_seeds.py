@@ -23,16 +23,16 @@ from toc import toc_notebooks
 
 def unexpected_errors(executed: Path) -> list[str]:
     """The error outputs of cells not tagged ``raises-exception``, one line each with
-    the cell's index in the source notebook (papermill adds one cell, the injected
-    parameters); empty if every error was expected."""
+    the cell's index in the source notebook (papermill inserts the injected parameters
+    and, on errors, marker cells); empty if every error was expected."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    offset, errors = 0, []
+    offset, errors = 0, []  # cells papermill inserted before the current one
     for i, cell in enumerate(nb.cells):
         tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags:
-            offset = 1
+        if {"injected-parameters", "papermill-error-cell-tag"} & set(tags):
+            offset += 1
             continue
         expected = "raises-exception" in tags
         for out in cell.get("outputs", []):

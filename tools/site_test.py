@@ -46,47 +46,18 @@ This is a script, not a pytest module, so ``make test`` never collects it.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import re
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from browser import LOCAL_HOSTS, OfflineBrowser, serve
 from toc import toc_documents
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--disable-domain-reliability",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 EXTRA_PAGES = ["genindex", "search"]
 SHOT_SETS = ["1440-light", "1440-dark", "390-light", "390-dark"]
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def serve(site: Path):
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 class PageWatch:
@@ -673,7 +644,6 @@ def main(argv=None) -> int:
     if not Path(args.chromium).exists():
         print(f"Chromium not found at {args.chromium}: apt-get install chromium")
         return 2
-    from playwright.sync_api import sync_playwright
 
     shots = Path(args.screenshots)
     shots.mkdir(parents=True, exist_ok=True)
@@ -685,19 +655,9 @@ def main(argv=None) -> int:
     names = toc_documents(args.toc) + EXTRA_PAGES
     timeout_ms = args.timeout * 1000
     server, base = serve(site)
-    blocked: list[str] = []
     results: dict[str, list[str]] = {}
     link_cache: dict = {}
     start = time.time()
-
-    def route(route_, request):
-        host = urlparse(request.url).hostname
-        if request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
-            route_.continue_()
-        else:
-            blocked.append(request.url)
-            watch.problems.append(f"blocked request outside the site: {request.url}")
-            route_.abort("blockedbyclient")
 
     def report(label, problems, detail=""):
         results[label] = problems
@@ -706,22 +666,22 @@ def main(argv=None) -> int:
             print(f"       - {prob}")
 
     watch = PageWatch()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
-        )
+
+    def on_blocked(url):
+        watch.problems.append(f"blocked request outside the site: {url}")
+
+    with OfflineBrowser(args.chromium) as ob:
 
         def new_page(mode):
-            context = browser.new_context(
+            context = ob.new_context(
+                on_blocked,
                 viewport={"width": 1440, "height": 900},
-                service_workers="block",
                 color_scheme=mode,
             )
             context.add_init_script(
                 f"try {{ localStorage.setItem('mode', '{mode}'); "
                 f"localStorage.setItem('theme', '{mode}'); }} catch (e) {{}}"
             )
-            context.route("**/*", route)
             page = context.new_page()
             page.on("console", watch.on_console)
             page.on("pageerror", watch.on_pageerror)
@@ -758,7 +718,6 @@ def main(argv=None) -> int:
         report(
             "colour-mode button toggles light/dark", problems, f": {' -> '.join(seen)}"
         )
-        browser.close()
     server.shutdown()
 
     failed = [k for k, v in results.items() if v]
@@ -767,7 +726,7 @@ def main(argv=None) -> int:
     )
     print(
         f"\nscreenshots: {shots}/{{{','.join(SHOT_SETS)}}}/ ({n_shots} files); "
-        f"requests blocked: {len(blocked)}; {time.time() - start:.0f} s"
+        f"requests blocked: {len(ob.blocked)}; {time.time() - start:.0f} s"
     )
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
