@@ -75,6 +75,8 @@ help:
 
 # The project installs requirements-book.txt (the notebooks' requirements plus the site's
 # build and checks); the course zip has no such file and installs requirements.txt alone.
+# --no-compile: bytecode is written on first import, not for every installed module
+# (which would add a quarter to a learner's .venv).
 BOOK_REQS := $(wildcard requirements-book.txt)
 REQS := $(or $(BOOK_REQS),requirements.txt)
 
@@ -84,7 +86,7 @@ $(STAMP): requirements.txt $(BOOK_REQS) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 	  { echo "could not create $(VENV): install the venv module (apt-get install python3-venv)"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r $(REQS)
+	$(BIN)/python -m pip install -q --no-compile -r $(REQS)
 	@touch $@
 
 install: $(STAMP)
