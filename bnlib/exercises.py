@@ -1,9 +1,13 @@
-"""Checkers for the reader's own implementations.
+"""Self-checks for the course's exercises.
 
-Each checker runs the reader's function on a few seeded test cases, compares every
-output with bnlib's reference and returns a :class:`CheckResult` that says plainly
-whether it matches and, if not, which output is off, by how much, and the most
-likely cause (found by comparing against a catalogue of common mistakes).
+* Code checkers, ``check_<what>(your_function)``, run your code on four seeded cases
+  (eps from 1e-5 to 0.1, batches of 2 to 16, float64 and float32), compare each output
+  with bnlib's and name the likely mistake.
+* :func:`check_answer` ``(label, value)`` judges a number or a small array against an
+  answer key of :data:`ANSWERS`, computed with bnlib or numpy.
+
+Both return a :class:`CheckResult`. A failure shows the failing case and the call that
+recreates it (:func:`case`). No checker prints the answer or raises, whatever it gets.
 
     >>> result = check_batchnorm_forward(my_batchnorm_forward)
     >>> result            # prints the report
@@ -12,7 +16,15 @@ likely cause (found by comparing against a catalogue of common mistakes).
 
 from __future__ import annotations
 
+import difflib
+import functools
+import math
+import os
+import re
+import sys
+import traceback
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -20,20 +32,31 @@ from . import functional as F
 
 __all__ = [
     "CheckResult",
+    "case",
+    "CASE_FIELDS",
     "check_batchnorm_forward",
     "check_batchnorm_backward",
     "check_layernorm_forward",
     "check_layernorm_backward",
+    "check_rmsnorm_backward",
+    "check_instancenorm_forward",
+    "check_batchnorm_layer",
+    "check_fold",
+    "check_gradient_change",
+    "check_weight_decay_runs",
+    "check_answer",
+    "ANSWERS",
+    "answer_key",
     "DMU_TERM",
     "DVAR_TERM",
 ]
 
-TOL = 1e-6
+TOL64, TOL32 = 1e-6, 1e-4  # largest difference over largest entry, by precision
 
 
 @dataclass
 class CheckResult:
-    """Outcome of a checker: ``passed`` and a human-readable ``report``."""
+    """Outcome of a check: ``passed``, a readable ``report``, the named ``cause``."""
 
     name: str
     passed: bool
@@ -52,351 +75,1621 @@ class CheckResult:
         return self.report
 
 
-def _cases(rng_seed=0):
-    """Small float64 cases with non-trivial gamma and beta; one feature has a tiny
-    spread so that eps matters, and m is small so that m vs m-1 matters."""
-    rng = np.random.default_rng(rng_seed)
-    cases = []
-    for m, n in [(4, 3), (8, 5), (16, 2)]:
-        x = rng.normal(1.5, 2.0, (m, n))
-        x[:, 0] = 0.3 + 1e-3 * rng.normal(size=m)
-        gamma = rng.uniform(0.5, 2.0, n)
-        beta = rng.normal(0.0, 1.0, n)
-        dout = rng.normal(size=(m, n))
-        cases.append(
-            dict(
-                label=f"m={m}, n={n}", x=x, gamma=gamma, beta=beta, dout=dout, eps=1e-5
-            )
+class _Fail(Exception):
+    """A rejection: the message, and the named mistake or a hint."""
+
+    def __init__(self, message, cause=None, hint=None):
+        super().__init__(message)
+        self.message, self.cause, self.hint = message, cause, hint
+
+
+def _never_raises(check):
+    """A checker that reports, rather than raises, on anything it is given."""
+
+    @functools.wraps(check)
+    def guarded(*args, **kwargs):
+        try:
+            with np.errstate(all="ignore"):
+                return check(*args, **kwargs)
+        except Exception as err:  # an input no rule foresaw: say so plainly
+            name = check.__name__.removeprefix("check_").replace("_", " ")
+            why = f"could not judge this answer ({type(err).__name__}: {err})"
+            return CheckResult(name, False, [why])
+
+    return guarded
+
+
+# ------------------------------------------------------------------ the reader's code
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _who(role, fn):
+    name = getattr(fn, "__name__", "")
+    return f"your {role}" + (f" ({name})" if name.isidentifier() else "")
+
+
+def _call(who, fn, *args, **kwargs):
+    """``fn(*args)``; an exception becomes a _Fail naming ``who`` and the line."""
+    if not callable(fn):
+        raise _Fail(
+            f"{who} is not callable (got {type(fn).__name__}): pass the function "
+            "itself, check(my_function), not check(my_function(...))"
         )
-    return cases
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:
+        mine = [
+            f
+            for f in traceback.extract_tb(err.__traceback__)
+            if not f.filename.startswith(_HERE) and "numpy" not in f.filename
+        ]
+        at = (
+            f", in {mine[-1].name}: `{mine[-1].line}`" if mine and mine[-1].line else ""
+        )
+        raise _Fail(f"{who} raised {type(err).__name__}: {err}{at}") from None
 
 
-def _as_tuple(result, k):
-    """Accept ``out`` or ``(out, cache)`` from a forward (k = 1); from a backward, the
-    outputs as a tuple (a single array counts as one output, so that a missing output
-    is reported rather than the rows of dx taken for outputs)."""
-    if k == 1:
-        return (result[0],) if isinstance(result, tuple) else (result,)
-    if result is None or isinstance(result, np.ndarray):
-        return () if result is None else (result,)
-    return tuple(result)
-
-
-def _count_problem(names, got):
-    """A sentence saying which outputs are missing or extra; None if none are."""
-    if len(got) == len(names):
+def _shape_or_none(v):
+    try:
+        return np.shape(v)
+    except Exception:  # a ragged sequence
         return None
-    expected = f"expected {len(names)} ({', '.join(names)})"
-    if len(got) < len(names):
-        missing = ", ".join(names[len(got) :])
-        return (
-            f"your function returned {len(got)} output(s), {expected}: {missing} "
-            f"{'is' if len(names) - len(got) == 1 else 'are'} missing; return all of "
-            f"them, in this order"
+
+
+def _forward_out(result, shape, who):
+    """``(out, cache)`` of a forward returning out or (out, cache); cache or None."""
+    if isinstance(result, dict):
+        raise _Fail(f"{who} returned a dict; return out, or the tuple (out, cache)")
+    if isinstance(result, (tuple, list)) and len(result) == 2:
+        out, cache = result
+        if (
+            isinstance(out, dict)
+            or isinstance(out, tuple)
+            and _shape_or_none(cache) == shape
+        ):
+            raise _Fail(f"{who} returned (cache, out); return (out, cache), out first")
+        if isinstance(cache, (dict, tuple)) or _shape_or_none(out) == shape:
+            return out, cache
+    return result, None
+
+
+def _outputs(result, names, required, who):
+    """The reader's outputs as a tuple (a bare array is one output); a _Fail if there
+    are fewer than ``required`` or more than ``names``."""
+    spec = f"({', '.join(names)})" if len(names) > 1 else names[0]
+    if isinstance(result, dict):
+        keys = ", ".join(map(str, list(result)[:4]))
+        raise _Fail(
+            f"{who} returned a dict (keys {keys}); return {spec}, in this order"
         )
-    return (
-        f"your function returned {len(got)} outputs, {expected}; return exactly these, "
-        f"in this order"
-    )
+    if isinstance(result, (tuple, list)):
+        got = tuple(result)
+    else:
+        got = () if result is None else (result,)
+    while len(got) > len(names) and got[-1] is None:
+        got = got[:-1]
+    if len(got) < required:
+        missing = ", ".join(names[len(got) : required])
+        raise _Fail(
+            f"{who} returned {len(got)} output(s), expected {spec}: {missing} "
+            f"{'is' if required - len(got) == 1 else 'are'} missing; return all of "
+            "them, in this order"
+        )
+    if len(got) > len(names):
+        raise _Fail(
+            f"{who} returned {len(got)} outputs, expected {spec}; return exactly "
+            "these, in this order"
+        )
+    return got
 
 
-_FALLBACK_HINT = {
-    True: "compare your mu, var and x_hat with the cache of "
-    "bnlib.functional.norm_forward(x, gamma, beta, axes) on the failing case.",
-    False: "compare your intermediate values with "
-    "bnlib.functional.batchnorm_backward_staged(dout, cache, trace={}).",
+def _as_array(v, name):
+    """``v`` as a float array, or a _Fail saying why it is none."""
+    if v is None:
+        raise _Fail(f"{name} is None: return it (a function without return gives None)")
+    try:
+        a = np.asarray(v)
+    except Exception:
+        a = np.asarray(None)
+    if a.dtype.kind not in "biuf":
+        raise _Fail(f"{name} is not an array of real numbers (got {type(v).__name__})")
+    return a if a.dtype.kind == "f" else a.astype(np.float64)
+
+
+def _rel_err(g, w):
+    """Largest difference over largest entry of w; inf for NaN or another shape."""
+    if g.shape != np.shape(w) or not np.all(np.isfinite(g)):
+        return np.inf
+    scale = max(np.max(np.abs(w), initial=0), 1e-12)
+    return float(np.max(np.abs(g - w), initial=0) / scale)
+
+
+# ------------------------------------------------------------------ the cases
+#: Case k: (m, n, eps, dtype). Case 0 has one group with a tiny spread (eps matters).
+_SPECS = (
+    (4, 3, 1e-5, np.float64),
+    (6, 5, 1e-3, np.float64),
+    (2, 4, 0.1, np.float64),
+    (16, 3, 1e-4, np.float32),
+)
+
+#: What ``case(kind, k)`` returns, in this order.
+CASE_FIELDS = {
+    "batchnorm": ("x", "gamma", "beta", "dout", "eps"),
+    "batchnorm-eval": ("x", "gamma", "beta", "dout", "eps", "mean", "var"),
+    "layernorm": ("x", "gamma", "beta", "dout", "eps"),
+    "rmsnorm": ("x", "gamma", "dout", "eps"),
+    "instancenorm": ("x", "eps"),
+    "layer": ("xs", "douts", "gamma", "beta", "eps", "momentum"),
+    "fold": ("W", "b", "gamma", "beta", "mean", "var", "eps"),
+    "gradient-change": ("model", "x", "y", "lr"),
+}
+
+#: The axes each kind normalizes over, and what the reports call one group.
+_GROUPS = {
+    "batchnorm": ((0,), "feature"),
+    "batchnorm-eval": ((0,), "feature"),
+    "layernorm": ((1,), "example"),
+    "rmsnorm": ((1,), "example"),
+    "instancenorm": ((2,), "(example, channel) pair"),
+    "layer": ((0,), "feature"),
 }
 
 
-def _compare(name, names, run_candidate, run_reference, mistakes):
-    lines, worst = [], 0.0
-    for case in _cases():
-        try:
-            got = run_candidate(case)
-        except Exception as err:  # the reader's code raised: report it plainly
-            return CheckResult(
-                name,
-                False,
-                [
-                    f"your function raised {type(err).__name__}: {err} "
-                    f"on the case {case['label']}"
-                ],
-            )
-        problem = _count_problem(names, got)
-        if problem:
-            return CheckResult(name, False, [problem])
-        want = run_reference(case)
-        for label, g, w in zip(names, got, want, strict=True):
-            g = np.asarray(g, dtype=np.float64)
-            if g.shape != w.shape:
-                return CheckResult(
-                    name,
-                    False,
-                    [
-                        f"{label} has shape {g.shape}, expected {w.shape} "
-                        f"(case {case['label']})"
-                    ],
-                )
-            err = float(np.max(np.abs(g - w)) / max(np.max(np.abs(w)), 1e-12))
-            worst = max(worst, err)
-            if not np.isfinite(err) or err > TOL:
-                lines.append(
-                    f"{label} is off on case {case['label']}: max abs difference "
-                    f"{np.max(np.abs(g - w)):.3g} (relative {err:.3g})."
-                )
-                cause = _diagnose(case, got, names, mistakes)
-                lines.append(
-                    "Most likely cause: "
-                    + (
-                        cause
-                        or "none of the common mistakes matches; "
-                        + _FALLBACK_HINT[names[0] == "out"]
-                    )
-                )
-                return CheckResult(name, False, lines, cause)
-    lines.append(
-        f"all {len(names)} output(s) match the reference on {len(_cases())} cases "
-        f"(max relative error {worst:.1e})."
+def _draw(kind, k):
+    """Case k of ``kind``: a dict of the fields of :data:`CASE_FIELDS` and k, dtype,
+    tiny (the index of the tiny group, or None)."""
+    m, n, eps, dtype = _SPECS[k]
+    rng = np.random.default_rng(k)
+    if kind == "gradient-change":
+        from .models import make_mlp
+
+        model = make_mlp([3, 4, 2], "sigmoid", None, rng=k)
+        x, y = rng.normal(size=(m, 3)), rng.integers(0, 2, m)
+        return dict(k=k, model=model, x=x, y=y, lr=(0.5, 0.1, 1.0)[k], dtype=np.float64)
+    shape = (m, n, n + 2) if kind == "instancenorm" else (m, n)
+    c = dict(x=rng.normal(1.5, 2.0, shape), dout=rng.normal(size=shape))
+    c.update(gamma=rng.uniform(0.5, 2.0, n), beta=rng.normal(size=n))
+    c.update(mean=rng.normal(size=n), var=rng.uniform(0.5, 2.0, n))
+    c.update(W=rng.normal(size=(n, m)), b=rng.normal(size=n))
+    c.update(xs=rng.normal(1.5, 2.0, (4, m, n)), douts=rng.normal(size=(3, m, n)))
+    tiny = None
+    if k == 0:
+        c["var"][0] = 2e-5
+        if kind in _GROUPS and kind != "layer":
+            axes = _GROUPS[kind][0]
+            tiny = tuple(slice(None) if a in axes else 0 for a in range(len(shape)))
+            c["x"][tiny] = 1e-3 * rng.normal(size=c["x"][tiny].shape)
+    c = {key: v.astype(dtype) for key, v in c.items()}
+    return dict(
+        c, k=k, eps=eps, momentum=(0.1, 0.2, 0.1, 0.3)[k], dtype=dtype, tiny=tiny
     )
-    return CheckResult(name, True, lines)
 
 
-def _diagnose(case, got, names, mistakes):
+def case(kind, k):
+    """The inputs of case ``k`` (0 to 3) of a check, as the tuple ``CASE_FIELDS[kind]``:
+    ``x, gamma, beta, dout, eps = bnlib.exercises.case("batchnorm", 2)``."""
+    if kind not in CASE_FIELDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {list(CASE_FIELDS)}")
+    c = _draw(kind, k)
+    return tuple(c[f] for f in CASE_FIELDS[kind])
+
+
+def _describe(kind, c):
+    fields = CASE_FIELDS[kind]
+    arrays = [f"{f} {c[f].shape}" for f in fields if isinstance(c[f], np.ndarray)]
+    scalars = [f"{f} = {c[f]:g}" for f in ("eps", "momentum", "lr") if f in fields]
+    what = ", ".join(arrays + [np.dtype(c["dtype"]).name] + scalars)
+    return f"case {c['k']} (seed {c['k']}): {what}"
+
+
+# ------------------------------------------------------------------ judging outputs
+def _check(name, kind, outputs, run, reference, mistakes, doc, compare_with):
+    """Run the reader's code on every case of ``kind`` and judge each output.
+
+    outputs: [(name, its expected shape in words)], in return order.
+    run(c): the reader's outputs on case c (in its dtype); may raise _Fail.
+    reference(c64), mistakes[cause](c64): outputs on the float64 copy of the case (a
+    mistake gives None where it says nothing). doc: the checker's docstring, shown
+    as the interface.
+    """
+    ks, seen = range(3) if kind == "gradient-change" else range(len(_SPECS)), []
+    for k in ks:
+        c = _draw(kind, k)
+        seen.append(c)
+        c64 = {
+            key: v.astype(float) if getattr(v, "dtype", None) == c["dtype"] else v
+            for key, v in c.items()
+        }
+        try:
+            got, want = run(c), reference(c64)
+            got = [_as_array(g, o[0]) for g, o in zip(got, outputs)]
+            got = [
+                _fit_shape(g, w, i, outputs, want)
+                for i, (g, w) in enumerate(zip(got, want))
+            ]
+            for i in range(len(got)):
+                _judge(
+                    i, got, want[i], c, c64, outputs[i][0], mistakes, kind, compare_with
+                )
+        except _Fail as fail:
+            lines = [fail.message, f"on {_describe(kind, c)}."]
+            if fail.cause or fail.hint:
+                lines.append(
+                    ("Most likely cause: " if fail.cause else "Hint: ")
+                    + (fail.cause or fail.hint)
+                )
+            fields = ", ".join(CASE_FIELDS[kind])
+            lines.append(f"Recreate it: {fields} = bnlib.exercises.case({kind!r}, {k})")
+            interface = re.sub(r":\w+:`([^`]*)`", r"\1", doc).replace("``", "")
+            lines.append("Interface: " + " ".join(interface.split()[1:]))
+            return CheckResult(name, False, lines, fail.cause)
+    lead = next(f for f in CASE_FIELDS[kind] if isinstance(c[f], np.ndarray))
+    shapes = ", ".join(str(c[lead].shape) for c in seen)
+    eps = ", ".join(f"{c['eps']:g}" for c in seen) if "eps" in c else ""
+    f32 = " and float32 (judged at float32 tolerance, 1e-4)" if len(ks) > 3 else ""
+    done = f"all {len(outputs)} output(s) match bnlib's on {len(ks)} cases: {lead} "
+    done += f"{shapes}{'; eps ' + eps if eps else ''}; float64{f32}."
+    return CheckResult(name, True, [done])
+
+
+def _fit_shape(g, w, i, outputs, want):
+    """``g`` in w's shape if they differ by leading 1s only ((1, n) for (n,)), else a
+    _Fail that names the output whose shape g has."""
+
+    def strip(s):
+        return tuple(s)[next((j for j, d in enumerate(s) if d != 1), len(s)) :]
+
+    if strip(g.shape) == strip(np.shape(w)):
+        return g.reshape(np.shape(w))
+    name, doc = outputs[i]
+    msg = f"{name} has shape {g.shape}, expected {np.shape(w)}: {doc}"
+    same = [
+        o[0] for o, v in zip(outputs, want) if o[0] != name and np.shape(v) == g.shape
+    ]
+    if same:
+        order = ", ".join(o[0] for o in outputs)
+        msg += f"; that is the shape of {same[0]}: return ({order}), in this order"
+    raise _Fail(msg)
+
+
+def _judge(i, got, w, c, c64, name, mistakes, kind, compare_with):
+    """Pass output i, or raise a _Fail with the diagnosis (tolerance by precision)."""
+    g = got[i]
+    narrowed = g.dtype.itemsize < 8 and c["dtype"] == np.float64
+    tol = TOL32 if c["dtype"] == np.float32 or narrowed else TOL64
+    err = _rel_err(g, w)
+    if err <= tol and not narrowed:
+        return
+    if err <= tol:
+        raise _Fail(
+            f"{name} is {g.dtype} although the inputs are float64; its values agree "
+            "at float32 tolerance, so something casts to float32 (np.float32, astype, "
+            "a float32 array): keep the inputs' dtype"
+        )
+    if np.all(np.isfinite(g)):
+        diff = float(np.max(np.abs(g - w)))
+        msg = f"{name} is off: largest difference {diff:.3g} ({err:.2g} relative)"
+    else:
+        msg = f"{name} has NaN or inf in {np.sum(~np.isfinite(g))} of {g.size} entries"
+    msg += f" (judged at {tol:.0e}{', float32 tolerance' if tol == TOL32 else ''})"
+    if narrowed:
+        msg += f"; {name} is {g.dtype} although the inputs are float64"
+    cause = _diagnose(i, got, c64, mistakes, tol)
+    axes, group = _GROUPS.get(kind, (None, ""))
+    hint = _pattern(
+        name,
+        g,
+        w,
+        axes if g.ndim > 1 else None,
+        group,
+        c.get("tiny"),
+    )
+    raise _Fail(msg, cause, None if cause else f"{hint}. {compare_with}")
+
+
+def _diagnose(i, got, c64, mistakes, tol):
+    """The first catalogued mistake whose outputs match the reader's on this case."""
     for cause, fn in mistakes.items():
-        want = fn(case)
-        if all(
-            np.allclose(g, w, rtol=1e-6, atol=1e-9)
-            for g, w in zip(got, want, strict=True)
-            if w is not None
+        try:
+            mw = fn(c64)
+        except Exception:  # this mistake cannot happen on this case
+            continue
+        if mw[i] is not None and all(
+            w is None or _rel_err(g, np.asarray(w, float)) <= 10 * tol
+            for g, w in zip(got, mw)
         ):
             return cause
     return None
 
 
-# ---------------------------------------------------------------- forward mistakes
-def _bn_variant(
-    axis=0, ddof=0, eps_outside=False, divide_by_var=False, affine=True, swap=False
-):
-    def run(c):
-        x, g, b, eps = c["x"], c["gamma"], c["beta"], c["eps"]
-        mu = x.mean(axis=axis, keepdims=True)
-        var = x.var(axis=axis, ddof=ddof, keepdims=True)
-        if divide_by_var:
-            x_hat = (x - mu) / (var + eps)
-        elif eps_outside:
-            x_hat = (x - mu) / (np.sqrt(var) + eps)
-        else:
-            x_hat = (x - mu) / np.sqrt(var + eps)
-        if not affine:
-            return (x_hat,)
-        return ((b * x_hat + g) if swap else (g * x_hat + b),)
+def _pattern(name, g, w, axes, group, tiny):
+    """How g differs from w on the failing case, in words, without w's values."""
+    if not np.all(np.isfinite(g)):
+        return "look for a division by zero or the square root of a negative number"
+    if not np.any(g):
+        return f"{name} is all zeros: compute it, and return (or store) it"
+    atol = 1e-3 * np.max(np.abs(w))
+    if np.allclose(g, -w, atol=atol):
+        return f"{name} has the wrong sign"
+    if axes:
+        bad = ~np.all(np.abs(g - w) <= atol, axis=axes)
+        if tiny is not None and bad.sum() == 1 and bad.ravel()[0]:
+            return (
+                f"only the {group} with a tiny spread (values about 1e-3) is off: look "
+                "at how you use eps"
+            )
+        if bad.sum() < bad.size:
+            return f"only {bad.sum()} of the {bad.size} {group}s are off"
+        if np.all(np.ptp(g - w, axis=axes) <= atol):
+            return f"{name} is off by a shift, the same within each {group}"
+        f = np.sum(g * w, axis=axes, keepdims=True) / np.sum(
+            w * w, axis=axes, keepdims=True
+        )
+        if np.allclose(g, f * w, atol=atol):
+            return f"{name} is off by a factor, the same within each {group}"
+    return "no simple pattern"
 
-    return run
 
-
-_FORWARD_MISTAKES = {
-    "used the unbiased variance (divided by m - 1); normalize with the biased "
-    "variance (divide by m), as the paper and PyTorch do": _bn_variant(ddof=1),
-    "added eps outside the square root; use sqrt(var + eps)": _bn_variant(
-        eps_outside=True
+# ------------------------------------------------------------------ normalization
+#: The library forward of each kind, on a case: (out, cache).
+_LIBRARY = {
+    "batchnorm": lambda c: F.batchnorm_forward(c["x"], c["gamma"], c["beta"], c["eps"]),
+    "batchnorm-eval": lambda c: F.batchnorm_forward(
+        c["x"], c["gamma"], c["beta"], c["eps"], stats=(c["mean"], c["var"])
     ),
-    "divided by the variance instead of the standard deviation "
-    "sqrt(var + eps)": _bn_variant(divide_by_var=True),
-    "returned x_hat without the affine step gamma * x_hat + beta": _bn_variant(
-        affine=False
+    "layernorm": lambda c: F.layernorm_forward(
+        c["x"], c["gamma"], c["beta"], 1, c["eps"]
     ),
-    "swapped gamma and beta": _bn_variant(swap=True),
+    "rmsnorm": lambda c: F.rmsnorm_forward(c["x"], c["gamma"], 1, c["eps"]),
+    "instancenorm": lambda c: F.norm_forward(c["x"], None, None, (2,), c["eps"]),
 }
 
-
-def check_batchnorm_forward(fn):
-    """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``) for x (m, n),
-    gamma and beta (n,), against training-mode BatchNorm."""
-    mistakes = dict(_FORWARD_MISTAKES)
-    mistakes[
-        "normalized each example over its features (axis 1, that is LayerNorm); "
-        "batch norm averages over the batch, axis 0"
-    ] = _bn_variant(axis=1)
-
-    def cand(c):
-        return _as_tuple(
-            fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1
-        )
-
-    def ref(c):
-        return (F.batchnorm_forward(c["x"], c["gamma"], c["beta"], c["eps"])[0],)
-
-    return _compare("batchnorm forward", ["out"], cand, ref, mistakes)
-
-
-def check_layernorm_forward(fn):
-    """Check ``fn(x, gamma, beta, eps) -> out`` for x (m, n), gamma and beta (n,),
-    against LayerNorm over the last axis."""
-
-    def ln_variant(axis=1, ddof=0, eps_outside=False):
-        def run(c):
-            x, g, b, eps = c["x"], c["gamma"], c["beta"], c["eps"]
-            mu = x.mean(axis=axis, keepdims=True)
-            var = x.var(axis=axis, ddof=ddof, keepdims=True)
-            denom = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
-            return (g * (x - mu) / denom + b,)
-
-        return run
-
-    mistakes = {
-        "normalized over the batch (axis 0, that is BatchNorm); layer norm "
-        "normalizes each example over its features, axis -1": ln_variant(axis=0),
-        "used the unbiased variance (divided by n - 1); "
-        "use the biased variance": ln_variant(ddof=1),
-        "added eps outside the square root; use sqrt(var + eps)": ln_variant(
-            eps_outside=True
-        ),
-    }
-
-    def cand(c):
-        return _as_tuple(
-            fn(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"]), 1
-        )
-
-    def ref(c):
-        return (F.layernorm_forward(c["x"], c["gamma"], c["beta"], 1, c["eps"])[0],)
-
-    return _compare("layernorm forward", ["out"], cand, ref, mistakes)
-
-
-# ---------------------------------------------------------------- backward mistakes
-#: The two terms of dx that exist because x also feeds the batch mean and variance,
-#: as the hints write them: dx = dx_hat * inv_std + DMU_TERM + DVAR_TERM, where
-#: dx_hat = dout * gamma, inv_std = 1 / sqrt(var + eps), sums run over each
-#: normalized group (the batch for BatchNorm, the features for LayerNorm) and m is
-#: its size.
+#: The two terms of dx that exist because x also feeds the mean and the variance, as
+#: the hints write them: dx = dx_hat * inv_std + DMU_TERM + DVAR_TERM, where
+#: dx_hat = dout * gamma, inv_std = 1 / sqrt(var + eps), sums run over each normalized
+#: group (the batch for BatchNorm, the features for LayerNorm) and m is its size.
 DMU_TERM = "-inv_std * sum(dx_hat) / m"
 DVAR_TERM = "-inv_std * x_hat * sum(dx_hat * x_hat) / m"
 
 
-def _bwd_variant(kind, axis=0):
-    """Reference gradients with one deliberate mistake, for the diagnosis."""
+def _normalize(c, axes, center=True, ddof=0, eps=None, den="sqrt", affine=True):
+    """The forward over ``axes`` with one deliberate mistake (the defaults: none).
+    den: "sqrt" sqrt(var + eps), "outside" sqrt(var) + eps, "var" var + eps;
+    affine: True, False (x_hat) or "swap" (gamma and beta swapped)."""
+    x, eps = c["x"], c["eps"] if eps is None else eps
+    mu = x.mean(axes, keepdims=True) if center else 0.0
+    var = ((x - mu) ** 2).sum(axes, keepdims=True) / (
+        math.prod(x.shape[a] for a in axes) - ddof
+    )
+    d = {"sqrt": np.sqrt(var + eps), "outside": np.sqrt(var) + eps, "var": var + eps}
+    x_hat = (x - mu) / d[den]
+    gamma, beta = (
+        (c["beta"], c["gamma"]) if affine == "swap" else (c["gamma"], c["beta"])
+    )
+    return gamma * x_hat + beta if affine else x_hat
+
+
+def _forward_mistakes(kind):
+    axes = _GROUPS[kind][0]
+    size = {"batchnorm": "m", "layernorm": "n", "rmsnorm": "d"}.get(kind, "L")
+    base = dict(axes=axes, affine=kind != "instancenorm", center=kind != "rmsnorm")
+    affine = base["affine"]
+
+    def v(**kw):
+        def run(c):  # RMSNorm has no beta
+            c = dict(c, beta=0.0) if kind == "rmsnorm" else c
+            return (_normalize(c, **{**base, **kw}),)
+
+        return run
+
+    mistakes = {
+        f"used the unbiased variance (divided by {size} - 1); normalize with the "
+        f"biased variance (divide by {size}), as the paper and PyTorch do": v(ddof=1),
+        "added eps outside the square root; use sqrt(var + eps)": v(den="outside"),
+        "divided by the variance instead of the standard deviation sqrt(var + eps)": v(
+            den="var"
+        ),
+        "ignored the eps argument and used 1e-5; use the eps you are given": v(
+            eps=1e-5
+        ),
+        "left eps out; it matters where a group's variance is tiny": v(eps=0.0),
+    }
+    if affine:
+        mistakes["returned x_hat without the affine step gamma * x_hat + beta"] = v(
+            affine=False
+        )
+        mistakes["swapped gamma and beta"] = v(affine="swap")
+    wrong_axes = {
+        "batchnorm": {
+            (1,): "normalized each example over its features (axis 1, that is "
+            "LayerNorm); batch norm averages over the batch, axis 0"
+        },
+        "layernorm": {
+            (0,): "normalized over the batch (axis 0, that is BatchNorm); layer norm "
+            "normalizes each example over its features, axis -1"
+        },
+        "instancenorm": {
+            (0, 2): "averaged over the batch and the positions (axes 0, 2: that is "
+            "BatchNorm); instance norm averages over the positions only, axis 2",
+            (1, 2): "averaged over the channels and the positions (axes 1, 2: that is "
+            "LayerNorm); instance norm averages over the positions only, axis 2",
+            (1,): "averaged over the channels (axis 1); instance norm averages over "
+            "the positions, axis 2",
+        },
+    }.get(kind, {})
+    mistakes.update({cause: v(axes=ax) for ax, cause in wrong_axes.items()})
+    if kind == "instancenorm":
+        mistakes["did not subtract the mean (that is RMSNorm)"] = v(center=False)
+    if kind == "rmsnorm":
+        mistakes["subtracted the mean (that is LayerNorm); RMSNorm does not"] = v(
+            center=True
+        )
+    return mistakes
+
+
+def _grads(c, axes, center=True, drop=(), ddof=0, eps=None, sums=None, size_axis=None):
+    """(dx, dgamma, dbeta) of the normalization over ``axes`` with one deliberate
+    mistake: the terms in ``drop`` left out ("dmu", "dvar", "stats", "gamma"; "mean"
+    adds LayerNorm's term without centering; "gamma_out" takes gamma out of the sums;
+    "fixed": evaluation mode, with c's mean and var), an unbiased variance, another
+    eps, the sums over ``sums`` instead of ``axes``, m the size of ``size_axis``."""
+    x, gamma, dy = c["x"], c["gamma"], c["dout"]
+    eps = c["eps"] if eps is None else eps
+    if "fixed" in drop:
+        mu, var = c["mean"], c["var"]
+    else:
+        mu = x.mean(axes, keepdims=True) if center else 0.0
+        var = ((x - mu) ** 2).mean(axes, keepdims=True)
+    inv = 1 / np.sqrt(var + eps)
+    x_hat = (x - mu) * inv
+    m = math.prod(x.shape[a] for a in axes) if size_axis is None else x.shape[size_axis]
+    g = dy if {"gamma", "gamma_out"} & set(drop) else dy * gamma
+    inner, sums = m * g, axes if sums is None else sums
+    if "dvar" not in drop:
+        s = (g * x_hat).sum(sums, keepdims=True)
+        inner = inner - x_hat * s * (m / (m - 1) if ddof else 1)
+    if "dmu" not in drop and (center or "mean" in drop):
+        inner = inner - g.sum(sums, keepdims=True)
+    dx = inv / m * inner * (gamma if "gamma_out" in drop else 1)
+    dx = g * inv if {"fixed", "stats"} & set(drop) else dx
+    return dx, (dy * x_hat).sum(0), dy.sum(0)
+
+
+def _backward_mistakes(kind):
+    axes = _GROUPS[kind][0]
+    over = {"batchnorm": "the batch", "layernorm": "each example's features"}.get(
+        kind, "each vector's d features"
+    )
+
+    def v(**kw):
+        return lambda c: _grads(c, **{"axes": axes, "center": kind != "rmsnorm", **kw})
+
+    def dx_only(**kw):
+        return lambda c: (v(**kw)(c)[0], None, None)
+
+    if kind == "batchnorm-eval":
+
+        def fixed(drop=(), **kw):
+            return dx_only(drop=("fixed", *drop), **kw)
+
+        return {
+            "used the training-mode gradient; in evaluation mode the mean and "
+            "variance are constants, so dx = gamma * dout * inv_std": dx_only(),
+            "forgot gamma: dx = gamma * dout * inv_std": fixed(("gamma",)),
+            "ignored the cache's eps and used 1e-5": fixed(eps=1e-5),
+            "left eps out of inv_std = 1 / sqrt(var + eps)": fixed(eps=0.0),
+            "divided by var + eps instead of its square root": lambda c: (
+                c["gamma"] * c["dout"] / (c["var"] + c["eps"]),
+                None,
+                None,
+            ),
+        }
+    if kind == "rmsnorm":
+        mistakes = {
+            "forgot the projection term -x_hat * sum(g * x_hat) / (d r), that is, "
+            "treated r as a constant: x also feeds r": dx_only(drop=("dvar",)),
+            "added LayerNorm's -sum(g) term; RMSNorm does not subtract the mean, so "
+            "its backward has no such term": dx_only(drop=("mean",)),
+            "left eps out of r = sqrt(mean(x**2) + eps)": dx_only(eps=0.0),
+        }
+    else:
+        mistakes = {
+            f"forgot the dmu term: x feeds the mean too, which adds {DMU_TERM} to "
+            "every entry (inv_std = 1 / sqrt(var + eps), dx_hat = dout * gamma, sums "
+            f"over {over})": dx_only(drop=("dmu",)),
+            f"forgot the dvar term: x feeds the variance too, which adds {DVAR_TERM} "
+            f"(sums over {over})": dx_only(drop=("dvar",)),
+            "treated the mean and variance as constants (that is the evaluation-mode "
+            "gradient, dx = gamma * dout * inv_std)": dx_only(drop=("stats",)),
+            "used an unbiased (m - 1) variance somewhere in the backward": dx_only(
+                ddof=1
+            ),
+            "swapped dgamma and dbeta (dgamma = sum(dout * x_hat), dbeta = "
+            "sum(dout))": lambda c: (None, *v()(c)[:0:-1]),
+        }
+    mistakes["forgot to multiply dout by gamma before back-propagating into x_hat"] = (
+        dx_only(drop=("gamma",))
+    )
+    mistakes["averaged dgamma (and dbeta) over the batch instead of summing"] = (
+        lambda c: (None, *(p / len(c["x"]) for p in v()(c)[1:]))
+    )
+    if kind == "batchnorm":
+        mistakes["summed over the features (axis 1), not the batch (axis 0)"] = dx_only(
+            sums=(1,)
+        )
+        return mistakes
+    size = "n" if kind == "layernorm" else "d"
+    mistakes[f"summed over the batch (axis 0, as BatchNorm does), not over {over}"] = (
+        dx_only(sums=(0,))
+    )
+    mistakes[f"used the batch size for m; here m = {size} (cache['m'])"] = dx_only(
+        size_axis=0
+    )
+    if kind == "layernorm":
+        mistakes[
+            "took gamma out of the sums, as BatchNorm allows; in LayerNorm gamma "
+            "varies inside each group (row), so keep dx_hat = dout * gamma inside"
+        ] = dx_only(drop=("gamma_out",))
+    return mistakes
+
+
+def _check_forward(name, kind, fn, doc):
+    """Check the reader's forward of ``kind`` against bnlib's."""
+    who, affine = _who("forward", fn), kind != "instancenorm"
 
     def run(c):
-        x, g, dy, eps = c["x"], c["gamma"], c["dout"], c["eps"]
-        m = x.shape[axis]
-        mu = x.mean(axis=axis, keepdims=True)
-        var = x.var(axis=axis, keepdims=True)
-        inv = 1.0 / np.sqrt(var + eps)
-        x_hat = (x - mu) * inv
-        red = 0 if axis == 0 else None  # parameter gradients always sum over the batch
-        dgamma, dbeta = (dy * x_hat).sum(axis=red), dy.sum(axis=red)
-        gd = dy * g
-        s1 = gd.sum(axis=axis, keepdims=True)
-        s2 = (gd * x_hat).sum(axis=axis, keepdims=True)
-        d1 = dy.sum(axis, keepdims=True)  # the sums again, without gamma
-        d2 = (dy * x_hat).sum(axis, keepdims=True)
-        dx = {
-            "no_dmu": inv / m * (m * gd - x_hat * s2),
-            "no_dvar": inv / m * (m * gd - s1),
-            "constant_stats": gd * inv,
-            "no_gamma": inv / m * (m * dy - d1 - x_hat * d2),
-            "unbiased": inv / m * (m * gd - s1 - x_hat * s2 * m / (m - 1)),
-        }.get(kind)
-        if kind == "swap":
-            return None, dbeta, dgamma
-        if kind == "mean_params":
-            return None, dgamma / m, dbeta / m
-        return dx, None, None
+        args = (c["gamma"].copy(), c["beta"].copy()) if affine else ()
+        out = _call(who, fn, c["x"].copy(), *args, c["eps"])
+        return (_forward_out(out, c["x"].shape, who)[0],)
 
-    return run
+    library = (
+        "bnlib.functional."
+        + {
+            "batchnorm": "batchnorm_forward(x, gamma, beta, eps)",
+            "layernorm": "layernorm_forward(x, gamma, beta, 1, eps)",
+            "instancenorm": "norm_forward(x, None, None, (2,), eps)",
+        }[kind]
+    )
+    compare = f"Recreate the case and compare your mu, var, x_hat with {library}[1]"
+    return _check(
+        name,
+        kind,
+        [("out", "the shape of x")],
+        run,
+        lambda c: (_LIBRARY[kind](c)[0],),
+        _forward_mistakes(kind),
+        doc,
+        compare,
+    )
 
 
-_BACKWARD_MISTAKES = {
-    f"forgot the dmu term: x feeds the mean too, which adds {DMU_TERM} to every "
-    "entry (inv_std = 1 / sqrt(var + eps), dx_hat = dout * gamma, sums over the "
-    "batch)": _bwd_variant("no_dmu"),
-    f"forgot the dvar term: x feeds the variance too, which adds {DVAR_TERM} "
-    "(sums over the batch)": _bwd_variant("no_dvar"),
-    "treated the mean and variance as constants (that is the eval-mode gradient, "
-    "dx = gamma * dout / sqrt(var + eps))": _bwd_variant("constant_stats"),
-    "forgot to multiply dout by gamma before back-propagating into x_hat": _bwd_variant(
-        "no_gamma"
+_GRAD_OUTPUTS = [
+    ("dx", "the shape of x"),
+    ("dgamma", "the shape of gamma: one per feature, summed over the batch"),
+    ("dbeta", "the shape of beta: one per feature, summed over the batch"),
+]
+
+
+def _check_backward(name, kind, backward, forward, doc):
+    """Check the reader's backward of ``kind`` (with their forward, if given)."""
+    outputs = _GRAD_OUTPUTS[:2] if kind == "rmsnorm" else _GRAD_OUTPUTS
+    names, required = [o[0] for o in outputs], 1 if kind == "rmsnorm" else 3
+    who_b, who_f = _who("backward", backward), _who("forward", forward)
+
+    def run(c):
+        if forward is None:
+            got, cache = (), _LIBRARY[kind]({k: _copy(v) for k, v in c.items()})[1]
+        else:
+            args = [
+                c[f].copy() for f in ("x", "gamma", "beta") if f in CASE_FIELDS[kind]
+            ]
+            got = _forward_out(
+                _call(who_f, forward, *args, c["eps"]), c["x"].shape, who_f
+            )
+            if got[1] is None:
+                raise _Fail(f"{who_f} returned out alone; return (out, cache)")
+            got, cache = got[:1], got[1]
+        result = _call(who_b, backward, c["dout"].copy(), cache)
+        return got + _outputs(result, names, required, who_b)
+
+    def reference(c):
+        out, cache = _LIBRARY[kind](c)
+        dx, dgamma, dbeta = F.norm_backward(c["dout"], cache)
+        grads = (dx, dgamma.reshape(-1), None if dbeta is None else dbeta.reshape(-1))
+        return ((out,) if forward is not None else ()) + grads[: len(names)]
+
+    mistakes = _backward_mistakes(kind)
+    if forward is not None:  # the reader's out comes first
+        mistakes = {k: (lambda c, f=f: (None, *f(c))) for k, f in mistakes.items()}
+        more = _forward_mistakes(kind).items()
+        mistakes.update({k: (lambda c, f=f: f(c) + (None,) * 3) for k, f in more})
+        outputs = [("out of your forward", "the shape of x")] + outputs
+    compare = "Recreate the case and compare your values with bnlib.functional." + (
+        "norm_backward(dout, cache)"
+        if kind in ("rmsnorm", "batchnorm-eval")
+        else "batchnorm_backward_staged(dout, cache, trace={}), which returns the "
+        "gradient of every node in trace"
+    )
+    return _check(name, kind, outputs, run, reference, mistakes, doc, compare)
+
+
+def _copy(v):
+    return v.copy() if isinstance(v, np.ndarray) else v
+
+
+@_never_raises
+def check_batchnorm_forward(fn):
+    """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``): training-mode
+    BatchNorm, x (m, n) normalized with the mean and biased variance of its batch
+    (axis 0); gamma, beta (n,); out (m, n)."""
+    return _check_forward("batchnorm forward", "batchnorm", fn, _doc())
+
+
+@_never_raises
+def check_layernorm_forward(fn):
+    """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``): LayerNorm, each
+    row of x (m, n) normalized over its n features (axis -1); gamma, beta (n,); out
+    (m, n)."""
+    return _check_forward("layernorm forward", "layernorm", fn, _doc())
+
+
+@_never_raises
+def check_instancenorm_forward(fn):
+    """Check ``fn(x, eps) -> out`` (or ``(out, cache)``): InstanceNorm without gamma
+    and beta, each channel of each example of x (N, C, L) normalized over its L
+    positions (axis 2); out (N, C, L)."""
+    return _check_forward("instancenorm forward", "instancenorm", fn, _doc())
+
+
+@_never_raises
+def check_batchnorm_backward(backward, forward=None, training=True):
+    """Check ``backward(dout, cache) -> (dx, dgamma, dbeta)`` of BatchNorm: x, dout and
+    dx (m, n); dgamma, dbeta (n,) ((1, n) accepted). The cache is
+    ``bnlib.functional.batchnorm_forward(x, gamma, beta, eps)[1]``, a dict with x,
+    x_hat (m, n); mu, var, inv_std, gamma (1, n); eps; and m, the batch size. With
+    ``forward=``, your ``forward(x, gamma, beta, eps) -> (out, cache)`` makes the cache
+    and its out is checked too. ``training=False`` checks the evaluation-mode gradient,
+    on a cache made with ``stats=(mean, var)`` (its var is the given variance)."""
+    if training:
+        name, kind = "batchnorm backward", "batchnorm"
+        return _check_backward(name, kind, backward, forward, _doc())
+    name, kind = "batchnorm backward (evaluation)", "batchnorm-eval"
+    return _check_backward(name, kind, backward, None, _doc())
+
+
+@_never_raises
+def check_layernorm_backward(backward, forward=None):
+    """Check ``backward(dout, cache) -> (dx, dgamma, dbeta)`` of LayerNorm over the
+    last axis: x, dout and dx (m, n); dgamma, dbeta (n,). The cache is
+    ``bnlib.functional.layernorm_forward(x, gamma, beta, 1, eps)[1]`` (or from your
+    ``forward=``), a dict with x, x_hat (m, n); mu, var, inv_std (m, 1), one per
+    example; gamma (n,); eps; and m = n: the cache's m is the size of each normalized
+    group, here the n features of an example, not the batch size."""
+    name, kind = "layernorm backward", "layernorm"
+    return _check_backward(name, kind, backward, forward, _doc())
+
+
+@_never_raises
+def check_rmsnorm_backward(backward, forward=None):
+    """Check ``backward(dout, cache) -> dx`` (or ``(dx, dgamma)``) of RMSNorm of each
+    row of x (m, d): ``r = sqrt(mean(x**2) + eps)``, ``x_hat = x / r``,
+    ``y = gamma * x_hat``. The
+    cache is ``bnlib.functional.rmsnorm_forward(x, gamma, 1, eps)[1]`` (or from your
+    ``forward(x, gamma, eps) -> (out, cache)``): x, x_hat (m, d); inv_std = 1 / r
+    (m, 1); gamma (d,); eps; and m = d, the length of each vector."""
+    name, kind = "rmsnorm backward", "rmsnorm"
+    return _check_backward(name, kind, backward, forward, _doc())
+
+
+def _doc():
+    """The docstring of the public checker that calls this (the interface)."""
+    return globals()[sys._getframe(1).f_code.co_name].__doc__
+
+
+# ------------------------------------------------------------------ a layer of your own
+_LAYER_OUTPUTS = [
+    (f"{q} after training step {t}", doc)
+    for t in (1, 2, 3)
+    for q, doc in (
+        ("out", "(m, n)"),
+        ("dx", "(m, n)"),
+        ("grads['weight']", "(n,), dL/dgamma"),
+        ("grads['bias']", "(n,), dL/dbeta"),
+        ("running_mean", "(n,)"),
+        ("running_var", "(n,)"),
+    )
+] + [
+    ("out in evaluation mode", "(m, n)"),
+    ("running_mean after the evaluation forward", "(n,)"),
+    ("running_var after the evaluation forward", "(n,)"),
+]
+
+
+def _drive(layer, c, name):
+    """Three training steps (forward, backward), then eval() and one forward; returns
+    what the layer shows after each, in the order of :data:`_LAYER_OUTPUTS`."""
+
+    def read(what, get):
+        return _copy(_call(f"{name}.{what}", get))
+
+    for key, value in (("weight", c["gamma"]), ("bias", c["beta"])):
+        _call(
+            f"setting {name}.params[{key!r}][...]",
+            lambda k=key, v=value: np.copyto(layer.params[k], v, casting="unsafe"),
+        )
+    stats = [
+        *(lambda k=k: layer.grads[k] for k in ("weight", "bias")),
+        lambda: layer.running_mean,
+        lambda: layer.running_var,
+    ]
+    trace = []
+    for x, dout in zip(c["xs"][:3], c["douts"]):
+        trace.append(read("forward", lambda x=x: layer(x.copy())))
+        trace.append(read("backward", lambda d=dout: layer.backward(d.copy())))
+        trace += [
+            read(o[0].split(" after")[0], get)
+            for o, get in zip(_LAYER_OUTPUTS[2:6], stats)
+        ]
+    _call(f"{name}.eval()", lambda: layer.eval())
+    trace.append(read("forward in evaluation mode", lambda: layer(c["xs"][3].copy())))
+    return tuple(
+        trace
+        + [read(k, get) for k, get in zip(("running_mean", "running_var"), stats[2:])]
+    )
+
+
+def _layer_trace(
+    c,
+    ddof=1,
+    keras=False,
+    batch_in_eval=False,
+    update_in_eval=False,
+    var0=1.0,
+    momentum=None,
+    eps=None,
+):
+    """What :func:`_drive` sees of a layer with one deliberate mistake."""
+    k = c["momentum"] if momentum is None else momentum
+    k, eps = (1 - k if keras else k), (c["eps"] if eps is None else eps)
+    rm, rv = np.zeros_like(c["gamma"]), np.full_like(c["gamma"], var0)
+    trace = []
+    for t, x in enumerate(c["xs"]):
+        if t < 3 or update_in_eval:
+            rm = (1 - k) * rm + k * x.mean(0)
+            rv = (1 - k) * rv + k * x.var(0, ddof=ddof)
+        stats = None if t < 3 or batch_in_eval else (rm, rv)
+        out, cache = F.batchnorm_forward(x, c["gamma"], c["beta"], eps, stats=stats)
+        trace.append(out)
+        trace += F.batchnorm_backward(c["douts"][t], cache) if t < 3 else ()
+        trace += [rm, rv]
+    return tuple(trace)
+
+
+_LAYER_MISTAKES = {
+    "running_var stores the biased batch variance; PyTorch stores the unbiased one, "
+    "var * m / (m - 1) (and normalizes with the biased one)": dict(ddof=0),
+    "used Keras's convention running = momentum * running + (1 - momentum) * batch; "
+    "PyTorch's momentum is the weight of the new batch": dict(keras=True),
+    "ignored the momentum argument and used 0.1": dict(momentum=0.1),
+    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
+    "running_var starts at 0; PyTorch starts it at 1 (and running_mean at 0)": dict(
+        var0=0.0
     ),
-    "used an unbiased (m - 1) variance somewhere in the backward": _bwd_variant(
-        "unbiased"
-    ),
-    "swapped dgamma and dbeta (dgamma = sum(dout * x_hat), "
-    "dbeta = sum(dout))": _bwd_variant("swap"),
-    "averaged dgamma and dbeta over the batch instead of summing": _bwd_variant(
-        "mean_params"
+    "evaluation mode still normalizes with the batch statistics; when not "
+    "self.training, use running_mean and running_var": dict(batch_in_eval=True),
+    "evaluation mode updates the running statistics too; only training mode does": dict(
+        update_in_eval=True
     ),
 }
 
 
-def check_batchnorm_backward(backward, forward=None):
-    """Check a BatchNorm backward ``backward(dout, cache) -> (dx, dgamma, dbeta)``.
+@_never_raises
+def check_batchnorm_layer(cls):
+    """Check a layer class ``cls(n, eps=1e-5, momentum=0.1)`` following bnlib's Module
+    contract, against :class:`bnlib.BatchNorm1d` on (m, n) batches: ``params`` and
+    ``grads`` with keys "weight" and "bias" (n,); ``forward(x) -> y``;
+    ``backward(dout) -> dx`` filling ``grads``; ``running_mean`` (from 0) and
+    ``running_var`` (from 1, stores the unbiased batch variance), updated in training
+    as ``running = (1 - momentum) * running + momentum * batch``; after ``eval()`` the
+    running statistics normalize. Three training steps, then one evaluation forward."""
+    from .modules import BatchNorm1d
 
-    The cache comes from ``forward(x, gamma, beta, eps) -> (out, cache)`` if given
-    (the reader's own forward), else from :func:`bnlib.functional.batchnorm_forward`,
-    whose cache is a dict with keys ``x, mu, var, inv_std, x_hat, gamma, eps, m``.
-    Shapes: x, dout (m, n); gamma, beta, dgamma, dbeta (n,).
-    """
+    name = getattr(cls, "__name__", "your layer")
 
-    def cand(c):
-        fwd = forward or F.batchnorm_forward
-        _, cache = fwd(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"])
-        return _as_tuple(backward(c["dout"].copy(), cache), 3)
+    def run(c):
+        n, eps, mom = len(c["gamma"]), c["eps"], c["momentum"]
+        who = f"{name}({n}, eps={eps:g}, momentum={mom:g})"
+        return _drive(_call(who, cls, n, eps=eps, momentum=mom), c, name)
 
-    def ref(c):
-        _, cache = F.batchnorm_forward(c["x"], c["gamma"], c["beta"], c["eps"])
-        return F.batchnorm_backward(c["dout"], cache)
+    def reference(c):
+        layer = BatchNorm1d(len(c["gamma"]), eps=c["eps"], momentum=c["momentum"])
+        return _drive(layer, c, "BatchNorm1d")
 
-    return _compare(
-        "batchnorm backward", ["dx", "dgamma", "dbeta"], cand, ref, _BACKWARD_MISTAKES
-    )
-
-
-def check_layernorm_backward(backward, forward=None):
-    """Check a LayerNorm backward ``backward(dout, cache) -> (dx, dgamma, dbeta)`` for
-    x (m, n) normalized over its last axis; the cache as in
-    :func:`check_batchnorm_backward` (by default from
-    :func:`bnlib.functional.layernorm_forward`).
-    """
-
-    def ln_mistake(kind):
-        def run(c):
-            x, g, dy, eps = c["x"], c["gamma"], c["dout"], c["eps"]
-            mu, var = x.mean(1, keepdims=True), x.var(1, keepdims=True)
-            inv = 1 / np.sqrt(var + eps)
-            x_hat = (x - mu) * inv
-            gd = dy * g
-            n = x.shape[1]
-            s1, s2 = gd.sum(1, keepdims=True), (gd * x_hat).sum(1, keepdims=True)
-            dx = {
-                "no_dmu": inv / n * (n * gd - x_hat * s2),
-                "no_dvar": inv / n * (n * gd - s1),
-                "constant_stats": gd * inv,
-            }[kind]
-            return dx, None, None
-
-        return run
-
-    features = "sums over that example's features, m = the number of features"
     mistakes = {
-        f"forgot the dmu term: x feeds each example's mean too, which adds "
-        f"{DMU_TERM} ({features})": ln_mistake("no_dmu"),
-        f"forgot the dvar term: x feeds each example's variance too, which adds "
-        f"{DVAR_TERM} ({features})": ln_mistake("no_dvar"),
-        "treated the per-example mean and variance as constants": ln_mistake(
-            "constant_stats"
-        ),
+        cause: functools.partial(_layer_trace, **kw)
+        for cause, kw in _LAYER_MISTAKES.items()
     }
-
-    def cand(c):
-        fwd = forward or (lambda x, g, b, eps: F.layernorm_forward(x, g, b, 1, eps))
-        _, cache = fwd(c["x"].copy(), c["gamma"].copy(), c["beta"].copy(), c["eps"])
-        return _as_tuple(backward(c["dout"].copy(), cache), 3)
-
-    def ref(c):
-        _, cache = F.layernorm_forward(c["x"], c["gamma"], c["beta"], 1, c["eps"])
-        return F.layernorm_backward(c["dout"], cache)
-
-    return _compare(
-        "layernorm backward", ["dx", "dgamma", "dbeta"], cand, ref, mistakes
+    compare = "Run bnlib.BatchNorm1d(n, eps=eps, momentum=momentum) on the same batches"
+    return _check(
+        "batchnorm layer",
+        "layer",
+        _LAYER_OUTPUTS,
+        run,
+        reference,
+        mistakes,
+        _doc(),
+        compare,
     )
+
+
+# ------------------------------------------------------------------ folding by hand
+def _fold(
+    c,
+    eps=None,
+    den="sqrt",
+    cols=False,
+    no_gamma=False,
+    no_b=False,
+    raw_mean=False,
+    no_beta=False,
+    keep_W=False,
+):
+    """(W', b') of Linear (W, b) and evaluation-mode BN, with one deliberate mistake."""
+    eps = c["eps"] if eps is None else eps
+    s = (1.0 if no_gamma else c["gamma"]) / (
+        np.sqrt(c["var"] + eps) if den == "sqrt" else c["var"] + eps
+    )
+    W = c["W"] if keep_W else c["W"] * s if cols else s[:, None] * c["W"]
+    b = s * (0.0 if no_b else c["b"]) - (1 if raw_mean else s) * c["mean"]
+    return W, b + (0.0 if no_beta else c["beta"])
+
+
+_FOLD_MISTAKES = {
+    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
+    "left eps out of sqrt(var + eps)": dict(eps=0.0),
+    "divided by var + eps instead of its square root": dict(den="var"),
+    "scaled the columns of W; scale row i (output unit i) by s_i = gamma_i / "
+    "sqrt(var_i + eps)": dict(cols=True),
+    "left gamma out of the scale s = gamma / sqrt(var + eps)": dict(no_gamma=True),
+    "left b out: b' = s * (b - mean) + beta": dict(no_b=True),
+    "did not scale the mean: b' = s * (b - mean) + beta": dict(raw_mean=True),
+    "left beta out of b'": dict(no_beta=True),
+    "left W unchanged; W' = s * W, row by row": dict(keep_W=True),
+}
+
+
+def _fold_reference(c):
+    """(W', b') of :func:`bnlib.fold_batchnorm` on layers holding the case's values."""
+    from .modules import BatchNorm1d, Linear
+    from .surgery import fold_batchnorm
+
+    out, n_in = c["W"].shape
+    lin, bn = Linear(n_in, out), BatchNorm1d(out, eps=c["eps"])
+    lin.params.update(weight=c["W"], bias=c["b"])
+    bn.params.update(weight=c["gamma"], bias=c["beta"])
+    bn.running_mean, bn.running_var = c["mean"], c["var"]
+    folded = fold_batchnorm(lin, bn)
+    return folded.params["weight"], folded.params["bias"]
+
+
+@_never_raises
+def check_fold(fn):
+    """Check ``fn(W, b, gamma, beta, mean, var, eps) -> (W2, b2)``: a Linear layer (W
+    (out, in), b (out,)) followed by evaluation-mode BatchNorm (gamma, beta, running
+    mean and var, each (out,)) folded into one Linear, W2 (out, in) and b2 (out,)."""
+    who = _who("function", fn)
+
+    def run(c):
+        args = [_copy(c[f]) for f in CASE_FIELDS["fold"]]
+        return _outputs(_call(who, fn, *args), ["W2", "b2"], 2, who)
+
+    mistakes = {k: functools.partial(_fold, **kw) for k, kw in _FOLD_MISTAKES.items()}
+    outputs = [("W2", "(out, in), the shape of W"), ("b2", "(out,), the shape of b")]
+    compare = "Recreate the case and compare with bnlib.fold_batchnorm(linear, bn)"
+    return _check(
+        "fold", "fold", outputs, run, _fold_reference, mistakes, _doc(), compare
+    )
+
+
+# ------------------------------------------------------------------ ICS by hand
+def _gradient_change(c, step=(0,), keys=("weight", "bias"), sign=-1, lr=None):
+    """(G2, G2 after the step) on a fresh copy of the case's model, with one mistake:
+    the layers that ``step``, the parameters that move, the ``sign`` of the step."""
+    from .losses import softmax_cross_entropy
+
+    model, lr = _draw("gradient-change", c["k"])["model"], lr or c["lr"]
+
+    def g2():
+        model.backward(softmax_cross_entropy(model(c["x"]), c["y"])[1])
+        return model[2].grads["weight"].copy()
+
+    before = g2()
+    for i in step:
+        for key in keys:
+            model[i].params[key] += sign * lr * model[i].grads[key]
+    return before, g2()
+
+
+@_never_raises
+def check_gradient_change(fn):
+    """Check ``fn(model, x, y, lr) -> (G2, G2_after)`` of the ICS-by-hand exercise:
+    model = ``make_mlp([3, 4, 2], "sigmoid", None)`` (Linear, Sigmoid, Linear), x
+    (m, 3),
+    y (m,) labels; G2 (2, 4) the gradient of the mean softmax cross-entropy with
+    respect to the second Linear's weight; G2_after the same after one SGD step
+    ``p -= lr * grad`` on the first Linear's weight and bias, from the same pass."""
+    who = _who("function", fn)
+
+    def run(c):
+        result = _call(who, fn, c["model"], c["x"].copy(), c["y"].copy(), c["lr"])
+        return _outputs(result, ["G2", "G2_after"], 2, who)
+
+    mistakes = {
+        "G2_after equals G2: the first layer did not move, or G2_after was not "
+        "recomputed by a new forward and backward after the step": dict(step=()),
+        "stepped both Linear layers; only the layers before layer 2 move": dict(
+            step=(0, 2)
+        ),
+        "stepped up the gradient; an SGD step subtracts lr * grad": dict(sign=1),
+        "moved the first layer's weight but not its bias": dict(keys=("weight",)),
+        "ignored the lr argument and used 0.5": dict(lr=0.5),
+    }
+    mistakes = {
+        k: functools.partial(_gradient_change, **kw) for k, kw in mistakes.items()
+    }
+    shape = "model[2].params['weight'].shape"
+    outputs = [("G2", shape), ("G2_after", shape)]
+    compare = (
+        "Recreate the case and compare with model[2].grads['weight'] after "
+        "model.backward(bnlib.softmax_cross_entropy(model(x), y)[1])"
+    )
+    return _check(
+        "gradient change",
+        "gradient-change",
+        outputs,
+        run,
+        _gradient_change,
+        mistakes,
+        _doc(),
+        compare,
+    )
+
+
+# ------------------------------------------------------------------ weight decay runs
+@_never_raises
+def check_weight_decay_runs(plain, decayed):
+    """Check the two series of ``||W1||^2`` (one value after every step) of the
+    weight-decay exercise against what scale invariance implies. With BN right after
+    W1 (no bias), scaling a row of W1 leaves the loss as it is, so the row's gradient
+    is orthogonal to it and plain SGD can only grow ``||W1||^2``
+    (``||w - lr g||^2 = ||w||^2 + lr^2 ||g||^2``), but for eps's tiny leak: a fall of
+    1e-6 (relative) per step is allowed. Weight decay must end lower."""
+    try:
+        runs = [
+            _as_array(s, f"the {k} series").squeeze()
+            for s, k in ((plain, "plain"), (decayed, "weight-decay"))
+        ]
+        for a, k in zip(runs, ("plain", "weight-decay")):
+            if a.ndim != 1 or a.size < 2:
+                raise _Fail(
+                    f"the {k} series has shape {a.shape}; pass ||W1||^2 after "
+                    "every step, a 1-D sequence"
+                )
+            if not np.all(np.isfinite(a) & (a > 0)):
+                raise _Fail(
+                    f"the {k} series has values that are not positive and "
+                    "finite: did the run diverge?"
+                )
+        (p, d), fall = runs, np.diff(runs[0]) / runs[0][:-1]
+        if p.size != d.size:
+            raise _Fail(
+                f"the series have {p.size} and {d.size} values; record both "
+                "runs for the same number of steps"
+            )
+        if np.allclose(p, d, rtol=1e-12):
+            raise _Fail(
+                "the two series are identical: pass weight_decay=5e-3 to "
+                "bnlib.SGD in the second run"
+            )
+        if d[-1] >= p[-1]:
+            raise _Fail(
+                "the weight-decay run ends with the larger ||W1||^2; weight decay "
+                "shrinks W1 at every step: are the two runs swapped?"
+            )
+        if fall.min() < -1e-6:
+            raise _Fail(
+                f"the plain run's ||W1||^2 fell at step {np.argmin(fall) + 2}; scale "
+                "invariance allows no fall under plain SGD: does this run have "
+                "weight_decay=0, and does the probe read model[0].params['weight'] "
+                "(the Linear right before the first BN)?"
+            )
+    except _Fail as fail:
+        return CheckResult("weight decay runs", False, [fail.message])
+    return CheckResult(
+        "weight decay runs",
+        True,
+        [
+            "the plain run's ||W1||^2 never falls, as scale invariance requires, and "
+            "the weight-decay run ends lower."
+        ],
+    )
+
+
+# ------------------------------------------------------------------ numeric answers
+# label -> dict(what, tol, rel, any_order, each, right, wrong, also): see answer_key.
+# (No doc comment on purpose: the API page must not print the keys.)
+ANSWERS: dict = {}
+
+
+def answer_key(label, what, tol, right, wrong=None, also=None, **options):
+    """Register the answer key of exercise part ``label``.
+
+    what: the answer in words (shown in every message); tol: the tolerance, absolute,
+    or relative with ``rel=True``; ``any_order=True`` compares sorted values;
+    ``each=True`` judges every value given against the one right number.
+    right: the value, or a function computing it (called when checked).
+    wrong: {the mistake it reveals: wrong value}; also: {note: a value also right}.
+    """
+    opts = dict(rel=False, any_order=False, each=False) | options
+    ANSWERS[label] = dict(what=what, tol=tol, right=right, wrong=wrong or {}, **opts)
+    ANSWERS[label]["also"] = also or {}
+
+
+def _value(v):
+    return np.asarray(v() if callable(v) else v)
+
+
+@_never_raises
+def check_answer(label, value):
+    """Judge ``value`` (a number, or a list, tuple, array or dict of numbers) for the
+    exercise part ``label`` of :data:`ANSWERS`, within the key's stated tolerance; a
+    known wrong value is named with the mistake it reveals. The answer is not shown."""
+    if not isinstance(label, str) or label not in ANSWERS:
+        near = difflib.get_close_matches(str(label), list(ANSWERS), n=3)
+        tip = ", ".join(near) if near else "one of bnlib.exercises.ANSWERS"
+        return CheckResult(str(label), False, [f"no answer key {label!r}; try {tip}"])
+    key = ANSWERS[label]
+    what, tol, want = key["what"], key["tol"], _value(key["right"])
+    is_bool, want = want.dtype == bool, want.astype(float).ravel()
+    judged = "exactly" if tol == 0 else f"to ±{tol:g}"
+    judged = f"to a relative {tol:.0%}" if key["rel"] else judged
+    try:
+        v = np.asarray(
+            list(value.values()) if isinstance(value, dict) else value, float
+        )
+    except Exception:
+        v = np.full(want.size + 1, np.nan)
+    v = v.ravel()
+    if not (v.size == want.size or key["each"] and v.size) or not np.isfinite(v).all():
+        msg = f"expected {want.size} finite number(s): {what}; got {value!r:.60}"
+        return CheckResult(label, False, [msg])
+
+    def close(a, b):
+        a, b = np.asarray(a, float).ravel(), _value(b).astype(float).ravel()
+        b = np.full(a.size, b[0]) if key["each"] and b.size == 1 else b
+        if a.shape != b.shape:
+            return False
+        a, b = (np.sort(a), np.sort(b)) if key["any_order"] else (a, b)
+        room = tol * (np.abs(b) if key["rel"] else 1) + 1e-12 * np.abs(b)
+        return bool(np.all(np.abs(a - b) <= room))
+
+    right = f"right: {what}, judged {judged}."
+    if close(v, want):
+        return CheckResult(label, True, [right])
+    note = next((note for note, alt in key["also"].items() if close(v, alt)), None)
+    if note:
+        return CheckResult(label, True, [f"{right} {note}"])
+    cause = next((msg for msg, w in key["wrong"].items() if close(v, w)), None)
+    hint = (
+        ("Most likely cause: " + cause)
+        if cause
+        else "Hint: " + _answer_hint(v, want, close, what, is_bool)
+    )
+    return CheckResult(
+        label, False, [f"not right: {what}, judged {judged}.", hint], cause
+    )
+
+
+def _answer_hint(v, want, close, what, is_bool):
+    """A generic diagnosis of a wrong value that no key names."""
+    if np.all(np.abs(want) <= 1) and np.any(want) and close(v / 100, want):
+        return "this looks like a percentage; give a fraction (0.25, not 25)"
+    if v.size > 1 and not is_bool and close(np.sort(v), np.sort(want)):
+        return f"the right numbers in the wrong order; give {what}"
+    if np.any(want) and close(-v, want):
+        return "the right size with the wrong sign"
+    if v.size > 1 and want.size == v.size:
+        right = [
+            str(i + 1) for i in range(v.size) if close(v[i : i + 1], want[i : i + 1])
+        ]
+        which = f" (entries {', '.join(right)})" if right and not is_bool else ""
+        return f"{len(right)} of {v.size} entries are right{which}"
+    return "not one of the common mistakes; rework it from the exercise text"
+
+
+def _phi(z):
+    return NormalDist().cdf(z)
+
+
+def _x_hat(x, eps):
+    """x_hat of a single feature x (m values), from bnlib."""
+    return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
+
+
+@functools.cache
+def _count():
+    """(parameters, BN parameters, BN running statistics, BN layers) of ex-ch2-count."""
+    from .models import make_mlp
+    from .surgery import batchnorm_layers
+
+    net = make_mlp([40, 100, 50, 10], "relu", "bn", rng=0)
+    bns = batchnorm_layers(net)
+    running = sum(b.running_mean.size + b.running_var.size for b in bns)
+    return net.num_parameters(), sum(b.num_parameters() for b in bns), running, len(bns)
+
+
+def _ema(means, momentum):
+    """The running mean after each batch mean, from bnlib.BatchNorm1d (start 0)."""
+    from .modules import BatchNorm1d
+
+    bn, out = BatchNorm1d(1, momentum=momentum), []
+    for mean in means:
+        bn(np.array([[mean - 1.0], [mean + 1.0]]))
+        out.append(bn.running_mean[0])
+    return out
+
+
+def _eigenvalues_of_P():
+    x_hat = _x_hat([1.0, 2.0, 3.0, 4.0], 1.25)
+    return np.linalg.eigvalsh(np.eye(4) - 1 / 4 - x_hat @ x_hat.T / 4)
+
+
+def _saturating_scale():
+    """The smallest a of 1, 2, 4, 8, 16 at which over 5 % of a sigmoid's inputs pass
+    |z| > 4.2 (output within 0.015 of 0 or 1), with sd(z) = a sqrt(0.26 / 3)."""
+    cut, sd = math.log(1 / 0.015 - 1), math.sqrt(0.26 / 3)
+    return min(a for a in (1, 2, 4, 8, 16) if 2 * (1 - _phi(cut / (a * sd))) > 0.05)
+
+
+_FOLD_EXAMPLE = dict(
+    W=np.array([[1.0, 2.0], [-1.0, 0.0]]),
+    b=np.array([0.5, 1.0]),
+    gamma=np.array([2.0, 1.0]),
+    beta=np.array([0.0, -1.0]),
+    mean=np.array([1.5, -1.0]),
+    var=np.array([4.0, 0.25]),
+    eps=0.0,
+)
+
+
+def _instance_norm_invariances():
+    """Is IN after a position-wise linear layer (W (C, D) on (N, D, L)) invariant to
+    each transformation of ch5.TRANSFORMATIONS, in that order?"""
+    rng = np.random.default_rng(0)
+    w, u = rng.normal(size=(4, 3)), rng.normal(size=(5, 3, 6))
+
+    def inorm(w, u):
+        return F.norm_forward(np.einsum("cd,ndl->ncl", w, u), None, None, (2,), 0.0)[0]
+
+    moves = [
+        (2.7 * w, u),
+        (w + rng.normal(size=(1, 3)), u),
+        (w * rng.uniform(0.3, 3.0, (4, 1)), u),
+        (w, 2.7 * u),
+        (w, u + rng.normal(size=(1, 3, 1))),
+        (w, u * rng.uniform(0.3, 3.0, (5, 1, 1))),
+    ]
+    return [bool(np.allclose(inorm(*mv), inorm(w, u))) for mv in moves]
+
+
+def _axes(shape, axes):
+    """(m, number of means) of a normalization of ``shape`` over ``axes``."""
+    m = F.norm_forward(np.zeros(shape), None, None, axes)[1]["m"]
+    return [m, math.prod(shape) // m]
+
+
+_ANY = dict(any_order=True)
+_REL = dict(rel=True)
+_SQ, _HALF = math.sqrt(3), math.sqrt(0.5)
+_BAYES = [_phi(0.15 * math.sqrt(t)) for t in (30, 60)]
+
+# ----- chapter 1
+answer_key(
+    "ex-ch1-m2",
+    "x_hat of the batch (0.71, 0.70) with eps = 1e-5, 2 numbers",
+    1e-3,
+    lambda: _x_hat([0.71, 0.70], 1e-5),
+    {
+        "that is the limit for inputs far apart; these are 0.01 apart, so eps is not "
+        "negligible: x_hat = ±d / sqrt(d**2 + eps), d = (x1 - x2) / 2": [1, -1],
+        "used the unbiased variance (m - 1 = 1)": [
+            0.005 / 6e-5**0.5,
+            -0.005 / 6e-5**0.5,
+        ],
+        "added eps outside the square root": [0.005 / 0.00501, -0.005 / 0.00501],
+    },
+)
+answer_key(
+    "ex-ch1-projection",
+    "the 4 eigenvalues of P for x = (1, 2, 3, 4), eps = 1.25, any order",
+    1e-3,
+    _eigenvalues_of_P,
+    {
+        "those are for eps = 0; with eps > 0 the direction x_hat keeps a fraction "
+        "eps / (var + eps)": [0, 0, 1, 1],
+        "that removes the mean direction only; x_hat x_hat^T / m removes most of a "
+        "second one": [0, 1, 1, 1],
+        "those are the eigenvalues of I - P": lambda: 1 - _eigenvalues_of_P(),
+    },
+    **_ANY,
+)
+answer_key(
+    "ex-ch1-saturation",
+    "the smallest a of 1, 2, 4, 8, 16 at which over 5 % of a hidden layer saturate",
+    0,
+    _saturating_scale,
+    {
+        "at 16 a third or more saturate, but a visible share does one step before": 16,
+        "at a = 4 the cut |z| > 4.2 lies over 3.5 standard deviations of z out": 4,
+    },
+)
+answer_key(
+    "ex-ch1-saturation-layer",
+    "which hidden layer, 1, 2 or 3, saturates least",
+    0,
+    1,  # its inputs, the pixels, have the smallest mean square (0.23 < 0.25)
+    {"its inputs, sigmoid outputs, have a larger mean square than the pixels": 3},
+)
+# ----- chapter 2
+answer_key(
+    "ex-ch2-predict",
+    "(mean, variance) of the BN output for gamma = 0.5, beta = -1",
+    0.01,
+    [-1.0, 0.5**2],  # beta and gamma**2, whatever the input
+    {
+        "those are the input's; BN removes the input's mean and variance": [3, 4],
+        "0.5 is gamma, the standard deviation; the variance is gamma**2": [-1, 0.5],
+        "forgot gamma: the variance of gamma * x_hat is gamma**2": [-1, 1],
+    },
+)
+answer_key(
+    "ex-ch2-predict-sigmoid",
+    "the typical sigmoid output, at the BN output's mean",
+    0.02,
+    1 / (1 + math.e),
+    {
+        "that is sigmoid(0); the BN output is centred at beta": 0.5,
+        "that is sigmoid(+1); beta is -1": 1 / (1 + 1 / math.e),
+    },
+)
+answer_key(
+    "ex-ch2-step-line",
+    "the share of outputs above 0.5 for a step 1 standard deviation above the mean",
+    0.005,
+    1 - _phi(1),
+    {"that is the share below the step": _phi(1), "that is a step at the mean": 0.5},
+)
+answer_key(
+    "ex-ch2-count",
+    "the number of trainable parameters of the network",
+    0,
+    lambda: _count()[0],
+    {
+        "counted a bias in the Linear layers before BN; make_mlp leaves them "
+        "out": lambda: _count()[0] + _count()[1] // 2,
+        "counted the running statistics; they are buffers": lambda: sum(_count()[:2]),
+        "left out BN's gamma and beta": lambda: _count()[0] - _count()[1],
+    },
+)
+answer_key(
+    "ex-ch2-count-bn",
+    "how many of the trainable parameters belong to BN",
+    0,
+    lambda: _count()[1],
+    {
+        "gamma and beta: two per feature": lambda: _count()[1] // 2,
+        "the running statistics are buffers, not parameters": lambda: 2 * _count()[1],
+    },
+)
+answer_key(
+    "ex-ch2-count-buffers",
+    "how many numbers BN stores that are not parameters",
+    0,
+    lambda: _count()[2],
+    {"a running mean and a running variance per feature": lambda: _count()[2] // 2},
+    {
+        "(You also counted num_batches_tracked, one per layer, which bnlib keeps "
+        "too.)": lambda: _count()[2] + _count()[3]
+    },
+)
+answer_key(
+    "ex-ch2-adam",
+    "the least number of Adam steps in which beta covers the shift 10 at lr 0.01",
+    0.05,
+    10 / 0.01,
+    {
+        "that is the count at lr 0.1": 100,
+        "that is the shift alone; Adam moves beta by about lr per step": 10,
+    },
+    **_REL,
+)
+for _label in ("ex-ch2-bound-a", "ex-ch5-ema-a"):
+    answer_key(
+        _label,
+        "the values of x_hat in a batch of two, any order",
+        1e-3,
+        lambda: _x_hat([0.3, 1.7], 0.0),
+        {"used the unbiased variance (divided by m - 1 = 1)": [-_HALF, _HALF]},
+        **_ANY,
+    )
+answer_key(
+    "ex-ch2-bound-b",
+    "how large -beta / |gamma| must be before a unit is provably dead, m = 100",
+    0.01,
+    math.sqrt(100 - 1),
+    {"that is sqrt(m); the bound is sqrt(m - 1)": 10, "forgot the square root": 99},
+)
+answer_key(
+    "ex-ch2-bound-p",
+    "the probability that a batch of 100 standard normal values has one above 3",
+    0.02,
+    1 - _phi(3) ** 100,
+    {
+        "that is the chance for one value; a batch has 100 chances": 1 - _phi(3),
+        "that is the probability that none is above 3": _phi(3) ** 100,
+    },
+)
+# ----- chapter 3
+answer_key(
+    "ex-ch3-ema",
+    "the running mean after each of the three batches, 3 numbers",
+    1e-3,
+    lambda: _ema([2, 4, 6], 0.1),
+    {
+        "used Keras's convention; PyTorch's momentum 0.1 is the weight of the new "
+        "batch": lambda: _ema([2, 4, 6], 0.9),
+        "that is the cumulative average (momentum=None), not the EMA": [2, 3, 4],
+        "that is momentum * batch mean alone; the running value also keeps 0.9 of "
+        "its previous value": [0.2, 0.4, 0.6],
+    },
+)
+answer_key(
+    "ex-ch3-ema-weights",
+    "the weights of batches 1, 2, 3 in the final running mean, 3 numbers",
+    1e-4,
+    0.1 * 0.9 ** np.arange(2, -1, -1),
+    {
+        "this gives the oldest batch the largest weight; batch 1 has been shrunk by "
+        "0.9 twice since it arrived, so the newest weighs most": 0.1
+        * 0.9 ** np.arange(3),
+        "each batch enters with weight 0.1, but each later update shrinks it": [0.1]
+        * 3,
+        "equal weights are the cumulative average (momentum=None)": [1 / 3] * 3,
+    },
+)
+answer_key(
+    "ex-ch3-ema-start",
+    "the weight of the start value in the final running mean",
+    1e-4,
+    0.9**3,
+    {
+        "that is 0.1 ** 3; the start value keeps 0.9 of its weight per update": 1e-3,
+        "that is its weight after one update": 0.9,
+        "that is the batches' total weight; the start value keeps the rest": 0.271,
+    },
+)
+answer_key(
+    "ex-ch3-momentum-a",
+    "PyTorch's momentum for Keras's momentum=0.95",
+    1e-6,
+    1 - 0.95,
+    {
+        "that is Keras's number; Keras's momentum is the weight of the old value, "
+        "PyTorch's the weight of the new batch": 0.95
+    },
+)
+answer_key(
+    "ex-ch3-momentum-b",
+    "the window, in batches, of PyTorch's momentum 0.99 (the chapter's definition)",
+    0.1,
+    -1 / math.log(1 - 0.99),  # the batches that hold 1 - 1/e of the weight
+    {
+        "that is the window of momentum 0.01 (Keras's 0.99); PyTorch's 0.99 gives the "
+        "new batch 99 % of the weight": 100,
+        "that is the window of momentum 0.01 (Keras's 0.99)": -1 / math.log(0.99),
+    },
+    {"(1 / momentum is the rule of thumb; the chapter's window is shorter.)": 1.01},
+)
+_FOLD_PARTS = {  # the mistakes that change W' or b' (eps is 0 in the exercise)
+    "W": {"den", "cols", "no_gamma", "keep_W"},
+    "b": {"den", "no_gamma", "no_b", "raw_mean", "no_beta"},
+}
+for _i, (_part, _kinds) in enumerate(_FOLD_PARTS.items()):
+    answer_key(
+        f"ex-ch3-fold-{_part}",
+        f"the folded {_part}' of the exercise, the shape of {_part}",
+        1e-6,
+        lambda i=_i: _fold_reference(_FOLD_EXAMPLE)[i],
+        {
+            k: lambda i=_i, kw=kw: _fold(_FOLD_EXAMPLE, **kw)[i]
+            for k, kw in _FOLD_MISTAKES.items()
+            if set(kw) & _kinds
+        },
+    )
+answer_key(
+    "ex-ch3-nan",
+    "unit 2's output for the input 0.2 with eps = 1e-5 (gamma = 1, beta = 0)",
+    0.1,
+    lambda: F.batchnorm_forward(np.array([[0.2]]), None, None, 1e-5, stats=([0], [0]))[
+        0
+    ],
+    {"divided by eps; the denominator is sqrt(var + eps)": 0.2 / 1e-5},
+)
+answer_key(
+    "ex-ch3-port-eps",
+    "the eps of the PyTorch layer",
+    0.01,
+    1e-3,
+    {"that is PyTorch's default; Keras's default is another": 1e-5},
+    **_REL,
+)
+answer_key(
+    "ex-ch3-port-momentum",
+    "the momentum of the PyTorch layer",
+    1e-6,
+    1 - 0.99,
+    {
+        "that is Keras's number; PyTorch's momentum is 1 minus it": 0.99,
+        "that is PyTorch's default, a window ten times shorter than Keras's": 0.1,
+    },
+)
+_RATIO = math.sqrt((0.0004 + 1e-3) / (0.0004 + 1e-5))
+answer_key(
+    "ex-ch3-port-error",
+    "the factor by which unit 2's output (minus beta) is too large with eps = 1e-5",
+    0.01,
+    _RATIO,
+    {
+        "the inverse: a smaller eps makes the denominator smaller": 1 / _RATIO,
+        "that is the ratio of variances; the output scales with its root": _RATIO**2,
+    },
+    **_REL,
+)
+answer_key(
+    "ex-ch3-precise-m",
+    "the batch size to choose for precise BN",
+    0,
+    512,
+    {
+        "the training batch size is the least to use: the pooled variance is (m - 1) / "
+        "m of the right one, so larger is better": 128,
+        "batches of 8 make the pooled variance 12 % too small": 8,
+    },
+)
+# ----- chapter 4
+answer_key(
+    "ex-ch4-tanh",
+    "(slope of the sigmoid at 0, slope of tanh at 0)",
+    1e-3,
+    [0.25, 1.0],  # sigmoid' = s (1 - s) = 1/4 and tanh' = 1 - tanh**2 = 1 at 0
+    {"those are sigmoid(0) and tanh(0), not the slopes": [0.5, 0]},
+)
+answer_key(
+    "ex-ch4-collapse-sigmoid",
+    "the measured layer-to-layer ratios, sigmoid (one or more numbers)",
+    0.2,
+    1 / (4 * _SQ),  # weights of variance 1 / (3 fan-in), then a slope of at most 1/4
+    {
+        "that is the sigmoid's slope alone; the weights multiply by 1 / sqrt(3)": 0.25,
+        "that is the weights' factor alone; the sigmoid's slope multiplies it": 1 / _SQ,
+        "that is a ratio of variances; the spread is a standard deviation": 1 / 48,
+    },
+    each=True,
+    **_REL,
+)
+answer_key(
+    "ex-ch4-collapse-tanh",
+    "the measured layer-to-layer ratios, tanh (one or more numbers)",
+    0.3,
+    1 / _SQ,
+    {
+        "that is tanh's slope alone; the weights multiply by about 1 / sqrt(3)": 1,
+        "that is a ratio of variances; the spread is a standard deviation": 1 / 3,
+        "that is the sigmoid's factor": 1 / (4 * _SQ),
+    },
+    each=True,
+    **_REL,
+)
+answer_key(
+    "ex-ch4-collapse-scale",
+    "the predicted factor by which the sigmoid ratio grows with weight_scale sqrt(3)",
+    0.03,
+    _SQ,
+    {
+        "the weights' variance grows 3-fold, their spread by its square root": 3,
+        "the sigmoid's slope stays, but the weights' factor grows": 1,
+        "that is about the measured change; the question is the prediction": 1.6,
+    },
+    **_REL,
+)
+# ----- chapter 5
+for _name, _shape, _on, _wrong in (
+    (
+        "bn",
+        (8, 32, 14, 14),
+        (0, 2, 3),
+        {"averaged over N only; over H, W too": [8, 6272]},
+    ),
+    (
+        "ln",
+        (8, 32, 14, 14),
+        (1, 2, 3),
+        {"averaged over C only; over H, W too": [32, 1568]},
+    ),
+    ("in", (8, 32, 14, 14), (2, 3), {"that is LayerNorm, over C, H and W": [6272, 8]}),
+    ("gn", (8, 8, 4, 14, 14), (2, 3, 4), {"averaged over C/G only": [4, 12544]}),
+    ("tln", (8, 128, 512), (2,), {"averaged over a whole sequence": [65536, 8]}),
+    ("tbn", (8, 128, 512), (0, 1), {"averaged over N only; over T too": [8, 65536]}),
+):
+    answer_key(
+        f"ex-ch5-axes-{_name}",
+        "(m, number of means), 2 whole numbers",
+        0,
+        lambda s=_shape, a=_on: _axes(s, a),
+        _wrong,
+    )
+answer_key(
+    "ex-ch5-instance",
+    "six True/False (invariant?) in the order of ch5.TRANSFORMATIONS",
+    0,
+    _instance_norm_invariances,
+    {
+        "that is BatchNorm's row; IN's statistics are per example, so it also removes "
+        "a single case's scale": [1, 0, 1, 1, 1, 0],
+        "that is LayerNorm's row (fully connected); IN's statistics are per channel": [
+            1,
+            1,
+            0,
+            1,
+            0,
+            1,
+        ],
+        "not all: one changes a channel differently at different positions": [1] * 6,
+    },
+)
+_M = np.array([2, 64])
+answer_key(
+    "ex-ch5-ema-b",
+    "the running variance's relative standard deviation for m = 2 and m = 64",
+    0.03,
+    np.sqrt(2 / (_M - 1) * 0.1 / 1.9),
+    {
+        "that is one batch's; the EMA averages about 1 / alpha batches": np.sqrt(
+            2 / (_M - 1)
+        ),
+        "those are variances; take the square root": 2 / (_M - 1) * 0.1 / 1.9,
+        "used m instead of m - 1": np.sqrt(2 / _M * 0.1 / 1.9),
+    },
+    **_REL,
+)
+answer_key(
+    "ex-ch5-bayes-b",
+    "the optimal accuracy for T = 30, T = 60 and T uniform on 5..30, 3 numbers",
+    0.005,
+    _BAYES + [np.mean([_phi(0.15 * math.sqrt(t)) for t in range(5, 31)])],
+    {
+        "for mixed lengths you took Phi at the mean length; average Phi over the "
+        "lengths": _BAYES + [_phi(0.15 * math.sqrt(17.5))]
+    },
+)
+answer_key(
+    "ex-ch5-bayes-d",
+    "the number of steps of evidence worth accuracy 0.75",
+    1,
+    (NormalDist().inv_cdf(0.75) / 0.15) ** 2,
+    {
+        "that is sqrt(T); square it": NormalDist().inv_cdf(0.75) / 0.15,
+        "that is 0.15 * sqrt(T)": NormalDist().inv_cdf(0.75),
+    },
+)
