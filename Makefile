@@ -101,18 +101,19 @@ endif
 	$(VENV_PATH) $(BIN)/python -m pytest $(NBVAL_FLAG) $(NB) $(NBVAL_ARGS)
 
 # Strict nbval under each perturbation, the two at once (one core each); each run's log
-# goes to _build/perturbed-<name>.log and its summary is printed.
+# goes to _build/perturbed-<name>.<pid>.log and its summary is printed.
 test-perturbed: $(STAMP)
 	@[ -n "$(EXACT)" ] || { echo "make test-perturbed: x86-64 only (outputs are compared there)"; exit 1; }
-	@mkdir -p _build; start=$$(date +%s); \
+	@mkdir -p _build; start=$$(date +%s); pids=""; \
 	for p in $(PERTURBATIONS); do \
 	  case $$p in kernels-v2) vars='$(PERTURB_kernels-v2)';; libm-nofma) vars='$(PERTURB_libm-nofma)';; esac; \
 	  eval env $$vars BNLIB_PERTURBED=$$p $(VENV_PATH) $(BIN)/python -m pytest --nbval $(NB) \
-	    $(NBVAL_ARGS) >_build/perturbed-$$p.log 2>&1 & pids="$$pids $$!"; \
+	    $(NBVAL_ARGS) >_build/perturbed-$$p.$$$$.log 2>&1 & pids="$$pids $$!"; \
 	done; fail=0; for pid in $$pids; do wait $$pid || fail=1; done; \
-	for p in $(PERTURBATIONS); do echo "perturbed ($$p): $$(tail -1 _build/perturbed-$$p.log)"; \
-	  grep -E "^FAILED" _build/perturbed-$$p.log | sed 's/ - .*//; s/^/  /' | head -20; done; \
-	echo "make test-perturbed: $$(( $$(date +%s) - start )) s; logs in _build/perturbed-*.log"; exit $$fail
+	for p in $(PERTURBATIONS); do log=_build/perturbed-$$p.$$$$.log; \
+	  echo "perturbed ($$p): $$(tail -1 $$log)"; \
+	  grep -E "^FAILED" $$log | sed 's/ - .*//; s/^/  /' | head -20; done; \
+	echo "make test-perturbed: $$(( $$(date +%s) - start )) s; logs in _build/perturbed-*.$$$$.log"; exit $$fail
 
 # Re-execute notebooks in place and save their outputs (what nbval compares against),
 # with the pinned numerics above: `make notebooks NB=chapters/03_test_time.ipynb`.

@@ -1150,6 +1150,8 @@ def check_answer(label, value):
         tip = ", ".join(near) if near else "one of bnlib.exercises.ANSWERS"
         return CheckResult(str(label), False, [f"no answer key {label!r}; try {tip}"])
     key = ANSWERS[label]
+    if value is Ellipsis:  # the starter cell, not filled in yet
+        return CheckResult(label, False, [f"no answer yet: {key['what']}"])
     what, tol, want = key["what"], key["tol"], _value(key["right"])
     is_bool, want = want.dtype == bool, want.astype(float).ravel()
     judged = "exactly" if tol == 0 else f"to ±{tol:g}"

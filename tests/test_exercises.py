@@ -1051,3 +1051,8 @@ def test_hint_formulas_are_the_terms_of_dx(kind, axis):
             result.cause.startswith(f"forgot the {term} term")
             and constant in result.cause
         )
+
+
+def test_an_unfilled_starter_says_so():
+    result = E.check_answer("ex-ch1-m2", ...)
+    assert not result.passed and "no answer yet" in result.report
