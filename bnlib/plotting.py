@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = [
+    "markdown_table",
     "COLORS",
     "LABELS",
     "use_style",
@@ -99,6 +100,26 @@ def _inline_in_kernel():
 def color(method: str) -> str:
     """The book's colour for a method key such as ``"bn"`` or ``"plain"``."""
     return COLORS[method]
+
+
+def markdown_table(header, rows) -> str:
+    """A Markdown table as a string (show it with ``IPython.display.Markdown``): it
+    renders on the site, in JupyterLab and at a phone's width.
+
+    Args:
+        header: k column titles.
+        rows: sequence of k-item rows; items are used with ``str``, so format numbers
+            before passing them.
+    """
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + " --- |" * len(header)]
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(
+                f"markdown_table: row {row!r} has {len(row)} items, "
+                f"expected {len(header)}"
+            )
+        lines.append("| " + " | ".join(map(str, row)) + " |")
+    return "\n".join(lines)
 
 
 def caption_axes(ax, xlabel, ylabel, title=None):

@@ -46,6 +46,14 @@ class History:
     def diverged(self) -> bool:
         return self.stopped is not None
 
+    def series(self, name, key=None):
+        """``(steps, values)`` of probe ``name``, skipping the steps where it returned
+        None; with ``key``, each value is ``value[key]`` (probes that return dicts).
+        ``values`` is stacked into an array (T, ...)."""
+        pairs = [(s, v) for s, v in zip(self.step, self.probes[name]) if v is not None]
+        steps = np.array([s for s, _ in pairs])
+        return steps, np.array([v if key is None else v[key] for _, v in pairs])
+
 
 def train_step(model, optimizer, xb, yb, loss_fn=softmax_cross_entropy):
     """One forward, backward and update. Returns ``(loss, output)``."""

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from bnlib import plotting  # noqa: E402
 
@@ -77,3 +78,15 @@ def test_live_figure_accepts_a_view_that_returns_only_a_figure():
     s = widgets.FloatSlider(value=0.0)
     box = plotting.live_figure(view, {"v": s}, rows=[[s], []])
     assert box.last_stats is None and len(box.children) == 3
+
+
+def test_markdown_table():
+    text = plotting.markdown_table(["a", "b"], [[1, "x"], ["2.50", "y"]])
+    assert text.splitlines() == [
+        "| a | b |",
+        "| --- | --- |",
+        "| 1 | x |",
+        "| 2.50 | y |",
+    ]
+    with pytest.raises(ValueError, match="expected 2"):
+        plotting.markdown_table(["a", "b"], [[1]])

@@ -415,3 +415,15 @@ def test_parallel_map_same_results_in_one_or_two_processes():
 def test_parallel_map_bad_jobs():
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         bnlib.parallel_map(abs, [1], jobs=0)
+
+
+def test_history_series_skips_missing_probe_values():
+    h = bnlib.History(step=[0, 1, 2, 3])
+    h.probes["norm"] = [1.0, None, 3.0, 4.0]
+    h.probes["d"] = [{"a": 1}, {"a": 2}, None, {"a": 4}]
+    steps, vals = h.series("norm")
+    np.testing.assert_array_equal(steps, [0, 2, 3])
+    np.testing.assert_array_equal(vals, [1.0, 3.0, 4.0])
+    steps, vals = h.series("d", "a")
+    np.testing.assert_array_equal(steps, [0, 1, 3])
+    np.testing.assert_array_equal(vals, [1, 2, 4])

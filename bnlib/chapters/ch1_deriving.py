@@ -6,7 +6,7 @@
 the training loop itself is on the chapter's page), the layer diagnostics of a deeper
 network (:func:`record_layers`, :func:`saturated_fraction`, :func:`layer_summary`,
 :func:`diagnostics_report`, :func:`plot_layer_histograms`, :func:`plot_update_ratios`),
-and :func:`markdown_table` for tables in outputs.
+and :func:`wrap_report` for checker reports in outputs.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from ..plotting import COLORS, LABELS
 __all__ = [
     "BN_GRAPH_NODES",
     "BN_GRAPH_EDGES",
-    "markdown_table",
     "wrap_report",
     "draw_bn_graph",
     "plot_gradient_geometry",
@@ -89,25 +88,6 @@ _POS = {
     "out": (11.5, 0.0),
     "beta": (11.5, -1.0),
 }
-
-
-def markdown_table(header, rows) -> str:
-    """A Markdown table as a string (display it with ``IPython.display.Markdown``).
-
-    Args:
-        header: k column titles.
-        rows: sequence of k-item rows; items are used with ``str``, so format numbers
-            before passing them.
-    """
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(
-                f"markdown_table: row {row!r} has {len(row)} items, "
-                f"expected {len(header)}"
-            )
-        lines.append("| " + " | ".join(map(str, row)) + " |")
-    return "\n".join(lines)
 
 
 def wrap_report(text: str, width: int = 88) -> str:

@@ -134,18 +134,6 @@ def test_brief_summaries():
     assert ch1._brief(np.ones((4, 3))) == "3.46"
 
 
-def test_markdown_table():
-    text = ch1.markdown_table(["a", "b"], [[1, "x"], ["2.50", "y"]])
-    assert text.splitlines() == [
-        "| a | b |",
-        "| --- | --- |",
-        "| 1 | x |",
-        "| 2.50 | y |",
-    ]
-    with pytest.raises(ValueError, match="expected 2"):
-        ch1.markdown_table(["a", "b"], [[1]])
-
-
 def test_wrap_report_keeps_words_and_width():
     long = "  Most likely cause: " + " ".join(["word"] * 40)
     text = ch1.wrap_report("checker: FAILED\n" + long, width=40)
