@@ -1,4 +1,5 @@
-"""Open every chapter in JupyterLab, in headless Chromium, and run chapter 2.
+"""Open every chapter in JupyterLab, in headless Chromium, and run the chapters with
+live widgets.
 
 Usage (what `make lab-test` runs, after `tools/lab_setup.py` has set up .venv):
 
@@ -23,13 +24,13 @@ For every chapter of _toc.yml (a notebook in chapters/):
   idle);
 * no news prompt and no other dialog.
 
-Then chapter 2 (02_gamma_beta.ipynb): Run > Run All Cells; every code cell must have
+Then each chapter of RUN_CHAPTERS: Run > Run All Cells; every code cell must have
 run; then the first ipywidgets slider in the notebook is dragged and the figure of its
 cell (an image, canvas or SVG in that cell's output) must change.
 
 Screenshots go to --screenshots (one per chapter at its top, one at its first solution,
-and chapter 2 before and after the slider moved). Playwright drives Debian's Chromium
-(``executable_path``); it never downloads a browser.
+and each run chapter before and after its slider moved). Playwright drives Debian's
+Chromium (``executable_path``); it never downloads a browser.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import OfflineBrowser  # noqa: E402
 from toc import toc_documents  # noqa: E402
 
-RUN_CHAPTER = "02_gamma_beta"
+# chapters run top to bottom, then their first slider moved (each has a live widget)
+RUN_CHAPTERS = ["01_deriving", "02_gamma_beta"]
 RAW_MYST = re.compile(
     r":label:|:class:|```\{|:::\{|\{(?:cite|exercise|solution|prf|proof|numref|ref|doc|eq|"
     r"math|figure|note|admonition|margin|code-cell|glue|dropdown)[:}\-]"
@@ -528,27 +530,30 @@ def main(argv=None) -> int:
                 page.close()
                 lab.shutdown_kernels()
 
-            if RUN_CHAPTER in names:
+            for run in RUN_CHAPTERS:
+                if run not in names:
+                    results[f"run {run}"] = [f"{run} is not in {args.toc}"]
+                    print(f"FAIL run {run}: not in {args.toc}")
+                    continue
                 page = context.new_page()
                 t0 = time.time()
                 try:
                     problems, info = run_chapter(
-                        page, lab, copy / f"{RUN_CHAPTER}.ipynb", shots, timeout_ms
+                        page, lab, copy / f"{run}.ipynb", shots, timeout_ms
                     )
                 except Exception as exc:  # noqa: BLE001
                     problems, info = [f"could not run: {exc}"], {}
-                results[f"run {RUN_CHAPTER}"] = problems
+                results[f"run {run}"] = problems
                 detail = ", ".join(f"{k} {v}" for k, v in info.items())
                 print(
-                    f"{'ok  ' if not problems else 'FAIL'} run {RUN_CHAPTER}, "
+                    f"{'ok  ' if not problems else 'FAIL'} run {run}, "
                     f"move its slider {time.time() - t0:5.1f} s  {detail}",
                     flush=True,
                 )
                 for prob in problems:
                     print(f"       - {prob}")
                 page.close()
-            else:
-                results[f"run {RUN_CHAPTER}"] = [f"{RUN_CHAPTER} is not in {args.toc}"]
+                lab.shutdown_kernels()
         blocked += ob.blocked
     except Exception as exc:  # noqa: BLE001
         results["JupyterLab"] = [str(exc)]

@@ -27,6 +27,10 @@ __all__ = [
     "wrap_report",
     "draw_bn_graph",
     "plot_gradient_geometry",
+    "backward_geometry",
+    "backward_geometry_view",
+    "backward_geometry_frames",
+    "backward_geometry_widget",
     "plot_weight_scale_sweep",
     "SATURATION_TOL",
     "LAYER_COLORS",
@@ -237,46 +241,163 @@ def plot_gradient_geometry(x_hat, dy, dx, gamma, inv_std, figsize=(7.5, 3.6)):
         The Figure (two axes; the residual panel has one vertical segment per example).
     """
     x_hat, dy, dx = (np.asarray(v, np.float64).ravel() for v in (x_hat, dy, dx))
-    slope, intercept = np.polyfit(x_hat, dy, 1)
-    resid = dx / (gamma * inv_std)
-    fig, (a0, a1) = plt.subplots(
-        1, 2, figsize=figsize, sharey=True, layout="constrained"
+    fig, axes = _geometry_figure(figsize)
+    _draw_geometry(*axes, x_hat, dy, dx / (gamma * inv_std))
+    return fig
+
+
+def backward_geometry(m=6, shift=1.0, trend=0.8, noise=0.6, log_eps=-5.0, seed=0):
+    """One feature's backward, with the upstream gradient built from its parts.
+
+    A batch x of ``m`` values (drawn from ``seed``) is standardized to
+    ``z = (x - mu) / sigma`` (no eps), and the upstream gradient is
+    ``dy = shift + trend * z + noise * e`` with e a fixed random vector of mean 0 and
+    no component along z. BN runs with ``eps = 10**log_eps * sigma**2``.
+
+    Returns:
+        dict with ``z``, ``dy`` and ``passed`` = dx / (gamma r) (each (m,)), and the
+        numbers of the compact formula: ``mean_dy``, ``mean_dy_xhat`` (the two sums
+        divided by m), ``leak`` = eps / (sigma^2 + eps), ``sum_passed`` (0 up to
+        rounding) and ``trend_passed``, the slope of ``passed`` on z (leak * trend).
+    """
+    rng = np.random.default_rng(seed)
+    x, e = rng.normal(1.0, 2.0, m), rng.normal(size=m)
+    z = (x - x.mean()) / x.std()
+    e = e - e.mean() - z * (e @ z) / m  # the part of the gradient BN keeps
+    dy = shift + trend * z + noise * e
+    eps = 10.0**log_eps * x.var()
+    _, cache = F.batchnorm_forward(x[:, None], np.ones(1), np.zeros(1), eps)
+    dx = F.batchnorm_backward(dy[:, None], cache)[0][:, 0]
+    x_hat, r = cache["x_hat"][:, 0], cache["inv_std"].item()
+    passed = dx / r
+    return dict(
+        z=z,
+        dy=dy,
+        passed=passed,
+        mean_dy=dy.mean(),
+        mean_dy_xhat=(dy * x_hat).mean(),
+        leak=eps / (x.var() + eps),
+        sum_passed=passed.sum(),
+        trend_passed=(passed @ z) / m,
     )
-    grid = np.linspace(x_hat.min() - 0.3, x_hat.max() + 0.3, 2)
+
+
+def _draw_geometry(a0, a1, z, dy, passed):
+    """The two panels of the backward's geometry, against z = x_hat up to eps: what
+    arrives (dy, its least-squares line, the residuals) and what passes to x."""
+    slope, intercept = np.polyfit(z, dy, 1)
+    grid = np.array([z.min() - 0.3, z.max() + 0.3])
     a0.plot(
         grid,
         intercept + slope * grid,
         color=COLORS["reference"],
         label=r"shift + scale part $a + b\,\hat{x}$",
     )
-    a0.vlines(
-        x_hat, intercept + slope * x_hat, dy, color=COLORS["bn"], lw=1.2, alpha=0.6
-    )
+    a0.vlines(z, intercept + slope * z, dy, color=COLORS["bn"], lw=1.2, alpha=0.6)
     a0.scatter(
-        x_hat,
-        dy,
-        color="k",
-        s=18,
-        zorder=3,
-        label=r"upstream $\partial \ell/\partial y_i$",
+        z, dy, color="k", s=18, zorder=3, label=r"upstream $\partial \ell/\partial y_i$"
     )
     a0.set_title("what arrives: dy")
     a1.axhline(0.0, color=COLORS["reference"], lw=1.0, label="no shift, no slope")
-    a1.vlines(x_hat, 0.0, resid, color=COLORS["bn"], lw=1.2, alpha=0.6, gid="residual")
+    a1.vlines(z, 0.0, passed, color=COLORS["bn"], lw=1.2, alpha=0.6, gid="residual")
     a1.scatter(
-        x_hat,
-        resid,
+        z,
+        passed,
         color=COLORS["bn"],
         s=18,
         zorder=3,
         label=r"$\partial \ell/\partial x_i \,/\, (\gamma r)$",
     )
-    a1.set_title(r"what passes to x: dx (rescaled)")
+    a1.set_title("what passes to x: dx (rescaled)")
     for ax in (a0, a1):
         ax.set_xlabel(r"normalized input $\hat{x}_i$ (batch std units)")
-        ax.legend(loc="upper left", fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
     a0.set_ylabel("gradient (loss units per unit of y)")
-    return fig
+
+
+def _geometry_numbers(g) -> str:
+    return (
+        f"mean(dy) = {g['mean_dy']:.2f}   mean(dy x_hat) = {g['mean_dy_xhat']:.2f}   "
+        f"eps/(var+eps) = {g['leak']:.1e}\n"
+        f"what passes: sum = {abs(g['sum_passed']):.0e}, slope on x_hat = "
+        f"{g['trend_passed']:.2e}"
+    )
+
+
+def _geometry_figure(figsize=(7.5, 3.9)):
+    fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True, layout="constrained")
+    return fig, axes
+
+
+def _redraw_geometry(fig, axes, g):
+    for ax in axes:
+        ax.clear()
+    _draw_geometry(*axes, g["z"], g["dy"], g["passed"])
+    if abs(g["trend_passed"]) > 1e-3:  # the part of the trend that eps lets through
+        grid = np.array([g["z"].min() - 0.3, g["z"].max() + 0.3])
+        axes[1].plot(grid, g["trend_passed"] * grid, "--", color="k", lw=1.0)
+        axes[1].plot([], [], "--", color="k", lw=1.0, label="slope ε lets through")
+        axes[1].legend(loc="upper left", fontsize=8)
+    lo = min(g["dy"].min(), g["passed"].min(), 0.0) - 0.5
+    axes[0].set_ylim(lo, max(g["dy"].max(), g["passed"].max(), 0.0) + 1.5)
+    fig.supxlabel(_geometry_numbers(g), fontsize=8, family="monospace")
+
+
+def backward_geometry_view(m=6, shift=1.0, trend=0.8, noise=0.6, log_eps=-5.0, seed=0):
+    """The figure of :func:`plot_gradient_geometry` for :func:`backward_geometry`'s
+    gradient, with the compact formula's numbers under it. Returns ``(fig, g)``."""
+    g = backward_geometry(m, shift, trend, noise, log_eps, seed)
+    fig, axes = _geometry_figure()
+    _redraw_geometry(fig, axes, g)
+    return fig, g
+
+
+def backward_geometry_frames(seed=0, m=6):
+    """A figure and ``draw((shift, trend, noise, log_eps))`` for
+    :func:`bnlib.plotting.scrubber`: the site's stand-in for the widget."""
+    fig, axes = _geometry_figure()
+
+    def draw(setting):
+        g = backward_geometry(m, *setting, seed=seed)
+        _redraw_geometry(fig, axes, g)
+        return g
+
+    return fig, draw
+
+
+def backward_geometry_widget(seed=0):
+    """Sliders for the upstream gradient's parts (shift, trend along x_hat, the rest),
+    the batch size and eps / sigma^2 (log scale), above the live figure (JupyterLab)."""
+    import ipywidgets as widgets
+
+    from ..plotting import live_figure
+
+    def slider(description, value, lo, hi, step, cls=widgets.FloatSlider):
+        return cls(
+            value=value,
+            min=lo,
+            max=hi,
+            step=step,
+            description=description,
+            continuous_update=False,
+            style={"description_width": "90px"},
+            layout=widgets.Layout(width="320px"),
+        )
+
+    controls = {
+        "shift": slider("shift", 1.0, -2.0, 2.0, 0.1),
+        "trend": slider("trend on x̂", 0.8, -2.0, 2.0, 0.1),
+        "noise": slider("the rest", 0.6, 0.0, 1.5, 0.1),
+        "log_eps": slider("log10 ε/σ²", -5.0, -6.0, 1.0, 0.5),
+        "m": slider("batch m", 6, 3, 8, 1, widgets.IntSlider),
+    }
+
+    def view(**values):
+        return backward_geometry_view(seed=seed, **values)
+
+    c = controls
+    rows = [[c["shift"], c["trend"]], [c["noise"], c["log_eps"]], [c["m"]]]
+    return live_figure(view, controls, rows=rows)
 
 
 def plot_weight_scale_sweep(scales, loss, norm, first_step, figsize=(7.5, 6.0)):

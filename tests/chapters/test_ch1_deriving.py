@@ -307,3 +307,32 @@ def test_record_layers_refuses_a_network_without_sigmoids():
     net = make_mlp([4, 3, 2], "tanh", None, rng=0)
     with pytest.raises(ValueError, match="no Sigmoid"):
         ch1.record_layers(net, np.zeros((5, 4)), np.zeros(5, dtype=int))
+
+
+# ------------------------------------------------------------------ backward geometry
+def test_backward_geometry_removes_the_shift_and_the_trend_up_to_eps():
+    base = ch1.backward_geometry(m=5, shift=0.0, trend=0.0, noise=0.7, log_eps=-8)
+    for shift, trend in [(2.0, 0.0), (0.0, -1.5), (-1.0, 2.0)]:
+        g = ch1.backward_geometry(m=5, shift=shift, trend=trend, noise=0.7, log_eps=-8)
+        np.testing.assert_allclose(g["passed"], base["passed"], atol=1e-6)
+        np.testing.assert_allclose(g["dy"].mean(), shift, atol=1e-12)
+        assert abs(g["sum_passed"]) < 1e-12
+    for log_eps in (-3.0, 0.0, 1.0):  # eps lets the fraction eps/(var+eps) through
+        g = ch1.backward_geometry(m=7, trend=1.3, log_eps=log_eps)
+        np.testing.assert_allclose(g["trend_passed"], g["leak"] * 1.3, rtol=1e-9)
+        np.testing.assert_allclose(g["leak"], 10**log_eps / (1 + 10**log_eps))
+    assert ch1.backward_geometry(m=3)["z"].shape == (3,)
+
+
+def test_backward_geometry_widget_redraws_and_frames_draw():
+    box = ch1.backward_geometry_widget(seed=3)
+    before = box.image.value
+    box.controls["log_eps"].value = 0.5
+    assert box.image.value != before
+    assert box.last_stats["leak"] > 0.7
+    box.controls["m"].value = 3
+    assert box.last_stats["z"].shape == (3,)
+    fig, draw = ch1.backward_geometry_frames(seed=3)
+    g = draw((1.0, 0.8, 0.6, -1.0))
+    np.testing.assert_allclose(g["trend_passed"], 0.8 * g["leak"], rtol=1e-9)
+    plt.close(fig)
