@@ -1493,15 +1493,15 @@ answer_key(
 )
 answer_key(
     "ex-ch3-momentum-b",
-    "the window, in batches, of PyTorch's momentum 0.99 (the chapter's definition)",
-    0.1,
-    -1 / math.log(1 - 0.99),  # the batches that hold 1 - 1/e of the weight
+    "the weight of the newest batch in the running statistics with PyTorch's "
+    "momentum 0.99",
+    1e-6,
+    0.99,
     {
-        "that is the window of momentum 0.01 (Keras's 0.99); PyTorch's 0.99 gives the "
-        "new batch 99 % of the weight": 100,
-        "that is the window of momentum 0.01 (Keras's 0.99)": -1 / math.log(0.99),
+        "that is the weight Keras's momentum=0.99 gives the newest batch; PyTorch's "
+        "momentum is the weight of the new batch itself": 0.01,
+        "that is the weight of the batch before the newest": 0.99 * 0.01,
     },
-    {"(1 / momentum is the rule of thumb; the chapter's window is shorter.)": 1.01},
 )
 _FOLD_PARTS = {  # the mistakes that change W' or b' (eps is 0 in the exercise)
     "W": {"den", "cols", "no_gamma", "keep_W"},
@@ -1564,9 +1564,11 @@ answer_key(
     0,
     512,
     {
-        "the training batch size is the least to use: the pooled variance is (m - 1) / "
-        "m of the right one, so larger is better": 128,
-        "batches of 8 make the pooled variance 12 % too small": 8,
+        "the training batch size is the least to use, but at small m every recomputed "
+        "variance is biased (too small or too large, depending on the estimator and "
+        "the network), and larger batches shrink that bias": 128,
+        "with batches of 8 the later layers are recomputed under statistics far from "
+        "evaluation mode's, and the variance estimates are off by about 1/8": 8,
     },
 )
 # ----- chapter 4
