@@ -1054,4 +1054,24 @@ def test_hint_formulas_are_the_terms_of_dx(kind, axis):
 
 def test_an_unfilled_starter_says_so():
     result = E.check_answer("ex-ch1-m2", ...)
-    assert not result.passed and "no answer yet" in result.report
+    assert not result.passed and "ex-ch1-m2: NO ANSWER YET" in result.report
+
+
+def test_an_unwritten_skeleton_is_not_judged():
+    def my_forward(x, gamma, beta, eps):
+        """x (m, n) -> out (m, n)."""
+        ...
+
+    class MyLayer(bnlib.Module):
+        def forward(self, x): ...
+
+    def written(x, gamma, beta, eps):
+        out = gamma * x + beta  # written, without a return: judged  # noqa: F841
+
+    for result in (
+        E.check_batchnorm_forward(my_forward),
+        E.check_batchnorm_layer(MyLayer),
+        E.check_weight_decay_runs(..., ...),
+    ):
+        assert not result.passed and "NO ANSWER YET" in result.report
+    assert "FAILED" in E.check_batchnorm_forward(written).report
