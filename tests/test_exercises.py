@@ -1075,3 +1075,28 @@ def test_an_unwritten_skeleton_is_not_judged():
     ):
         assert not result.passed and "NO ANSWER YET" in result.report
     assert "FAILED" in E.check_batchnorm_forward(written).report
+
+
+def test_hints_a_learner_found_misleading_are_fixed():
+    def m_minus_1_backward(dout, cache):  # not catalogued: every feature is off
+        xh, inv, m, g = cache["x_hat"], cache["inv_std"], cache["m"], cache["gamma"]
+        dx = (
+            g * inv / (m - 1) * ((m - 1) * dout - dout.sum(0) - xh * (dout * xh).sum(0))
+        )
+        return dx, (dout * xh).sum(0), dout.sum(0)
+
+    report = E.check_batchnorm_backward(m_minus_1_backward).report
+    assert "FAILED" in report and "tiny spread" not in report
+    # a near miss is not blamed on a mistake that gives the right output on this case
+    rounded = E.check_batchnorm_forward(
+        lambda x, g, b, eps: np.round(F.batchnorm_forward(x, g, b, eps)[0], 5)
+    )
+    assert not rounded.passed and "ignored the eps" not in rounded.report
+    # dicts: keys are not order, so only a table row is accepted as a dict
+    keyed = E.check_answer("ex-ch2-predict", {"var": 0.25, "mean": -1})
+    assert not keyed.passed and "not a dict" in keyed.report
+    # the union bound and "exactly one" are named, not accepted
+    p = 1 - 0.9986501019683699
+    for near_miss in (100 * p, 100 * p * (1 - p) ** 99):
+        result = E.check_answer("ex-ch2-bound-p", near_miss)
+        assert not result.passed and result.cause
