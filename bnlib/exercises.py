@@ -948,7 +948,10 @@ def check_batchnorm_layer(cls):
         cause: functools.partial(_layer_trace, **kw)
         for cause, kw in _LAYER_MISTAKES.items()
     }
-    compare = "Run bnlib.BatchNorm1d(n, eps=eps, momentum=momentum) on the same batches"
+    compare = (
+        "Run bnlib.BatchNorm1d(n, eps=eps, momentum=momentum), with its params set to "
+        "the case's gamma and beta, on the same batches"
+    )
     return _check(
         "batchnorm layer",
         "layer",
