@@ -223,10 +223,41 @@ def drift_test_sets(max_len=30, num_samples=2000, min_length=5, rng=None):
     }
 
 
+def _rnn_repetition(args):
+    """One repetition of :func:`rnn_length_experiment` (a top-level function, so that
+    a process pool can call it): ``{run: {test: accuracy}}``."""
+    runs, tests, seed, kw = args
+    rng = np.random.default_rng(seed)
+    max_len, min_length = kw["max_len"], kw["min_length"]
+    train_sets = {
+        True: make_drift_task(
+            kw["train_size"], max_len, rng=rng, min_length=min_length
+        )[:2],
+        False: make_drift_task(kw["train_size"], max_len, rng=rng)[:2],
+    }
+    acc = {}
+    for name, (norm, variable) in runs.items():
+        model = rnn_classifier(
+            1, kw["hidden"], 2, norm=norm, max_len=max_len, extrapolate="last", rng=rng
+        )
+        fit(
+            model,
+            Adam(model, lr=kw["lr"]),
+            *train_sets[variable],
+            epochs=kw["epochs"],
+            batch_size=kw["batch_size"],
+            rng=rng,
+            progress=False,
+        )
+        acc[name] = {t: evaluate(model, *data_t)[1] for t, data_t in tests.items()}
+    return acc
+
+
 def rnn_length_experiment(
     runs,
     tests,
-    seeds=3,
+    seeds,
+    jobs=1,
     max_len=30,
     hidden=16,
     train_size=1500,
@@ -234,54 +265,36 @@ def rnn_length_experiment(
     epochs=3,
     batch_size=16,
     lr=0.003,
-    rng=None,
-    return_runs=False,
 ):
     """Train :func:`rnn_classifier` networks on the drift task, test them on ``tests``.
 
     ``runs`` maps a run name to ``(norm, variable)``: norm "bn" or "ln", and whether its
     training sequences have random lengths min_length..max_len (``True``, NaN-padded) or
     all max_len steps (``False``). ``tests`` maps a test name to ``(x, y)``, x of shape
-    (N, T, 1) (e.g. from :func:`drift_test_sets`). Each of the ``seeds`` repetitions
-    draws two new training sets of ``train_size`` sequences (variable, then fixed
-    lengths) and, for every run in order, new initial weights and a new shuffling, all
-    from ``rng``; BN falls back to the last step's statistics beyond ``max_len``
-    (``extrapolate="last"``). Training: Adam(lr), ``epochs`` epochs, ``batch_size``.
+    (N, T, 1) (e.g. from :func:`drift_test_sets`). One repetition per integer of
+    ``seeds``: its own generator draws two new training sets of ``train_size``
+    sequences (variable, then fixed lengths) and, for every run in order, new initial
+    weights and a new shuffling. The repetitions are independent, so they run in
+    ``jobs`` processes with the same result for any ``jobs``. BN falls back to the last
+    step's statistics beyond ``max_len`` (``extrapolate="last"``). Training: Adam(lr),
+    ``epochs`` epochs, ``batch_size``.
 
-    Returns ``(acc, models)``: ``acc[run][test]`` the test accuracy averaged over the
-    repetitions (float), ``models[run]`` the network of the last repetition; with
-    ``return_runs=True`` also ``runs_acc[run][test]``, the list of the repetitions'
-    accuracies.
+    Returns ``acc[run][test]``: an array of the repetitions' test accuracies.
     """
-    rng = np.random.default_rng(rng)
-    models, acc = {}, {name: {t: [] for t in tests} for name in runs}
-    for _ in range(seeds):
-        train_sets = {
-            True: make_drift_task(train_size, max_len, rng=rng, min_length=min_length)[
-                :2
-            ],
-            False: make_drift_task(train_size, max_len, rng=rng)[:2],
-        }
-        for name, (norm, variable) in runs.items():
-            model = rnn_classifier(
-                1, hidden, 2, norm=norm, max_len=max_len, extrapolate="last", rng=rng
-            )
-            fit(
-                model,
-                Adam(model, lr=lr),
-                *train_sets[variable],
-                epochs=epochs,
-                batch_size=batch_size,
-                rng=rng,
-                progress=False,
-            )
-            models[name] = model
-            for t, data_t in tests.items():
-                acc[name][t].append(evaluate(model, *data_t)[1])
-    mean = {
-        name: {t: float(np.mean(v)) for t, v in a.items()} for name, a in acc.items()
+    kw = dict(
+        max_len=max_len,
+        hidden=hidden,
+        train_size=train_size,
+        min_length=min_length,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+    )
+    tasks = [(runs, tests, int(s), kw) for s in seeds]
+    reps = parallel_map(_rnn_repetition, tasks, jobs)
+    return {
+        name: {t: np.array([r[name][t] for r in reps]) for t in tests} for name in runs
     }
-    return (mean, models, acc) if return_runs else (mean, models)
 
 
 def _transform(name, w, x, rng):
@@ -603,9 +616,9 @@ def plot_live_sequences(live, batch_size, figsize=(7.5, 3.2)):
 def plot_rnn_accuracies(acc_runs, runs, bayes, figsize=(7.0, 3.4)):
     """Bars of the median accuracy per run and test, with the range over repetitions as
     error bars, on an axis from 0, and the Bayes-optimal accuracy of each test as a grey
-    line (``bayes``: ``{test: float}``). ``acc_runs[run][test]`` is a list of
-    accuracies, ``runs`` maps run names to ``(norm, variable_lengths)``. Returns the
-    Figure.
+    line (``bayes``: ``{test: float}``). ``acc_runs[run][test]`` holds the runs'
+    accuracies (a list or an array, as :func:`rnn_length_experiment` returns them),
+    ``runs`` maps run names to ``(norm, variable_lengths)``. Returns the Figure.
     """
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     tests = list(bayes)

@@ -95,27 +95,25 @@ def test_live_sequences_counts_the_sequences_still_running():
         plt.close(fig)
 
 
-def test_rnn_length_experiment_returns_the_runs():
+def test_rnn_length_experiment_returns_every_run_and_plots_their_medians():
     runs = {"LN, lengths 2-6": ("ln", True), "BN, all length 6": ("bn", False)}
     tests = ch5.drift_test_sets(6, num_samples=16, min_length=2, rng=0)
-    kw = dict(seeds=2, max_len=6, hidden=3, train_size=16, min_length=2, epochs=1)
-    acc, _, acc_runs = ch5.rnn_length_experiment(
-        runs, tests, batch_size=8, rng=1, return_runs=True, **kw
-    )
-    acc2, _ = ch5.rnn_length_experiment(runs, tests, batch_size=8, rng=1, **kw)
-    assert acc == acc2
+    kw = dict(max_len=6, hidden=3, train_size=16, min_length=2, epochs=1, batch_size=8)
+    acc = ch5.rnn_length_experiment(runs, tests, seeds=[1, 2], **kw)
+    again = ch5.rnn_length_experiment(runs, tests, seeds=[1, 2], **kw)
     for name in runs:
         for t in tests:
-            assert len(acc_runs[name][t]) == 2
-            assert acc[name][t] == np.mean(acc_runs[name][t])
+            assert acc[name][t].shape == (2,)
+            assert np.all((0.0 <= acc[name][t]) & (acc[name][t] <= 1.0))
+            np.testing.assert_array_equal(acc[name][t], again[name][t])
     bayes = {t: 0.8 for t in tests}
-    fig = ch5.plot_rnn_accuracies(acc_runs, runs, bayes)
+    fig = ch5.plot_rnn_accuracies(acc, runs, bayes)
     try:
         ax = fig.axes[0]
         assert len(ax.patches) == 6 and ax.get_ylim() == (0.0, 1.0)
         np.testing.assert_allclose(
             [p.get_height() for p in ax.patches[:3]],
-            [np.median(acc_runs["LN, lengths 2-6"][t]) for t in tests],
+            [np.median(acc["LN, lengths 2-6"][t]) for t in tests],
         )
     finally:
         plt.close(fig)
