@@ -108,3 +108,42 @@ def test_figures_fit_a_page_column(path):
         if w > 1.03 * 750
     }
     assert not wide, f"cells with figures wider than 7.5 in (px at 100 dpi): {wide}"
+
+
+# Exercises whose answer is an argument or a derivation: nothing to compute, no check.
+ARGUMENT_ONLY = {
+    "ex-ch1-dgamma",
+    "ex-ch2-bias",
+    "ex-ch3-gap",
+    "ex-ch3-freeze",
+    "ex-ch4-argue",
+    "ex-ch5-steps",
+}
+EXERCISE_LABEL = re.compile(r"```\{exercise\}[^\n]*\n:label: (\S+)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_computed_exercise_checks_itself(path):
+    """Each exercise with a computed answer states the exact call of its check, and is
+    followed by a starter cell (hidden on the site) that holds a skeleton and makes
+    that call; an argument-only exercise has neither."""
+    cells = _cells(path)
+    for i, cell in enumerate(cells):
+        found = (
+            EXERCISE_LABEL.search(_source(cell))
+            if cell["cell_type"] == "markdown"
+            else None
+        )
+        if not found:
+            continue
+        label, after = found.group(1), cells[i + 1]
+        is_starter = "exercise-starter" in _tags(after)
+        if label in ARGUMENT_ONLY:
+            assert not is_starter, f"{label}: argument only, but has a starter"
+            continue
+        assert is_starter, f"{label}: no starter cell after the exercise"
+        assert {"remove-cell"} <= _tags(after), f"{label}: starter shown on the site"
+        calls = re.findall(r"(check_\w+)\(", _source(after))
+        assert calls, f"{label}: the starter makes no check"
+        for call in set(calls):
+            assert call in _source(cell), f"{label}: the text does not name {call}"
