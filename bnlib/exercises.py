@@ -990,11 +990,13 @@ _FOLD_MISTAKES = {
     "ignored the eps argument and used 1e-5": dict(eps=1e-5),
     "left eps out of sqrt(var + eps)": dict(eps=0.0),
     "divided by var + eps instead of its square root": dict(den="var"),
-    "scaled the columns of W; scale row i (output unit i) by s_i = gamma_i / "
-    "sqrt(var_i + eps)": dict(cols=True),
+    "scaled the columns of W; each BN unit's scale belongs to the output unit it "
+    "normalizes, a row of W (shape (out, in))": dict(cols=True),
     "left gamma out of the scale s = gamma / sqrt(var + eps)": dict(no_gamma=True),
-    "left b out: b' = s * (b - mean) + beta": dict(no_b=True),
-    "did not scale the mean: b' = s * (b - mean) + beta": dict(raw_mean=True),
+    "left the Linear layer's bias b out of b'": dict(no_b=True),
+    "did not scale the mean by s: the mean is subtracted before the scaling": dict(
+        raw_mean=True
+    ),
     "left beta out of b'": dict(no_beta=True),
     "left W unchanged; W' = s * W, row by row": dict(keep_W=True),
 }
@@ -1232,17 +1234,17 @@ def check_answer(label, value):
     hint = (
         ("Most likely cause: " + cause)
         if cause
-        else "Hint: " + _answer_hint(v, want, close, what, is_bool)
+        else "Hint: " + _answer_hint(v, want, close, what, is_bool, key["any_order"])
     )
     return CheckResult(
         label, False, [f"not right: {what}, judged {judged}.", hint], cause
     )
 
 
-def _answer_hint(v, want, close, what, is_bool):
+def _answer_hint(v, want, close, what, is_bool, key_any_order=False):
     """A generic diagnosis of a wrong value that no key names."""
     if np.all(np.abs(want) <= 1) and np.any(want) and close(v / 100, want):
-        return "this looks like a percentage; give a fraction (0.25, not 25)"
+        return "this looks like a percentage; give a fraction (0.5, not 50)"
     if v.size > 1 and not is_bool and close(np.sort(v), np.sort(want)):
         return f"the right numbers in the wrong order; give {what}"
     if np.any(want) and close(-v, want):
@@ -1251,8 +1253,12 @@ def _answer_hint(v, want, close, what, is_bool):
         right = [
             str(i + 1) for i in range(v.size) if close(v[i : i + 1], want[i : i + 1])
         ]
-        which = f" (entries {', '.join(right)})" if right and not is_bool else ""
-        return f"{len(right)} of {v.size} entries are right{which}"
+        which = (
+            f" (number {', '.join(right)}, counting from 1 in the order given)"
+            if right and not is_bool and not key_any_order
+            else ""
+        )
+        return f"{len(right)} of {v.size} values are right{which}"
     return "not one of the common mistakes; rework it from the exercise text"
 
 
@@ -1592,7 +1598,7 @@ answer_key(
     1e-6,
     1 - 0.99,
     {
-        "that is Keras's number; PyTorch's momentum is 1 minus it": 0.99,
+        "that is Keras's number; PyTorch's momentum weighs the other term": 0.99,
         "that is PyTorch's default, a window ten times shorter than Keras's": 0.1,
     },
 )
@@ -1661,7 +1667,8 @@ answer_key(
     0.03,
     _SQ,
     {
-        "the weights' variance grows 3-fold, their spread by its square root": 3,
+        "that is how much the weights' variance grows; the ratio follows "
+        "their spread": 3,
         "the sigmoid's slope stays, but the weights' factor grows": 1,
         "that is about the measured change; the question is the prediction": 1.6,
     },

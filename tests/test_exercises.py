@@ -580,7 +580,7 @@ WRONG = {
         (lambda *a: fold(*a, mistake="no_eps"), "left eps out"),
         (lambda *a: fold(*a, mistake="var"), "divided by var + eps"),
         (lambda *a: fold(*a, mistake="no_gamma"), "left gamma out of the scale"),
-        (lambda *a: fold(*a, mistake="no_b"), "left b out"),
+        (lambda *a: fold(*a, mistake="no_b"), "bias b out"),
         (lambda *a: fold(*a, mistake="raw_mean"), "did not scale the mean"),
         (lambda *a: fold(*a, mistake="no_beta"), "left beta out"),
         (lambda *a: fold(*a, mistake="keep_W"), "left W unchanged"),
@@ -956,9 +956,9 @@ def test_the_issue_example_names_the_oldest_batch():
         (
             "ex-ch5-bayes-b",
             [0.794, 0.877, 0.6],
-            "2 of 3 entries are right (entries 1, 2)",
+            "2 of 3 values are right (number 1, 2, counting from 1",
         ),
-        ("ex-ch5-instance", [1, 1, 1, 1, 1, 0], "4 of 6 entries are right"),
+        ("ex-ch5-instance", [1, 1, 1, 1, 1, 0], "4 of 6 values are right"),
         ("ex-ch3-nan", 7.0, "not one of the common mistakes"),
     ],
 )
