@@ -4,7 +4,7 @@
   (eps from 1e-5 to 0.1, batches of 2 to 16, float64 and float32), compare each output
   with bnlib's and name the likely mistake.
 * :func:`check_answer` ``(label, value)`` judges a number or a small array against an
-  answer key of :data:`ANSWERS`, computed with bnlib or numpy.
+  answer key of ``ANSWERS``, computed with bnlib or numpy.
 
 Both return a :class:`CheckResult`. A failure shows the failing case and the call that
 recreates it (:func:`case`). No checker prints the answer or raises, whatever it gets.
@@ -1188,7 +1188,7 @@ def _value(v):
 def check_answer(label, value):
     """Judge ``value`` (a number, or a list, tuple or array of numbers; a dict where
     the key says so, e.g. a table row) for the
-    exercise part ``label`` of :data:`ANSWERS`, within the key's stated tolerance; a
+    exercise part ``label`` of ``ANSWERS``, within the key's stated tolerance; a
     known wrong value is named with the mistake it reveals. The answer is not shown."""
     if not isinstance(label, str) or label not in ANSWERS:
         near = difflib.get_close_matches(str(label), list(ANSWERS), n=3)
