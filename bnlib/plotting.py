@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = [
+    "slider",
     "markdown_table",
     "COLORS",
     "LABELS",
@@ -180,6 +181,29 @@ def figure_png(fig, scale=2):
     fig.savefig(buf, format="png", dpi=scale * fig.dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def slider(
+    description, value, lo, hi, step, integer=False, label="50px", width="225px"
+):
+    """An ipywidgets slider for :func:`live_figure` that redraws on release (not while
+    dragged): a FloatSlider, or an IntSlider with ``integer=True``. ``label`` and
+    ``width`` are CSS widths of the description and of the whole control."""
+    import ipywidgets as widgets
+
+    kind = widgets.IntSlider if integer else widgets.FloatSlider
+    extra = {} if integer else {"readout_format": ".2f"}
+    return kind(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style={"description_width": label},
+        layout=widgets.Layout(width=width),
+        **extra,
+    )
 
 
 def live_figure(view, controls, rows=None):

@@ -368,28 +368,15 @@ def backward_geometry_frames(seed=0, m=6):
 def backward_geometry_widget(seed=0):
     """Sliders for the upstream gradient's parts (shift, trend along x_hat, the rest),
     the batch size and eps / sigma^2 (log scale), above the live figure (JupyterLab)."""
-    import ipywidgets as widgets
+    from ..plotting import live_figure, slider
 
-    from ..plotting import live_figure
-
-    def slider(description, value, lo, hi, step, cls=widgets.FloatSlider):
-        return cls(
-            value=value,
-            min=lo,
-            max=hi,
-            step=step,
-            description=description,
-            continuous_update=False,
-            style={"description_width": "90px"},
-            layout=widgets.Layout(width="320px"),
-        )
-
+    wide = dict(label="90px", width="320px")
     controls = {
-        "shift": slider("shift", 1.0, -2.0, 2.0, 0.1),
-        "trend": slider("trend on x̂", 0.8, -2.0, 2.0, 0.1),
-        "noise": slider("the rest", 0.6, 0.0, 1.5, 0.1),
-        "log_eps": slider("log10 ε/σ²", -5.0, -6.0, 1.0, 0.5),
-        "m": slider("batch m", 6, 3, 8, 1, widgets.IntSlider),
+        "shift": slider("shift", 1.0, -2.0, 2.0, 0.1, **wide),
+        "trend": slider("trend on x̂", 0.8, -2.0, 2.0, 0.1, **wide),
+        "noise": slider("the rest", 0.6, 0.0, 1.5, 0.1, **wide),
+        "log_eps": slider("log10 ε/σ²", -5.0, -6.0, 1.0, 0.5, **wide),
+        "m": slider("batch m", 6, 3, 8, 1, integer=True, **wide),
     }
 
     def view(**values):

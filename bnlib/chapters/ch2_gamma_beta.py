@@ -31,7 +31,7 @@ from ..losses import mse_loss
 from ..models import make_mlp
 from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
 from ..optim import SGD, Adam
-from ..plotting import COLORS, live_figure
+from ..plotting import COLORS, live_figure, slider
 from ..surgery import batchnorm_layers, capture_inputs
 from ..train import fit
 
@@ -329,22 +329,6 @@ def gamma_beta_frames(x, nonlinearity="sigmoid", eps=1e-5, figsize=(7.5, 4.6)):
     return fig, draw
 
 
-def _slider(description, value, lo, hi, step):
-    import ipywidgets as widgets
-
-    return widgets.FloatSlider(
-        value=value,
-        min=lo,
-        max=hi,
-        step=step,
-        description=description,
-        continuous_update=False,
-        readout_format=".2f",
-        style={"description_width": "50px"},
-        layout=widgets.Layout(width="225px"),
-    )
-
-
 def gamma_beta_widget(
     gamma=1.0,
     beta=0.0,
@@ -365,11 +349,11 @@ def gamma_beta_widget(
     import ipywidgets as widgets
 
     c = {
-        "gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
-        "beta": _slider("β", beta, -4.0, 4.0, 0.05),
-        "mean": _slider("mean", mean, -5.0, 5.0, 0.1),
-        "spread": _slider("spread", spread, 0.2, 4.0, 0.1),
-        "skew": _slider("skew", skew, -2.0, 2.0, 0.1),
+        "gamma": slider("γ", gamma, 0.0, 4.0, 0.05),
+        "beta": slider("β", beta, -4.0, 4.0, 0.05),
+        "mean": slider("mean", mean, -5.0, 5.0, 0.1),
+        "spread": slider("spread", spread, 0.2, 4.0, 0.1),
+        "skew": slider("skew", skew, -2.0, 2.0, 0.1),
         "nonlinearity": widgets.Dropdown(
             options=["sigmoid", "relu"],
             value=nonlinearity,
@@ -986,8 +970,8 @@ def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
     """Sliders for gamma and beta above :func:`relu_view` (``box.controls``,
     ``box.last_stats`` as in :func:`gamma_beta_widget`)."""
     c = {
-        "gamma": _slider("γ", gamma, 0.0, 4.0, 0.05),
-        "beta": _slider("β", beta, -4.0, 4.0, 0.05),
+        "gamma": slider("γ", gamma, 0.0, 4.0, 0.05),
+        "beta": slider("β", beta, -4.0, 4.0, 0.05),
     }
 
     def view(**v):
