@@ -3,14 +3,12 @@
 * MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package's
   generator and cached on disk;
 * scikit-learn's bundled 8x8 digits;
-* synthetic Gaussian classes;
-* a reader for MNIST IDX files, for readers who have them.
+* synthetic Gaussian classes (for tests and quick experiments).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import pathlib
 import tempfile
@@ -24,9 +22,6 @@ __all__ = [
     "load_mnist1d",
     "load_digits",
     "make_gaussian_classes",
-    "read_idx",
-    "load_mnist_idx",
-    "cache_dir",
 ]
 
 
@@ -267,69 +262,3 @@ def make_gaussian_classes(
         return (scale * x + shift).astype(dtype), y.astype(np.int64)
 
     return Dataset(*sample(n_train), *sample(n_test))
-
-
-_IDX_TYPES = {
-    0x08: np.uint8,
-    0x09: np.int8,
-    0x0B: ">i2",
-    0x0C: ">i4",
-    0x0D: ">f4",
-    0x0E: ">f8",
-}
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), optionally gzipped, into an array.
-
-    Format: two zero bytes, a type code, the number of dimensions d, then d
-    big-endian uint32 sizes, then the data in row-major order.
-    """
-    path = pathlib.Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(
-            f"{path}: not an IDX file (expected magic 0x00 0x00 <type> <ndim>, "
-            f"got {raw[:4].hex()})"
-        )
-    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(
-            f"{path}: header promises {ndim} dimensions, file ends after "
-            f"{len(raw)} bytes"
-        )
-    shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(
-            f"{path}: header promises shape {shape} ({int(np.prod(shape))} values), "
-            f"file holds {data.size}"
-        )
-    return data.reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def load_mnist_idx(directory, dtype=np.float64):
-    """MNIST from the four standard IDX files in ``directory`` (gzipped or not).
-
-    Returns a :class:`Dataset` with x flattened to (N, 784) and scaled to [0, 1].
-    """
-    directory = pathlib.Path(directory)
-
-    def find(stem):
-        for name in (stem, stem + ".gz"):
-            if (directory / name).exists():
-                return directory / name
-        raise FileNotFoundError(f"{stem}[.gz] not found in {directory}")
-
-    def images(stem):
-        a = read_idx(find(stem))
-        return (a.reshape(len(a), -1) / 255.0).astype(dtype)
-
-    return Dataset(
-        images("train-images-idx3-ubyte"),
-        read_idx(find("train-labels-idx1-ubyte")).astype(np.int64),
-        images("t10k-images-idx3-ubyte"),
-        read_idx(find("t10k-labels-idx1-ubyte")).astype(np.int64),
-    )

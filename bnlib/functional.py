@@ -37,8 +37,6 @@ __all__ = [
     "batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
-    "groupnorm_forward",
-    "groupnorm_backward",
     "rmsnorm_forward",
     "batch_axes",
     "sum_to_shape",
@@ -284,39 +282,6 @@ def rmsnorm_forward(x, gamma, normalized_ndim=1, eps=1e-6):
     x = check_float_array(x, "x")
     axes = tuple(range(x.ndim - normalized_ndim, x.ndim))
     return norm_forward(x, gamma, None, axes, eps, center=False)
-
-
-def groupnorm_forward(x, gamma, beta, num_groups, eps=1e-5):
-    """GroupNorm for (N, C, *spatial): statistics per example over each group of C/G
-    channels and all spatial positions; gamma, beta are per channel, shape (C,).
-    """
-    x = check_float_array(x, "x")
-    n, c = x.shape[:2]
-    if c % num_groups:
-        raise ValueError(
-            f"num_channels ({c}) must be divisible by num_groups ({num_groups})"
-        )
-    shape4 = (1, num_groups, c // num_groups, 1)
-    gamma, beta = (
-        None if p is None else _channel_param(p, x, name).reshape(shape4)
-        for p, name in ((gamma, "gamma"), (beta, "beta"))
-    )
-    xg = x.reshape(n, num_groups, c // num_groups, -1)
-    out, cache = norm_forward(xg, gamma, beta, (2, 3), eps)
-    cache["input_shape"] = x.shape
-    return out.reshape(x.shape), cache
-
-
-def groupnorm_backward(dout, cache):
-    """GroupNorm backward: returns dx (N, C, ...), dgamma (C,), dbeta (C,)."""
-    dout = check_float_array(dout, "dout")
-    if dout.shape != cache["input_shape"]:
-        raise ValueError(
-            f"dout must have the shape of the forward output "
-            f"{cache['input_shape']}, got {dout.shape}"
-        )
-    dx, dgamma, dbeta = norm_backward(dout.reshape(cache["x"].shape), cache)
-    return dx.reshape(cache["input_shape"]), _flat(dgamma), _flat(dbeta)
 
 
 def _flat(p):

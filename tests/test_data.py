@@ -1,8 +1,4 @@
-"""Data: IDX reader, MNIST-1D generation and cache, digits, synthetic sets and
-mini-batches."""
-
-import gzip
-import struct
+"""Data: MNIST-1D generation and cache, digits and mini-batches."""
 
 import numpy as np
 import pytest
@@ -10,111 +6,7 @@ import pytest
 import bnlib
 from bnlib import data as D
 
-_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">f4"): 0x0D}
 
-
-def write_idx(path, array, dtype=np.uint8):
-    """Write ``array`` as an IDX file (gzipped if the name ends in .gz)."""
-    dtype = np.dtype(dtype)
-    array = np.asarray(array, dtype=dtype)
-    header = bytes([0, 0, _TYPE_CODES[dtype], array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    payload = header + array.tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
-    return path
-
-
-@pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
-def test_read_idx_images(tmp_path, name):
-    images = np.random.default_rng(0).integers(0, 256, (5, 4, 3), dtype=np.uint8)
-    out = bnlib.read_idx(write_idx(tmp_path / name, images))
-    assert out.dtype == np.uint8 and out.shape == (5, 4, 3)
-    np.testing.assert_array_equal(out, images)
-
-
-@pytest.mark.parametrize("name", ["labels-idx1-ubyte", "labels-idx1-ubyte.gz"])
-def test_read_idx_labels(tmp_path, name):
-    labels = np.array([3, 1, 4, 1, 5, 9, 2], dtype=np.uint8)
-    out = bnlib.read_idx(write_idx(tmp_path / name, labels))
-    assert out.shape == (7,)
-    np.testing.assert_array_equal(out, labels)
-
-
-@pytest.mark.parametrize("dtype", [">i2", ">f4"])
-def test_read_idx_big_endian_types_come_back_native(tmp_path, dtype):
-    values = np.array([[1, -2, 300], [4, 5, -600]])
-    out = bnlib.read_idx(write_idx(tmp_path / "v.idx", values, dtype))
-    assert out.dtype.isnative
-    np.testing.assert_array_equal(out, values)
-
-
-def test_read_idx_rejects_a_corrupted_header(tmp_path):
-    good = write_idx(tmp_path / "good", np.zeros((2, 3, 3), np.uint8))
-    raw = good.read_bytes()
-    bad_magic = tmp_path / "bad_magic"
-    bad_magic.write_bytes(b"\x01\x02" + raw[2:])
-    with pytest.raises(
-        ValueError,
-        match=r"not an IDX file \(expected magic 0x00 0x00 <type> "
-        r"<ndim>, got 01020803\)",
-    ):
-        bnlib.read_idx(bad_magic)
-    bad_type = tmp_path / "bad_type"
-    bad_type.write_bytes(raw[:2] + b"\x42" + raw[3:])
-    with pytest.raises(ValueError, match="not an IDX file"):
-        bnlib.read_idx(bad_type)
-    bad_size = tmp_path / "bad_size"  # header says 2 x 3 x 4, data holds 2 x 3 x 3
-    bad_size.write_bytes(raw[:4] + struct.pack(">3I", 2, 3, 4) + raw[16:])
-    with pytest.raises(
-        ValueError,
-        match=r"header promises shape \(2, 3, 4\) \(24 values\), "
-        r"file holds 18",
-    ):
-        bnlib.read_idx(bad_size)
-    short_header = tmp_path / "short_header"  # 3 dimensions promised, 1 size present
-    short_header.write_bytes(raw[:8])
-    with pytest.raises(
-        ValueError,
-        match=r"header promises 3 dimensions, file ends after 8 "
-        r"bytes",
-    ):
-        bnlib.read_idx(short_header)
-    truncated = tmp_path / "truncated"
-    truncated.write_bytes(raw[:3])
-    with pytest.raises(ValueError, match="not an IDX file"):
-        bnlib.read_idx(truncated)
-
-
-def test_load_mnist_idx(tmp_path):
-    rng = np.random.default_rng(1)
-    train_x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
-    test_x = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    train_y, test_y = rng.integers(0, 10, 6), rng.integers(0, 10, 4)
-    write_idx(
-        tmp_path / "train-images-idx3-ubyte.gz", train_x
-    )  # gzipped and plain mixed
-    write_idx(tmp_path / "train-labels-idx1-ubyte", train_y)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte", test_x)
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", test_y)
-    d = bnlib.load_mnist_idx(tmp_path)
-    assert d.x_train.shape == (6, 784) and d.x_test.shape == (4, 784)
-    assert d.x_train.dtype == np.float64 and d.y_train.dtype == np.int64
-    np.testing.assert_allclose(d.x_train, train_x.reshape(6, -1) / 255.0)
-    np.testing.assert_array_equal(d.y_train, train_y)
-    np.testing.assert_array_equal(d.y_test, test_y)
-    assert 0.0 <= d.x_test.min() and d.x_test.max() <= 1.0
-    assert bnlib.load_mnist_idx(tmp_path, dtype=np.float32).x_train.dtype == np.float32
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(
-        FileNotFoundError, match=r"t10k-labels-idx1-ubyte\[\.gz\] not found"
-    ):
-        bnlib.load_mnist_idx(tmp_path)
-
-
-# ------------------------------------------------------------------ MNIST-1D
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BNLIB_CACHE", str(tmp_path / "cache"))
@@ -297,27 +189,6 @@ def test_load_digits():
     )
 
 
-def test_make_gaussian_classes():
-    d = bnlib.make_gaussian_classes(n_train=100, n_test=50, dim=3, num_classes=4, rng=0)
-    assert d.x_train.shape == (100, 3) and d.x_test.shape == (50, 3)
-    assert d.y_train.dtype == np.int64 and set(np.unique(d.y_train)) <= set(range(4))
-    e = bnlib.make_gaussian_classes(
-        n_train=100,
-        n_test=50,
-        dim=3,
-        num_classes=4,
-        rng=0,
-        shift=10.0,
-        scale=3.0,
-        dtype=np.float32,
-    )
-    assert e.x_train.dtype == np.float32
-    np.testing.assert_allclose(e.x_train, 3.0 * d.x_train + 10.0, rtol=1e-6)
-    np.testing.assert_array_equal(e.y_train, d.y_train)
-    assert d.astype(np.float32).x_test.dtype == np.float32
-
-
-# ------------------------------------------------------------------ mini-batches
 def test_minibatches_cover_the_data_once_in_a_seeded_order():
     x, y = np.arange(23)[:, None] * np.ones((1, 2)), np.arange(23)
     batches = list(bnlib.minibatches(x, y, 5, rng=0))

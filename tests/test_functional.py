@@ -267,32 +267,6 @@ def test_layernorm_and_rmsnorm_wrappers():
     )
 
 
-def test_groupnorm_wrappers():
-    rng = np.random.default_rng(12)
-    x = rng.normal(1.0, 2.0, (2, 4, 5))
-    gamma, beta = _affine(rng, (4,))
-    out, cache = F.groupnorm_forward(x, gamma, beta, num_groups=2)
-    xg = x.reshape(2, 2, 10)
-    x_hat = (xg - xg.mean(-1, keepdims=True)) / np.sqrt(
-        xg.var(-1, keepdims=True) + 1e-5
-    )
-    np.testing.assert_allclose(
-        out, x_hat.reshape(x.shape) * gamma[:, None] + beta[:, None], rtol=1e-12
-    )
-    r = rng.normal(size=x.shape)
-    dx, dgamma, dbeta = F.groupnorm_backward(r, cache)
-    assert dx.shape == x.shape and dgamma.shape == (4,) and dbeta.shape == (4,)
-    loss = lambda: float(np.sum(F.groupnorm_forward(x, gamma, beta, 2)[0] * r))  # noqa: E731
-    assert rel_error(dx, numerical_gradient(loss, x)) < GRAD_TOL
-    assert rel_error(dgamma, numerical_gradient(loss, gamma)) < GRAD_TOL
-    with pytest.raises(
-        ValueError,
-        match=r"num_channels \(4\) must be divisible by "
-        r"num_groups \(3\)",
-    ):
-        F.groupnorm_forward(x, gamma, beta, num_groups=3)
-
-
 def test_sum_to_shape_and_batch_axes():
     g = np.ones((2, 3, 4))
     np.testing.assert_array_equal(F.sum_to_shape(g, (1, 3, 1)), np.full((1, 3, 1), 8.0))
@@ -304,16 +278,13 @@ def test_sum_to_shape_and_batch_axes():
 
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
-@pytest.mark.parametrize(
-    "forward", ["norm", "batchnorm", "layernorm", "groupnorm", "fast"]
-)
+@pytest.mark.parametrize("forward", ["norm", "batchnorm", "layernorm", "fast"])
 def test_integer_and_bool_input_is_refused(forward, dtype):
     x = np.arange(32).reshape(8, 4).astype(dtype)
     run = {
         "norm": lambda: F.norm_forward(x, None, None, (0,)),
         "batchnorm": lambda: F.batchnorm_forward(x, None, None),
         "layernorm": lambda: F.layernorm_forward(x, None, None),
-        "groupnorm": lambda: F.groupnorm_forward(x, None, None, 2),
         "fast": lambda: fastpath.norm_forward(x, None, None, (0,)),
     }[forward]
     name = np.dtype(dtype).name
@@ -412,8 +383,6 @@ def test_named_wrappers_check_per_channel_shapes():
         F.batchnorm_forward(x, np.ones(5), np.zeros(4))
     with pytest.raises(ValueError, match=r"var must have shape \(C,\) = \(4,\)"):
         F.batchnorm_forward(x, None, None, stats=(np.zeros(4), np.ones((1, 4))))
-    with pytest.raises(ValueError, match=r"beta must have shape \(C,\) = \(4,\)"):
-        F.groupnorm_forward(x, np.ones(4), np.zeros(2), num_groups=2)
     with pytest.raises(
         ValueError,
         match=r"expected an input \(N, C, \*spatial\) of at least "

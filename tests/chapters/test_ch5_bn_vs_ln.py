@@ -42,7 +42,7 @@ def test_reduction_axes_for_images_and_sequences():
 
 def _normalize(method, x, groups):
     if method == "gn":
-        return F.groupnorm_forward(x, None, None, groups)[0]
+        return bnlib.GroupNorm(groups, x.shape[1], affine=False).forward(x)
     return F.norm_forward(
         x, None, None, reduction_axes(method, x.ndim), center=method != "rms"
     )[0]
@@ -70,13 +70,6 @@ def test_normalized_mask_bad_groups():
 
 
 # ------------------------------------------------------------------ RNN
-
-
-def _randomize(m, rng):
-    if "weight" in m.params:
-        m.params["weight"][...] = rng.uniform(0.5, 1.5, m.params["weight"].shape)
-    m.params["bias"][...] = rng.normal(0.0, 0.3, m.params["bias"].shape)
-    return m
 
 
 def test_make_drift_task():
