@@ -127,12 +127,15 @@ notebooks: $(STAMP)
 	  else grep -v -e "^\[NbConvertApp\]" -e IPKernelApp $(CURDIR)/_build/notebooks.log.$$$$ | tail -30; \
 	    echo "FAILED {} after $$(( $$(date +%s) - start )) s (not saved)"; exit 1; fi'
 
-# Every chapter with other values of its SEED parameter (papermill), two at a time.
+# Every chapter with other values of its SEED parameter (papermill), as pytest tests
+# (tools/test_seeds.py), JOBS at a time; executed copies in _build/seeds*/.
+SEED_TESTS = $(VENV_PATH) $(BIN)/python -m pytest tools/test_seeds.py -p no:cacheprovider \
+  -n $(JOBS) --chapters "$(wildcard $(NB))"
 seeds: $(STAMP)
-	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS) --jobs $(JOBS) --out _build/seeds $(NB)
+	$(SEED_TESTS) --seeds "$(SEEDS)" --seeds-out _build/seeds
 
 seeds-wide: $(STAMP)
-	$(VENV_PATH) $(BIN)/python tools/run_seeds.py --toc $(TOC) --seeds $(SEEDS_WIDE) --jobs $(JOBS) --out _build/seeds-wide $(NB)
+	$(SEED_TESTS) --seeds "$(SEEDS_WIDE)" --seeds-out _build/seeds-wide
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
@@ -156,13 +159,14 @@ $(VENDOR)/.copied: $(NODE_STAMP)
 
 # Executes every notebook (the jupyter cache in _build/.jupyter_cache skips unchanged ones;
 # a fresh clone has none, so everything runs) and builds the site. tools/execute_cached.py
-# fills that cache two notebooks at a time first; the build then only reads it (and runs,
+# fills that cache first with jupyter-cache's parallel executor (one chapter per core);
+# the build then only reads it (and runs,
 # and reports, any notebook that failed there). --all re-reads every page so that -W
 # sees every warning on every build, not only those of changed pages.
 book: $(STAMP) $(VENDOR)/.copied
 	@mkdir -p _build && rm -rf _build/html
 	@set -o pipefail; start=$$(date +%s); \
-	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC) --jobs 2 2>&1 | tee _build/book.log; \
+	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC) 2>&1 | tee _build/book.log; \
 	if $(VENV_PATH) $(BIN)/jupyter-book build . --toc $(TOC) --builder html --all -W -n --keep-going 2>&1 \
 	     | tee -a _build/book.log; then \
 	  echo "make book: built _build/html in $$(( $$(date +%s) - start )) s (make serve to view it)"; \
@@ -213,7 +217,7 @@ lab-test: $(LAB_SETUP)
 # rebuilt so that its pages link to the PDF (_build/html/book.pdf).
 pdf: $(STAMP) $(VENDOR)/.copied
 	@test -x $(CHROMIUM) || { echo "make pdf needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
-	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC) --jobs 2
+	$(VENV_PATH) $(BIN)/python tools/execute_cached.py --toc $(TOC)
 	$(VENV_PATH) $(BIN)/jupyter-book build . --toc $(TOC) --builder singlehtml -W -n --keep-going
 	$(BIN)/python tools/print_pdf.py --site _build/singlehtml --out _build/pdf/book.pdf --chromium $(CHROMIUM)
 	$(MAKE) book
