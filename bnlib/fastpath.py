@@ -174,7 +174,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5, stats=None):
     """BatchNorm for the layers: :func:`bnlib.functional.batchnorm_forward` through the
     fast route, without checking its input again.
 
-    x: float array (N, C, *spatial), already checked by the layer; gamma, beta: (C,)
+    x: float array ``(N, C, *spatial)``, already checked by the layer; gamma, beta: (C,)
     or None; stats: None (batch statistics) or per-channel (mean, var), each (C,).
     Returns ``(out, cache)`` as :func:`norm_forward`; the cache's gamma has the shape
     (1, C, 1, ...), so dgamma and dbeta come back in that shape.

@@ -4,15 +4,15 @@ takes ``(dout, cache)`` and returns ``(dx, dgamma, dbeta)``.
 One kernel, :func:`norm_forward`, normalizes ``x`` over the axes it is given.
 The choice of axes is the whole difference between the methods:
 
-=============  ==================  ================================
-method         input               axes reduced over
-=============  ==================  ================================
-BatchNorm      (N, C) / (N, C, L)  (0,) / (0, 2)
-BatchNorm2d    (N, C, H, W)        (0, 2, 3)
-LayerNorm      (N, ..., *shape)    the last ``len(shape)`` axes
-InstanceNorm   (N, C, L)           (2,)
-GroupNorm      (N, G, C/G, L)      (2, 3) after splitting C into groups
-=============  ==================  ================================
+=============  ======================  ================================
+method         input                   axes reduced over
+=============  ======================  ================================
+BatchNorm      (N, C) / (N, C, L)      (0,) / (0, 2)
+BatchNorm2d    (N, C, H, W)            (0, 2, 3)
+LayerNorm      ``(N, ..., *shape)``    the last ``len(shape)`` axes
+InstanceNorm   (N, C, L)               (2,)
+GroupNorm      (N, G, C/G, L)          (2, 3) after splitting C into groups
+=============  ======================  ================================
 
 Notation follows Ioffe & Szegedy (2015): over a group of m values,
 ``mu`` is the mean, ``var`` the biased variance (divide by m),
@@ -59,7 +59,7 @@ def sum_to_shape(g: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def batch_axes(ndim: int) -> tuple[int, ...]:
-    """Axes BatchNorm reduces over for (N, C, *spatial): all but the channel axis 1."""
+    """Axes BatchNorm reduces over for ``(N, C, *spatial)``: all but channel axis 1."""
     return (0,) + tuple(range(2, ndim))
 
 
@@ -237,7 +237,7 @@ def batchnorm_backward_staged(dout, cache, trace=None):
 
 # ---------------------------------------------------------------- named wrappers
 def batchnorm_forward(x, gamma, beta, eps=1e-5, stats=None):
-    """BatchNorm for (N, C) or (N, C, *spatial): statistics per channel over N and
+    """BatchNorm for (N, C) or ``(N, C, *spatial)``: statistics per channel over N and
     the spatial axes.
 
     gamma, beta: shape (C,) or None. stats: optional per-channel (mean, var), each (C,).
@@ -289,7 +289,7 @@ def _flat(p):
 
 
 def _channel_param(p, x, name):
-    """A per-channel (C,) array reshaped to broadcast over (N, C, *spatial)."""
+    """A per-channel (C,) array reshaped to broadcast over ``(N, C, *spatial)``."""
     if p is None:
         return None
     if np.shape(p) != (x.shape[1],):

@@ -709,7 +709,8 @@ class RMSNorm(NormBase):
 
 class GroupNorm(NormBase):
     """Normalize each example over groups of ``num_channels / num_groups`` channels
-    (and all spatial positions) of an (N, C, *spatial) input; per-channel weight, bias.
+    (and all spatial positions) of an ``(N, C, *spatial)`` input; per-channel weight
+    and bias.
     """
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):

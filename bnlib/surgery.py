@@ -55,7 +55,7 @@ class _StatsAccumulator:
         self.batches, self.sum_mean, self.sum_var = 0, 0.0, 0.0
 
     def add(self, x: np.ndarray):
-        """Add one batch x (N, C, *spatial): m = N * prod(spatial) values per
+        """Add one batch x ``(N, C, *spatial)``: ``m = N * prod(spatial)`` values per
         channel."""
         axes = F.batch_axes(x.ndim)
         m = x.size // x.shape[1]

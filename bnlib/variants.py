@@ -526,8 +526,9 @@ class WeightNormLinear(Linear):
     _weight = weight
 
     def _store_weight_grad(self, dw):
-        """dL/dg_i = dW_i . v_i/||v_i||; dL/dv_i = g_i/||v_i|| (dW_i - dL/dg_i v_hat_i),
-        the part of dW_i orthogonal to v_i, scaled."""
+        """``dL/dg_i = dW_i . v_i / ||v_i||`` and
+        ``dL/dv_i = g_i / ||v_i|| (dW_i - dL/dg_i v_hat_i)``: the part of dW_i
+        orthogonal to v_i, scaled."""
         v, g = self.params["v"], self.params["g"]
         norm = np.linalg.norm(v, axis=1, keepdims=True)
         v_hat = v / norm
