@@ -80,7 +80,18 @@ help:
 BOOK_REQS := $(wildcard requirements-book.txt)
 REQS := $(or $(BOOK_REQS),requirements.txt)
 
-$(STAMP): requirements.txt $(BOOK_REQS) pyproject.toml
+# PYTHON given on the command line must be the Python that .venv was made with.
+.PHONY: check-python
+check-python:
+ifeq ($(origin PYTHON),command line)
+	@want=$$($(PYTHON) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null) || \
+	  { echo "PYTHON=$(PYTHON) does not run: give the name or path of a Python 3.11+"; exit 1; }; \
+	have=$$(test -x $(BIN)/python && $(BIN)/python -c 'import sys; print(*sys.version_info[:2], sep=".")'); \
+	[ -z "$$have" ] || [ "$$have" = "$$want" ] || \
+	  { echo "$(VENV) was made with Python $$have, not $$want: rm -rf $(VENV) first to rebuild it with $(PYTHON)"; exit 1; }
+endif
+
+$(STAMP): requirements.txt $(BOOK_REQS) pyproject.toml | check-python
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11+ is needed (found $$($(PYTHON) --version 2>&1)); set PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
