@@ -13,6 +13,11 @@ import numpy as np
 import pytest
 
 import bnlib
+import bnlib.chapters.ch1_deriving  # noqa: F401  (each registers its answer keys)
+import bnlib.chapters.ch2_gamma_beta  # noqa: F401
+import bnlib.chapters.ch3_test_time  # noqa: F401
+import bnlib.chapters.ch4_why_it_works  # noqa: F401
+import bnlib.chapters.ch5_bn_vs_ln  # noqa: F401
 import bnlib.functional as F
 from bnlib import exercises as E
 

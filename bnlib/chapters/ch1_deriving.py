@@ -11,12 +11,15 @@ and :func:`wrap_report` for checker reports in outputs.
 
 from __future__ import annotations
 
+import math
 import textwrap
+from statistics import NormalDist
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import functional as F
+from ..exercises import answer_key
 from ..losses import softmax_cross_entropy
 from ..modules import Linear, Sigmoid
 from ..plotting import COLORS, LABELS
@@ -699,3 +702,77 @@ def plot_update_ratios(ratios, reference=1e-3, figsize=(7.5, 3.5)):
         handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9
     )
     return fig
+
+
+# ------------------------------------------------------------------ answer keys
+# The keys of this chapter's exercises whose answer is a number, judged by
+# bnlib.exercises.check_answer; importing this module registers them.
+
+
+def _phi(z):
+    return NormalDist().cdf(z)
+
+
+def _x_hat(x, eps):
+    """x_hat of a single feature x (m values), from bnlib."""
+    return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
+
+
+def _eigenvalues_of_P():
+    x_hat = _x_hat([1.0, 2.0, 3.0, 4.0], 1.25)
+    return np.linalg.eigvalsh(np.eye(4) - 1 / 4 - x_hat @ x_hat.T / 4)
+
+
+def _saturating_scale():
+    """The smallest a of 1, 2, 4, 8, 16 at which over 5 % of a sigmoid's inputs pass
+    |z| > 4.2 (output within 0.015 of 0 or 1), with sd(z) = a sqrt(0.26 / 3)."""
+    cut, sd = math.log(1 / 0.015 - 1), math.sqrt(0.26 / 3)
+    return min(a for a in (1, 2, 4, 8, 16) if 2 * (1 - _phi(cut / (a * sd))) > 0.05)
+
+
+answer_key(
+    "ex-ch1-m2",
+    "x_hat of the batch (0.71, 0.70) with eps = 1e-5, 2 numbers",
+    1e-3,
+    lambda: _x_hat([0.71, 0.70], 1e-5),
+    {
+        "that is the limit for inputs far apart; these two are only 0.01 apart, so "
+        "their variance is close to eps: keep eps in the computation": [1, -1],
+        "used the unbiased variance (m - 1 = 1)": [
+            0.005 / 6e-5**0.5,
+            -0.005 / 6e-5**0.5,
+        ],
+        "added eps outside the square root": [0.005 / 0.00501, -0.005 / 0.00501],
+    },
+)
+answer_key(
+    "ex-ch1-projection",
+    "the 4 eigenvalues of P for x = (1, 2, 3, 4), eps = 1.25, any order",
+    1e-3,
+    _eigenvalues_of_P,
+    {
+        "those are for eps = 0; with eps > 0 the direction x_hat keeps a fraction "
+        "eps / (var + eps)": [0, 0, 1, 1],
+        "that removes the mean direction only; x_hat x_hat^T / m removes most of a "
+        "second one": [0, 1, 1, 1],
+        "those are the eigenvalues of I - P": lambda: 1 - _eigenvalues_of_P(),
+    },
+    any_order=True,
+)
+answer_key(
+    "ex-ch1-saturation",
+    "the smallest a of 1, 2, 4, 8, 16 at which over 5 % of a hidden layer saturate",
+    0,
+    _saturating_scale,
+    {
+        "at 16 a third or more saturate, but a visible share does one step before": 16,
+        "at a = 4 the cut |z| > 4.2 lies over 3.5 standard deviations of z out": 4,
+    },
+)
+answer_key(
+    "ex-ch1-saturation-layer",
+    "which hidden layer, 1, 2 or 3, saturates least",
+    0,
+    1,  # its inputs, the pixels, have the smallest mean square (0.23 < 0.25)
+    {"its inputs, sigmoid outputs, have a larger mean square than the pixels": 3},
+)

@@ -23,10 +23,15 @@
 
 from __future__ import annotations
 
+import functools
+import math
+from statistics import NormalDist
+
 import numpy as np
 from scipy.special import ndtr
 
 from .. import functional as F
+from ..exercises import answer_key
 from ..losses import mse_loss
 from ..models import make_mlp
 from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
@@ -1285,3 +1290,130 @@ def bn_gammas(model):
     """Every gamma of every BatchNorm1d in ``model``, concatenated in forward order:
     array (sum of the layers' widths,)."""
     return np.concatenate([b.params["weight"] for b in batchnorm_layers(model)])
+
+
+# ------------------------------------------------------------------ answer keys
+# The keys of this chapter's exercises whose answer is a number, judged by
+# bnlib.exercises.check_answer; importing this module registers them.
+
+
+def _phi(z):
+    return NormalDist().cdf(z)
+
+
+def _x_hat(x, eps):
+    """x_hat of a single feature x (m values), from bnlib."""
+    return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
+
+
+@functools.cache
+def _count():
+    """(parameters, BN parameters, BN running statistics, BN layers) of ex-ch2-count."""
+    net = make_mlp([40, 100, 50, 10], "relu", "bn", rng=0)
+    bns = batchnorm_layers(net)
+    running = sum(b.running_mean.size + b.running_var.size for b in bns)
+    return net.num_parameters(), sum(b.num_parameters() for b in bns), running, len(bns)
+
+
+_HALF = math.sqrt(0.5)
+answer_key(
+    "ex-ch2-predict",
+    "(mean, variance) of the BN output for gamma = 0.5, beta = -1",
+    0.01,
+    [-1.0, 0.5**2],  # beta and gamma**2, whatever the input
+    {
+        "those are the input's; BN removes the input's mean and variance": [3, 4],
+        "0.5 is gamma, the standard deviation; the variance is gamma**2": [-1, 0.5],
+        "forgot gamma: the variance of gamma * x_hat is gamma**2": [-1, 1],
+    },
+)
+answer_key(
+    "ex-ch2-predict-sigmoid",
+    "the typical sigmoid output, at the BN output's mean",
+    0.02,
+    1 / (1 + math.e),
+    {
+        "that is sigmoid(0); the BN output is centred at beta": 0.5,
+        "that is sigmoid(+1); beta is -1": 1 / (1 + 1 / math.e),
+    },
+)
+answer_key(
+    "ex-ch2-step-line",
+    "the share of outputs above 0.5 for a step 1 standard deviation above the mean",
+    0.005,
+    1 - _phi(1),
+    {"that is the share below the step": _phi(1), "that is a step at the mean": 0.5},
+)
+answer_key(
+    "ex-ch2-count",
+    "the number of trainable parameters of the network",
+    0,
+    lambda: _count()[0],
+    {
+        "counted a bias in the Linear layers before BN; make_mlp leaves them "
+        "out": lambda: _count()[0] + _count()[1] // 2,
+        "counted the running statistics; they are buffers": lambda: sum(_count()[:2]),
+        "left out BN's gamma and beta": lambda: _count()[0] - _count()[1],
+    },
+)
+answer_key(
+    "ex-ch2-count-bn",
+    "how many of the trainable parameters belong to BN",
+    0,
+    lambda: _count()[1],
+    {
+        "gamma and beta: two per feature": lambda: _count()[1] // 2,
+        "the running statistics are buffers, not parameters": lambda: 2 * _count()[1],
+    },
+)
+answer_key(
+    "ex-ch2-count-buffers",
+    "how many numbers BN stores that are not parameters",
+    0,
+    lambda: _count()[2],
+    {"a running mean and a running variance per feature": lambda: _count()[2] // 2},
+    {
+        "(You also counted num_batches_tracked, one per layer, which bnlib keeps "
+        "too.)": lambda: _count()[2] + _count()[3]
+    },
+)
+answer_key(
+    "ex-ch2-adam",
+    "the least number of Adam steps in which beta covers the shift 10 at lr 0.01",
+    0.05,
+    10 / 0.01,
+    {
+        "that is the count at lr 0.1": 100,
+        "that is the shift alone; Adam moves beta by about lr per step": 10,
+    },
+    rel=True,
+)
+answer_key(
+    "ex-ch2-bound-a",
+    "the values of x_hat in a batch of two, any order",
+    1e-3,
+    lambda: _x_hat([0.3, 1.7], 0.0),
+    {"used the unbiased variance (divided by m - 1 = 1)": [-_HALF, _HALF]},
+    any_order=True,
+)
+answer_key(
+    "ex-ch2-bound-b",
+    "how large -beta / |gamma| must be before a unit is provably dead, m = 100",
+    0.01,
+    math.sqrt(100 - 1),
+    {"that is sqrt(m); the bound is sqrt(m - 1)": 10, "forgot the square root": 99},
+)
+answer_key(
+    "ex-ch2-bound-p",
+    "the probability that a batch of 100 standard normal values has at least one "
+    "above 3",
+    0.005,  # a simulation over 10 000 batches is within it; the two near-misses not
+    1 - _phi(3) ** 100,
+    {
+        "that is the chance for one value; a batch has 100 chances": 1 - _phi(3),
+        "that is the probability that none is above 3": _phi(3) ** 100,
+        "that is the union bound 100 p, which counts a batch with two such values "
+        "twice; use the complement of 'none'": 100 * (1 - _phi(3)),
+        "that is the probability of exactly one": 100 * (1 - _phi(3)) * _phi(3) ** 99,
+    },
+)

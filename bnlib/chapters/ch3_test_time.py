@@ -24,10 +24,13 @@ Renormalization (chapter 3).
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
+from .. import functional as F
 from ..data import minibatches
+from ..exercises import answer_key
 from ..gradcheck import numerical_gradient
 from ..models import make_mlp
 from ..modules import BatchNorm1d
@@ -858,3 +861,131 @@ def device_mean_noise(x, device_batch_sizes, devices=8, rng=None, repeats=50):
         out["per_device"].append(float(np.sqrt(np.mean(errs_dev))))
         out["synced"].append(float(np.sqrt(np.mean(errs_sync))))
     return {k: np.array(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ answer keys
+# The keys of this chapter's exercises whose answer is a number, judged by
+# bnlib.exercises.check_answer; importing this module registers them.
+
+
+def _ema(means, momentum):
+    """The running mean after each batch mean, from bnlib.BatchNorm1d (start 0)."""
+    bn, out = BatchNorm1d(1, momentum=momentum), []
+    for mean in means:
+        bn(np.array([[mean - 1.0], [mean + 1.0]]))
+        out.append(bn.running_mean[0])
+    return out
+
+
+answer_key(
+    "ex-ch3-ema",
+    "the running mean after each of the three batches, 3 numbers",
+    1e-3,
+    lambda: _ema([2, 4, 6], 0.1),
+    {
+        "used Keras's convention; PyTorch's momentum 0.1 is the weight of the new "
+        "batch": lambda: _ema([2, 4, 6], 0.9),
+        "that is the cumulative average (momentum=None), not the EMA": [2, 3, 4],
+        "that is momentum * batch mean alone; the running value also keeps 0.9 of "
+        "its previous value": [0.2, 0.4, 0.6],
+    },
+)
+answer_key(
+    "ex-ch3-ema-weights",
+    "the weights of batches 1, 2, 3 in the final running mean, 3 numbers",
+    1e-4,
+    0.1 * 0.9 ** np.arange(2, -1, -1),
+    {
+        "this gives the oldest batch the largest weight; batch 1 has been shrunk by "
+        "0.9 twice since it arrived, so the newest weighs most": 0.1
+        * 0.9 ** np.arange(3),
+        "each batch enters with weight 0.1, but each later update shrinks it": [0.1]
+        * 3,
+        "equal weights are the cumulative average (momentum=None)": [1 / 3] * 3,
+    },
+)
+answer_key(
+    "ex-ch3-ema-start",
+    "the weight of the start value in the final running mean",
+    1e-4,
+    0.9**3,
+    {
+        "that is 0.1 ** 3; the start value keeps 0.9 of its weight per update": 1e-3,
+        "that is its weight after one update": 0.9,
+        "that is the batches' total weight; the start value keeps the rest": 0.271,
+    },
+)
+answer_key(
+    "ex-ch3-momentum-a",
+    "PyTorch's momentum for Keras's momentum=0.95",
+    1e-6,
+    1 - 0.95,
+    {
+        "that is Keras's number; Keras's momentum is the weight of the old value, "
+        "PyTorch's the weight of the new batch": 0.95
+    },
+)
+answer_key(
+    "ex-ch3-momentum-b",
+    "the weight of the newest batch in the running statistics with PyTorch's "
+    "momentum 0.99",
+    1e-6,
+    0.99,
+    {
+        "that is the weight Keras's momentum=0.99 gives the newest batch; PyTorch's "
+        "momentum is the weight of the new batch itself": 0.01,
+        "that is the weight of the batch before the newest": 0.99 * 0.01,
+    },
+)
+answer_key(
+    "ex-ch3-nan",
+    "unit 2's output for the input 0.2 with eps = 1e-5 (gamma = 1, beta = 0)",
+    0.1,
+    lambda: F.batchnorm_forward(np.array([[0.2]]), None, None, 1e-5, stats=([0], [0]))[
+        0
+    ],
+    {"divided by eps; the denominator is sqrt(var + eps)": 0.2 / 1e-5},
+)
+answer_key(
+    "ex-ch3-port-eps",
+    "the eps of the PyTorch layer",
+    0.01,
+    1e-3,
+    {"that is PyTorch's default; Keras's default is another": 1e-5},
+    rel=True,
+)
+answer_key(
+    "ex-ch3-port-momentum",
+    "the momentum of the PyTorch layer",
+    1e-6,
+    1 - 0.99,
+    {
+        "that is Keras's number; PyTorch's momentum weighs the other term": 0.99,
+        "that is PyTorch's default, a window ten times shorter than Keras's": 0.1,
+    },
+)
+_RATIO = math.sqrt((0.0004 + 1e-3) / (0.0004 + 1e-5))
+answer_key(
+    "ex-ch3-port-error",
+    "the factor by which unit 2's output (minus beta) is too large with eps = 1e-5",
+    0.01,
+    _RATIO,
+    {
+        "the inverse: a smaller eps makes the denominator smaller": 1 / _RATIO,
+        "that is the ratio of variances; the output scales with its root": _RATIO**2,
+    },
+    rel=True,
+)
+answer_key(
+    "ex-ch3-precise-m",
+    "the batch size to choose for precise BN",
+    0,
+    512,
+    {
+        "the training batch size is the least to use, but at small m every recomputed "
+        "variance is biased (too small or too large, depending on the estimator and "
+        "the network), and larger batches shrink that bias": 128,
+        "with batches of 8 the later layers are recomputed under statistics far from "
+        "evaluation mode's, and the variance estimates are off by about 1/8": 8,
+    },
+)

@@ -26,8 +26,11 @@ The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..exercises import answer_key
 from ..losses import softmax_cross_entropy
 from ..models import make_mlp
 from ..modules import BatchNorm1d, Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
@@ -851,3 +854,56 @@ def plot_effective_lr(runs, rows):
     )
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4)
     return fig, eff_final
+
+
+# ------------------------------------------------------------------ answer keys
+# The keys of this chapter's exercises whose answer is a number, judged by
+# bnlib.exercises.check_answer; importing this module registers them.
+
+_SQ = math.sqrt(3)
+answer_key(
+    "ex-ch4-tanh",
+    "(slope of the sigmoid at 0, slope of tanh at 0)",
+    1e-3,
+    [0.25, 1.0],  # sigmoid' = s (1 - s) = 1/4 and tanh' = 1 - tanh**2 = 1 at 0
+    {"those are sigmoid(0) and tanh(0), not the slopes": [0.5, 0]},
+)
+answer_key(
+    "ex-ch4-collapse-sigmoid",
+    "the measured layer-to-layer ratios, sigmoid (one or more numbers)",
+    0.2,
+    1 / (4 * _SQ),  # weights of variance 1 / (3 fan-in), then a slope of at most 1/4
+    {
+        "that is the sigmoid's slope alone; the weights multiply by 1 / sqrt(3)": 0.25,
+        "that is the weights' factor alone; the sigmoid's slope multiplies it": 1 / _SQ,
+        "that is a ratio of variances; the spread is a standard deviation": 1 / 48,
+    },
+    each=True,
+    rel=True,
+)
+answer_key(
+    "ex-ch4-collapse-tanh",
+    "the measured layer-to-layer ratios, tanh (one or more numbers)",
+    0.3,
+    1 / _SQ,
+    {
+        "that is tanh's slope alone; the weights multiply by about 1 / sqrt(3)": 1,
+        "that is a ratio of variances; the spread is a standard deviation": 1 / 3,
+        "that is the sigmoid's factor": 1 / (4 * _SQ),
+    },
+    each=True,
+    rel=True,
+)
+answer_key(
+    "ex-ch4-collapse-scale",
+    "the predicted factor by which the sigmoid ratio grows with weight_scale sqrt(3)",
+    0.03,
+    _SQ,
+    {
+        "that is how much the weights' variance grows; the ratio follows "
+        "their spread": 3,
+        "the sigmoid's slope stays, but the weights' factor grows": 1,
+        "that is about the measured change; the question is the prediction": 1.6,
+    },
+    rel=True,
+)

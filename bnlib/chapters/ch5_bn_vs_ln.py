@@ -22,10 +22,14 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import functional as F
+from ..exercises import answer_key
 from ..models import conv1d_net, rnn_classifier
 from ..optim import SGD, Adam
 from ..plotting import COLORS, LABELS
@@ -861,6 +865,138 @@ def _main(argv=None):
             {"args": vars(args), "errors": {k: v.tolist() for k, v in errors.items()}}
         )
     )
+
+
+# ------------------------------------------------------------------ answer keys
+# The keys of this chapter's exercises whose answer is a number, judged by
+# bnlib.exercises.check_answer; importing this module registers them.
+
+
+def _phi(z):
+    return NormalDist().cdf(z)
+
+
+def _x_hat(x, eps):
+    """x_hat of a single feature x (m values), from bnlib."""
+    return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
+
+
+def _instance_norm_invariances():
+    """Is IN after a position-wise linear layer (W (C, D) on (N, D, L)) invariant to
+    each transformation of TRANSFORMATIONS, in that order?"""
+    rng = np.random.default_rng(0)
+    w, u = rng.normal(size=(4, 3)), rng.normal(size=(5, 3, 6))
+
+    def inorm(w, u):
+        return F.norm_forward(np.einsum("cd,ndl->ncl", w, u), None, None, (2,), 0.0)[0]
+
+    moves = [
+        (2.7 * w, u),
+        (w + rng.normal(size=(1, 3)), u),
+        (w * rng.uniform(0.3, 3.0, (4, 1)), u),
+        (w, 2.7 * u),
+        (w, u + rng.normal(size=(1, 3, 1))),
+        (w, u * rng.uniform(0.3, 3.0, (5, 1, 1))),
+    ]
+    return [bool(np.allclose(inorm(*mv), inorm(w, u))) for mv in moves]
+
+
+def _axes(shape, axes):
+    """(m, number of means) of a normalization of ``shape`` over ``axes``."""
+    m = F.norm_forward(np.zeros(shape), None, None, axes)[1]["m"]
+    return [m, math.prod(shape) // m]
+
+
+_HALF = math.sqrt(0.5)
+_BAYES = [_phi(0.15 * math.sqrt(t)) for t in (30, 60)]
+answer_key(
+    "ex-ch5-ema-a",
+    "the values of x_hat in a batch of two, any order",
+    1e-3,
+    lambda: _x_hat([0.3, 1.7], 0.0),
+    {"used the unbiased variance (divided by m - 1 = 1)": [-_HALF, _HALF]},
+    any_order=True,
+)
+for _name, _shape, _on, _wrong in (
+    (
+        "bn",
+        (8, 32, 14, 14),
+        (0, 2, 3),
+        {"averaged over N only; over H, W too": [8, 6272]},
+    ),
+    (
+        "ln",
+        (8, 32, 14, 14),
+        (1, 2, 3),
+        {"averaged over C only; over H, W too": [32, 1568]},
+    ),
+    ("in", (8, 32, 14, 14), (2, 3), {"that is LayerNorm, over C, H and W": [6272, 8]}),
+    ("gn", (8, 8, 4, 14, 14), (2, 3, 4), {"averaged over C/G only": [4, 12544]}),
+    ("tln", (8, 128, 512), (2,), {"averaged over a whole sequence": [65536, 8]}),
+    ("tbn", (8, 128, 512), (0, 1), {"averaged over N only; over T too": [8, 65536]}),
+):
+    answer_key(
+        f"ex-ch5-axes-{_name}",
+        "(m, number of means), 2 whole numbers",
+        0,
+        lambda s=_shape, a=_on: _axes(s, a),
+        _wrong,
+    )
+answer_key(
+    "ex-ch5-instance",
+    "six True/False (invariant?) in the order of ch5.TRANSFORMATIONS",
+    0,
+    _instance_norm_invariances,
+    {
+        "that is BatchNorm's row; IN's statistics are per example, so it also removes "
+        "a single case's scale": [1, 0, 1, 1, 1, 0],
+        "that is LayerNorm's row (fully connected); IN's statistics are per channel": [
+            1,
+            1,
+            0,
+            1,
+            0,
+            1,
+        ],
+        "not all: one changes a channel differently at different positions": [1] * 6,
+    },
+    keyed=True,
+)
+_M = np.array([2, 64])
+answer_key(
+    "ex-ch5-ema-b",
+    "the running variance's relative standard deviation for m = 2 and m = 64",
+    0.03,
+    np.sqrt(2 / (_M - 1) * 0.1 / 1.9),
+    {
+        "that is one batch's; the EMA averages about 1 / alpha batches": np.sqrt(
+            2 / (_M - 1)
+        ),
+        "those are variances; take the square root": 2 / (_M - 1) * 0.1 / 1.9,
+        "used m instead of m - 1": np.sqrt(2 / _M * 0.1 / 1.9),
+    },
+    rel=True,
+)
+answer_key(
+    "ex-ch5-bayes-b",
+    "the optimal accuracy for T = 30, T = 60 and T uniform on 5..30, 3 numbers",
+    0.005,
+    _BAYES + [np.mean([_phi(0.15 * math.sqrt(t)) for t in range(5, 31)])],
+    {
+        "for mixed lengths you took Phi at the mean length; average Phi over the "
+        "lengths": _BAYES + [_phi(0.15 * math.sqrt(17.5))]
+    },
+)
+answer_key(
+    "ex-ch5-bayes-d",
+    "the number of steps of evidence worth accuracy 0.75",
+    1,
+    (NormalDist().inv_cdf(0.75) / 0.15) ** 2,
+    {
+        "that is sqrt(T); square it": NormalDist().inv_cdf(0.75) / 0.15,
+        "that is 0.15 * sqrt(T)": NormalDist().inv_cdf(0.75),
+    },
+)
 
 
 if __name__ == "__main__":
