@@ -139,16 +139,7 @@ def fit(
     rng = np.random.default_rng(rng)
     probes = probes or {}
     hist = History(probes={name: [] for name in probes})
-    steps_per_epoch = len(x) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the data set ({len(x)})"
-        )
-    total = (
-        epochs * steps_per_epoch
-        if max_steps is None
-        else min(max_steps, epochs * steps_per_epoch)
-    )
+    total, steps_per_epoch = _total_steps(len(x), batch_size, epochs, max_steps)
     eval_every = eval_every or steps_per_epoch
     model.train()
     step = 0
@@ -165,15 +156,7 @@ def fit(
                         raise NonFiniteLossError(hist.stopped)
                     return hist
                 step += 1
-                hist.step.append(step)
-                hist.loss.append(loss)
-                hist.acc.append(
-                    accuracy(out, yb)
-                    if out.ndim == 2 and np.issubdtype(np.asarray(yb).dtype, np.integer)
-                    else np.nan
-                )
-                for name, fn in probes.items():
-                    hist.probes[name].append(fn(model))
+                _record_step(hist, step, loss, out, yb, model, probes)
                 if test is not None and (step % eval_every == 0 or step == total):
                     tl, ta = evaluate(model, *test, loss_fn=loss_fn)
                     hist.eval_step.append(step)
@@ -181,6 +164,27 @@ def fit(
                     hist.test_acc.append(ta)
                 bar.update(1)
     return hist
+
+
+def _total_steps(n, batch_size, epochs, max_steps):
+    """(steps fit takes, steps per epoch) for n examples; a last incomplete batch
+    is dropped."""
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the data set ({n})")
+    total = epochs * steps_per_epoch
+    return (total if max_steps is None else min(max_steps, total)), steps_per_epoch
+
+
+def _record_step(hist, step, loss, out, yb, model, probes):
+    """Append one training step to ``hist``: its loss, its accuracy (NaN unless the
+    targets are class indices of a 2-D output) and every probe's value."""
+    hist.step.append(step)
+    hist.loss.append(loss)
+    classes = out.ndim == 2 and np.issubdtype(np.asarray(yb).dtype, np.integer)
+    hist.acc.append(accuracy(out, yb) if classes else np.nan)
+    for name, fn in probes.items():
+        hist.probes[name].append(fn(model))
 
 
 def parallel_map(fn, tasks, jobs=1):

@@ -350,9 +350,7 @@ class NormRNN(Module):
         if norm == "bn":
             self.running_mean = np.zeros((max_len, hidden_size))
             self.running_var = np.ones((max_len, hidden_size))
-            self.active_counts = np.zeros(
-                max_len, dtype=np.int64
-            )  # sequences seen per step
+            self.active_counts = np.zeros(max_len, dtype=np.int64)  # seen per step
 
     def buffer_names(self):
         if self.norm != "bn":
@@ -379,20 +377,24 @@ class NormRNN(Module):
             return F.norm_forward(a, gamma, beta, (1,), self.eps)
         stats = None if self.training else self._stats(t)
         z, cache = F.norm_forward(a, gamma, beta, (0,), self.eps, stats=stats)
-        n = a.shape[0]
-        if self.training and n > 1:
-            mom = self.momentum
-            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * cache["mu"][
-                0
-            ]
-            self.running_var[t] = (1 - mom) * self.running_var[t] + mom * cache["var"][
-                0
-            ] * n / (n - 1)
         if self.training:
-            self.active_counts[t] += n
+            self._update_running(t, cache["mu"][0], cache["var"][0], len(a))
         return z, cache
 
-    def forward(self, x):
+    def _update_running(self, t, mu, var, n):
+        """Step t's running statistics after a training batch of n active sequences
+        (none from a single one: it has no variance to estimate)."""
+        if n > 1:
+            mom = self.momentum
+            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * mu
+            self.running_var[t] = (1 - mom) * self.running_var[t] + mom * var * n / (
+                n - 1
+            )
+        self.active_counts[t] += n
+
+    def _active_steps(self, x):
+        """Check x (N, T, D) and return which steps each sequence takes part in,
+        a boolean array (N, T): False from its first NaN (padding) on."""
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(
                 f"NormRNN: expected input (N, T, {self.input_size}), got {x.shape}"
@@ -409,18 +411,23 @@ class NormRNN(Module):
                     f"NormRNN(norm='bn'): expected more than 1 example per batch "
                     f"when training, got N={n}"
                 )
-        active = ~np.isnan(x).any(axis=2)  # (N, T)
+        active = ~np.isnan(x).any(axis=2)
         if np.any(active[:, 1:] & ~active[:, :-1]):
             raise ValueError(
                 "NormRNN: NaN padding must come after a sequence's last step"
             )
+        return active
+
+    def forward(self, x):
+        active = self._active_steps(x)
+        n, steps, _ = x.shape
         w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
         h = np.zeros((n, self.hidden_size), dtype=x.dtype)
         out = np.empty((n, steps, self.hidden_size), dtype=x.dtype)
         caches = []
         for t in range(steps):
             idx = np.flatnonzero(active[:, t])
-            full = len(idx) == n
+            full = len(idx) == n  # no sequence has ended: no row selection
             x_t, h_prev = (x[:, t], h) if full else (x[idx, t], h[idx])
             if len(idx):
                 z, nc = self._normalize(x_t @ w_ih.T + h_prev @ w_hh.T, t)
@@ -444,9 +451,7 @@ class NormRNN(Module):
         w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         dx = np.zeros((n, steps, self.input_size), dtype=dout.dtype)
-        dh = np.zeros(
-            (n, self.hidden_size), dtype=dout.dtype
-        )  # dL/dh_t from later steps
+        dh = np.zeros((n, self.hidden_size), dtype=dout.dtype)  # from later steps
         for t in reversed(range(steps)):
             idx, x_t, h_prev, nc, h_act = caches[t]
             dh = dh + dout[:, t]
