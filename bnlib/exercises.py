@@ -1468,7 +1468,7 @@ answer_key(
     },
     **_REL,
 )
-for _label in ("ex-ch2-bound-a", "ex-ch5-ema-a"):
+for _label in ("ex-ch5-ema-a",):
     answer_key(
         _label,
         "the values of x_hat in a batch of two, any order",
