@@ -882,7 +882,6 @@ SOLUTIONS = {
     "ex-ch2-count-bn": 300,
     "ex-ch2-count-buffers": 300,
     "ex-ch2-adam": 1000,
-    "ex-ch2-bound-a": [1, -1],
     "ex-ch2-bound-b": 9.95,
     "ex-ch2-bound-p": 0.13,
     "ex-ch3-ema": [0.2, 0.58, 1.122],

@@ -251,25 +251,41 @@ def test_with_bn_a_mean_shift_only_changes_beta():
             np.testing.assert_allclose(m1.params[k], m0.params[k], atol=1e-10)
 
 
-def test_plot_mean_shift():
+def _mean_shift_runs():
+    """A tiny sweep in the chapter's layout: (name, lr, run) -> steps_to_target dict."""
+    setups = {"plain": (False, 2.0, False), "BN, shift 0": (True, 0.0, False)}
     runs = {}
-    for s in (0.0, 2.0):
+    for name, (b, s, at_mean) in setups.items():
         x, t = ch2.mean_shift_task(s, n=64)
-        for b in (False, True):
-            net = ch2.mean_shift_model(b)
-            runs[b, s, 0.3] = ch2.steps_to_target(
-                net, bnlib.SGD(net, lr=0.3), x, t, loss_target=0.5, max_steps=30
-            )
-            runs[b, s, 0.3]["target_mean"] = t.mean(axis=0)
+        for lr in (0.3, 1.0):
+            for i in range(3):
+                net = ch2.mean_shift_model(b, rng=i)
+                if at_mean:
+                    net[-1].params["bias"][:] = t.mean(axis=0)
+                r = ch2.steps_to_target(
+                    net, bnlib.SGD(net, lr=lr), x, t, loss_target=0.5, max_steps=30
+                )
+                runs[name, lr, i] = r | {"target_mean": t.mean(axis=0)}
+    return setups, runs
+
+
+def test_median_steps_and_best_lr():
+    runs = {("a", 0.3, i): {"steps": s} for i, s in enumerate([5, None, 9])}
+    runs |= {("a", 1.0, i): {"steps": s} for i, s in enumerate([None, None, 2])}
+    assert ch2.median_steps(runs, "a", 0.3, 3) == 9
+    assert ch2.median_steps(runs, "a", 1.0, 3) == np.inf
+    assert ch2.best_lr(runs, "a", [0.3, 1.0], 3) == (9, 0.3)
+
+
+def test_plot_mean_shift():
+    setups, runs = _mean_shift_runs()
     fig, best = ch2.plot_mean_shift(
-        runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30
+        runs, setups, [0.3, 1.0], 3, show_lr=0.3, max_steps=30
     )
-    assert set(best) == {(b, s) for b in (False, True) for s in (0.0, 2.0)}
-    assert all(lr == 0.3 for _, lr in best.values())
-    fig, _ = ch2.plot_mean_shift(
-        runs, [0.0, 2.0], [0.3], show_shift=2.0, max_steps=30, show_lr=0.3
-    )
-    assert "lr=0.3" in fig.axes[1].get_legend().get_texts()[0].get_text()
+    assert set(best) == set(setups)
+    assert all(lr in (0.3, 1.0) for _, lr in best.values())
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == list(setups)
 
 
 # ---------------------------------------------------------------- ReLU
@@ -338,105 +354,6 @@ def test_bn_affine_parameters():
     assert sum(m.params[k].size for m, k in pairs) == 2 * (8 + 6)
 
 
-def test_random_parameter_masks():
-    net = _net()
-    pairs = [
-        (m, k) for m, k in net.parameters() if not isinstance(m, bnlib.BatchNorm1d)
-    ]
-    masks = ch2.random_parameter_masks(pairs, 17, rng=0)
-    assert [mk.shape for mk in masks] == [m.params[k].shape for m, k in pairs]
-    assert sum(int(mk.sum()) for mk in masks) == 17
-    again = ch2.random_parameter_masks(pairs, 17, rng=0)
-    assert all(np.array_equal(a, b) for a, b in zip(masks, again))
-    with pytest.raises(ValueError, match="count"):
-        ch2.random_parameter_masks(pairs, 10**6)
-
-
-@pytest.mark.parametrize(
-    "make_opt",
-    [
-        lambda p: bnlib.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
-        lambda p: bnlib.Adam(p, lr=0.01, weight_decay=0.1),
-    ],
-)
-def test_masked_optimizer_moves_only_chosen_entries(make_opt):
-    data = bnlib.make_gaussian_classes(n_train=100, n_test=10, dim=5, rng=0)
-    net = _net()
-    pairs = net.parameters()
-    masks = ch2.random_parameter_masks(pairs, 20, rng=1)
-    start = [m.params[k].copy() for m, k in pairs]
-    opt = ch2.MaskedOptimizer(make_opt(pairs), masks)
-    assert opt.num_trainable() == 20 and opt.lr > 0
-    bnlib.fit(
-        net,
-        opt,
-        data.x_train,
-        data.y_train,
-        epochs=3,
-        batch_size=20,
-        rng=0,
-        progress=False,
-    )
-    moved = 0
-    for (m, k), mask, s in zip(pairs, masks, start):
-        np.testing.assert_array_equal(m.params[k][~mask], s[~mask])
-        moved += int(np.sum(m.params[k][mask] != s[mask]))
-    assert moved == 20
-
-
-def test_masked_optimizer_checks_masks():
-    net = _net()
-    opt = bnlib.SGD(net, lr=0.1)
-    with pytest.raises(ValueError, match="masks"):
-        ch2.MaskedOptimizer(opt, [])
-    bad = [np.ones((2, 2), bool) for _ in opt.params]
-    with pytest.raises(ValueError, match="shape"):
-        ch2.MaskedOptimizer(opt, bad)
-
-
-def test_training_only_bn_or_a_random_subset_in_a_fit():
-    data = bnlib.make_gaussian_classes(
-        n_train=200, n_test=50, dim=5, num_classes=3, rng=0
-    )
-    ref = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
-    for which in ("bn", "random"):
-        net = bnlib.make_mlp([5, 16, 3], "relu", "bn", rng=0)
-        bn = ch2.bn_affine_parameters(net)
-        if which == "bn":
-            opt = bnlib.Adam(bn, lr=0.03)
-        else:
-            others = [p for p in net.parameters() if p not in bn]
-            masks = ch2.random_parameter_masks(others, 32, rng=1)
-            opt = ch2.MaskedOptimizer(bnlib.Adam(others, lr=0.03), masks)
-            assert opt.num_trainable() == 32
-        bnlib.fit(
-            net,
-            opt,
-            data.x_train,
-            data.y_train,
-            epochs=2,
-            batch_size=50,
-            rng=0,
-            progress=False,
-        )
-        changed = [
-            (type(m).__name__, int(np.sum(m.params[k] != r.params[k])))
-            for (m, k), (r, _) in zip(net.parameters(), ref.parameters())
-        ]
-        moved = {name for name, n in changed if n}
-        assert sum(n for _, n in changed) <= 32
-        assert moved == ({"BatchNorm1d"} if which == "bn" else {"Linear"})
-
-
-def test_plot_subset_accuracy():
-    h1, h2 = bnlib.History(), bnlib.History()
-    for h, acc in ((h1, [0.2, 0.4]), (h2, [0.3, 0.5])):
-        h.eval_step, h.test_acc = [10, 20], acc
-    ax = ch2.plot_subset_accuracy([([h1, h2], "C0", "BN only")])
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.25, 0.45])
-    assert len(ax.collections) == 1 and ax.get_ylim() == (0, 0.55)
-
-
 # ---------------------------------------------------------------- helpers of the chapte
 
 
@@ -491,19 +408,20 @@ def test_linear_regime_shares():
 
 def test_mean_shift_table():
     runs = {
-        (b, s, lr): {"steps": None, "diverged": False}
-        for b in (False, True)
-        for s in (0.0, 3.0)
+        (name, lr, i): {"steps": None, "diverged": False}
+        for name in ("plain", "BN")
         for lr in (0.3, 1.0)
+        for i in range(3)
     }
-    runs[True, 0.0, 0.3]["steps"] = 12
-    runs[False, 3.0, 1.0]["diverged"] = True
-    lines = ch2.mean_shift_table(runs, [0.0, 3.0], [0.3, 1.0], max_steps=50).split("\n")
-    assert lines[0] == "output layer       lr      shift 0.0  shift 3.0"
-    assert lines[1] == "Linear + bias      0.3           >50        >50"
-    assert lines[2] == "Linear + bias      1             >50   diverged"
-    assert lines[3] == "Linear + BN (γ, β) 0.3            12        >50"
-    assert len(lines) == 5
+    for i, s in enumerate([12, 30, None]):
+        runs["BN", 0.3, i]["steps"] = s
+    runs["plain", 1.0, 0]["steps"] = 7
+    setups = {"plain": (False, 3.0, False), "BN": (True, 3.0, False)}
+    lines = ch2.mean_shift_table(runs, setups, [0.3, 1.0], 3, max_steps=50).split("\n")
+    assert lines[0] == "| output layer, task | lr 0.3 | lr 1 |"
+    assert lines[2] == "| plain | >50 (0/3) | >50 (1/3) |"
+    assert lines[3] == "| BN | 30 (2/3) | >50 (0/3) |"
+    assert len(lines) == 4
 
 
 @pytest.mark.parametrize("bn", [True, False])
@@ -530,10 +448,20 @@ def test_census_table():
         {"norm": None, "lr": 0.1, "dead": [0, 3], "test_acc": 0.5},
         {"norm": "bn", "lr": 1.0, "dead": [1, 2], "test_acc": 0.25},
     ]
-    assert ch2.census_table(census, width=8).split("\n") == [
-        "without BN lr=0.1: dead units per layer [0, 3] of 8, test accuracy 0.500",
-        "with BN    lr=1.0: dead units per layer [1, 2] of 8, test accuracy 0.250",
+    assert ch2.census_table(census, width=8).split("\n")[2:] == [
+        "| none | 0.1 | 0, 3 of 8 | 0.500 |",
+        "| BN | 1.0 | 1, 2 of 8 | 0.250 |",
     ]
+
+
+def test_mean_shift_pair_with_the_output_bias_at_the_target_mean():
+    """The plain network whose output bias starts at the targets' mean follows the
+    same path at every shift; only that bias differs, by the shift."""
+    pair = ch2.mean_shift_pair(
+        False, 0.0, 4.0, steps=20, lr=0.3, rng=0, bias_at_mean=True
+    )
+    assert max(pair["diffs"][:-1]) < 1e-9
+    np.testing.assert_allclose(pair["bias_change"], 4.0, rtol=1e-9)
 
 
 def test_dead_unit_profile_and_active_share_gap():
@@ -561,12 +489,6 @@ def test_dead_unit_profile_and_active_share_gap():
         np.abs(frac - ch2.relu_active_fraction(bl.params["weight"], bl.params["bias"]))
     )
     np.testing.assert_allclose(ch2.active_share_gap(net, x, layer=1), expected)
-
-
-def test_bn_gammas():
-    net = bnlib.make_mlp([5, 8, 6, 3], "relu", "bn", rng=0)
-    g = ch2.bn_gammas(net)
-    assert g.shape == (14,) and np.all(g == 1.0)
 
 
 def test_active_fractions_in_training_use_each_batchs_statistics():
