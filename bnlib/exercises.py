@@ -1271,6 +1271,18 @@ def _x_hat(x, eps):
     return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
 
 
+def _bessel_dx(x=(1.0, 2.0, 4.0), dout=(1.0, 0.0, 0.0), ddof=1, factor=True):
+    """dl/dx of training-mode BN (gamma 1, eps 0) normalized with the variance of
+    ``ddof`` (1: Bessel's correction), for ex-ch1-bessel; ``factor=False`` leaves out
+    the m / (m - 1) on the x_hat term (the biased formula)."""
+    x, dout = np.asarray(x, np.float64), np.asarray(dout, np.float64)
+    m = x.size
+    r = 1 / np.sqrt(x.var(ddof=ddof))
+    x_hat = (x - x.mean()) * r
+    k = m / (m - ddof) if factor else 1.0
+    return r / m * (m * dout - dout.sum() - k * x_hat * (dout * x_hat).sum())
+
+
 @functools.cache
 def _count():
     """(parameters, BN parameters, BN running statistics, BN layers) of ex-ch2-count."""
@@ -1362,6 +1374,20 @@ answer_key(
             -0.005 / 6e-5**0.5,
         ],
         "added eps outside the square root": [0.005 / 0.00501, -0.005 / 0.00501],
+    },
+)
+answer_key(
+    "ex-ch1-bessel",
+    "dl/dx for x = (1, 2, 4), gamma = 1, eps = 0, dout = (1, 0, 0), with Bessel's "
+    "correction in training, 3 numbers",
+    1e-3,
+    _bessel_dx,
+    {
+        "that is the biased formula on x_hat of the unbiased variance: the x_hat term "
+        "needs the factor m / (m - 1)": lambda: _bessel_dx(factor=False),
+        "that is the gradient of ordinary BN (variance divided by m)": lambda: (
+            _bessel_dx(ddof=0)
+        ),
     },
 )
 answer_key(
