@@ -872,6 +872,7 @@ def test_weight_decay_runs():
 #: the keys expect: each must pass its key.
 SOLUTIONS = {
     "ex-ch1-m2": [0.845154, -0.845154],
+    "ex-ch1-bessel": [0.187044, -0.280566, 0.093522],
     "ex-ch1-projection": [0, 0.5, 1, 1],
     "ex-ch1-saturation": 8,
     "ex-ch1-saturation-layer": 1,

@@ -5,7 +5,7 @@
 :func:`plot_weight_scale_sweep` (scale invariance: larger weights get smaller updates;
 the training loop itself is on the chapter's page), the layer diagnostics of a deeper
 network (:func:`record_layers`, :func:`saturated_fraction`, :func:`layer_summary`,
-:func:`diagnostics_report`, :func:`plot_layer_histograms`, :func:`plot_update_ratios`),
+:func:`plot_layer_profiles`),
 and :func:`wrap_report` for checker reports in outputs.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 from .. import functional as F
 from ..exercises import answer_key
 from ..losses import softmax_cross_entropy
-from ..modules import Linear, Sigmoid
-from ..plotting import COLORS, LABELS
+from ..modules import Sigmoid
+from ..plotting import COLORS
 
 __all__ = [
     "BN_GRAPH_NODES",
@@ -36,14 +36,10 @@ __all__ = [
     "backward_geometry_widget",
     "plot_weight_scale_sweep",
     "SATURATION_TOL",
-    "LAYER_COLORS",
     "record_layers",
     "saturated_fraction",
     "layer_summary",
-    "update_to_data",
-    "diagnostics_report",
-    "plot_layer_histograms",
-    "plot_update_ratios",
+    "plot_layer_profiles",
 ]
 
 #: Node name -> label drawn in the graph (inputs first, then the STAGED_NODES nodes).
@@ -454,11 +450,6 @@ def plot_weight_scale_sweep(scales, loss, norm, first_step, figsize=(7.5, 6.0)):
 #: maximum 1/4.
 SATURATION_TOL = 0.015
 
-#: One colour and line style per layer (hidden layers 1, 2, 3, then the output layer),
-#: the same in every diagnostics figure.
-LAYER_COLORS = ("#0d0887", "#9c179e", "#e16462", "#d9a000")
-_LAYER_STYLES = ("-", "--", "-.", ":")
-
 
 def record_layers(net, x, y, loss_fn=softmax_cross_entropy):
     """One forward and backward pass through a Sequential, layer by layer, keeping for
@@ -510,197 +501,58 @@ def layer_summary(acts, grads, tol=SATURATION_TOL):
     }
 
 
-def update_to_data(net, lr):
-    """Karpathy's update-to-data ratio of every weight matrix of ``net`` (its Linear
-    layers, lowest first): std(lr * dl/dW) / std(W), the size of a plain SGD step
-    relative to the weights. Biases and BN parameters are left out, as he does."""
-    return [
-        float(np.std(lr * lin.grads["weight"]) / np.std(lin.params["weight"]))
-        for lin in net.modules()
-        if isinstance(lin, Linear)
-    ]
-
-
-def diagnostics_report(summary, when_labels) -> str:
-    """:func:`layer_summary` results as fixed-width text (within 72 columns, so it
-    scrolls rather than wraps on a phone): a block per network and time, a line per
-    layer.
+def plot_layer_profiles(profiles, figsize=(7.5, 3.4)):
+    """The signal and the gradient of each hidden layer at initialization, one line
+    per network.
 
     Args:
-        summary: ``{(network, when): layer_summary(...)}``; network is a key of
-            ``bnlib.plotting.LABELS`` (``"plain"``, ``"bn"``).
-        when_labels: ``{when: label}``, e.g. ``{"init": "step 0"}``.
-    """
-    lines = [
-        f"{'':24}{'saturated':>9}{'std':>8}{'std across':>12}{'std of':>10}",
-        f"{'':24}{'':>9}{'':>8}{'examples':>12}{'∂ℓ/∂h':>10}",
-    ]
-    for (key, when), s in summary.items():
-        lines.append(f"{LABELS[key]}, {when_labels[when]}")
-        for i in range(len(s["std"])):
-            lines.append(
-                f"{'  layer ' + str(i + 1):24}{100 * s['saturated'][i]:>7.2f} %"
-                f"{s['std'][i]:>8.3f}{s['spread'][i]:>12.4f}{s['grad_std'][i]:>10.1e}"
-            )
-    return "\n".join(lines)
+        profiles: ``{label: (key, spread, grad_std)}``: ``key`` is ``"plain"`` or
+            ``"bn"`` (the colour), ``spread`` and ``grad_std`` arrays (runs, layers)
+            of :func:`layer_summary`'s ``"spread"`` (std across examples, median over
+            units) and ``"grad_std"``.
 
-
-def _panel_grid(panels, when_labels, figsize):
-    keys = list(dict.fromkeys(k for k, _ in panels))
-    whens = list(dict.fromkeys(w for _, w in panels))
-    fig, axes = plt.subplots(
-        len(whens),
-        len(keys),
-        figsize=figsize,
-        sharex=True,
-        squeeze=False,
-        layout="constrained",
-    )
-    for r, when in enumerate(whens):
-        for c, key in enumerate(keys):
-            ax = axes[r, c]
-            ax.set_title(f"{LABELS[key]}, {when_labels[when]}", color=COLORS[key])
-    return fig, axes, keys, whens
-
-
-def plot_layer_histograms(
-    panels, kind, when_labels, tol=SATURATION_TOL, bins=50, figsize=(7.5, 5.4)
-):
-    """Per-layer histograms, one panel per network (columns) and time (rows).
-
-    Args:
-        panels: ``{(network, when): [array per layer]}`` (activations or gradients of
-            :func:`record_layers`); network is ``"plain"`` or ``"bn"``.
-        kind: ``"activation"``: histograms of the sigmoid outputs on [0, 1], with the
-            saturated zones (``tol`` from 0 or 1) shaded; ``"gradient"``: histograms
-            of log10 |dl/dh| (bins shared by all panels, from the 0.1 % quantile of
-            all values up), since the layers' gradients differ by decades.
-        when_labels: ``{when: label}`` for the panel titles.
-
-    One colour and line style per layer (:data:`LAYER_COLORS`), the same in every
-    panel; the legend sits above the panels, outside the data. Each panel has its
-    own vertical scale (densities), the horizontal axis is shared.
+    Line: the median over the runs; band: their range; log scale. Networks of the same
+    key get different line styles.
 
     Returns:
-        The Figure. Histogram lines carry ``gid="hist:<network>:<when>:<layer>"``.
+        The Figure (lines carry ``gid="profile:<panel>:<label>"``).
     """
-    if kind not in ("activation", "gradient"):
-        raise ValueError(f"kind must be 'activation' or 'gradient', got {kind!r}")
-    if kind == "activation":
-        edges = np.linspace(0.0, 1.0, bins + 1)
-        values = {k: [np.ravel(a) for a in v] for k, v in panels.items()}
-    else:
-        values = {
-            k: [np.log10(np.abs(g[g != 0])) for g in map(np.ravel, v)]
-            for k, v in panels.items()
-        }
-        allv = np.concatenate([x for v in values.values() for x in v])
-        lo = np.floor(np.percentile(allv, 0.1))  # leave out the thinnest tail
-        edges = np.linspace(lo, np.ceil(allv.max()), bins + 1)
-    fig, axes, keys, whens = _panel_grid(panels, when_labels, figsize)
+    fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
+    styles = {"plain": iter((":", "--", "-", "-.")), "bn": iter(("-", "--", ":"))}
     handles = []
-    for r, when in enumerate(whens):
-        for c, key in enumerate(keys):
-            ax = axes[r, c]
-            if kind == "activation":
-                zone = None
-                for lo, hi in ((0.0, tol), (1.0 - tol, 1.0)):
-                    zone = ax.axvspan(lo, hi, color="0.55", alpha=0.35, lw=0)
-                    zone.set_gid("saturated")
-            for i, v in enumerate(values.get((key, when), [])):
-                dens, _ = np.histogram(v, edges, density=True)
-                line = ax.stairs(
-                    dens,
-                    edges,
-                    color=LAYER_COLORS[i],
-                    ls=_LAYER_STYLES[i],
-                    lw=1.7,
-                    label=f"layer {i + 1}",
-                    gid=f"hist:{key}:{when}:{i + 1}",
-                )
-                if r == 0 and c == 0:
-                    handles.append(line)
-            ax.set_ylim(bottom=0)
-            if c == 0:
-                ax.set_ylabel("density")
-            if r == len(whens) - 1:
-                ax.set_xlabel(
-                    "sigmoid output h"
-                    if kind == "activation"
-                    else r"$\log_{10}|\partial\ell/\partial h|$"
-                )
-    if kind == "activation":
-        axes[0, 0].set_xlim(0.0, 1.0)
-        handles.append(
-            plt.Rectangle((0, 0), 1, 1, color="0.55", alpha=0.35, label="saturated")
-        )
-    fig.legend(
-        handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9
-    )
-    return fig
-
-
-def plot_update_ratios(ratios, reference=1e-3, figsize=(7.5, 3.5)):
-    """Update-to-data ratio over training, one panel per network.
-
-    Args:
-        ratios: ``{network: array (runs, steps, n_weights)}`` of :func:`update_to_data`
-            values recorded after every step.
-        reference: level drawn as a dashed line (Karpathy's rule of thumb, 1e-3).
-
-    Per weight matrix: the median over the runs of log10 of the ratio (line) and the
-    range over the runs (band). Colours and styles per layer as
-    :func:`plot_layer_histograms`, the last weight matrix labelled "output".
-
-    Returns:
-        The Figure (lines carry ``gid="ratio:<network>:<layer>"``).
-    """
-    keys = list(ratios)
-    fig, axes = plt.subplots(
-        1, len(keys), figsize=figsize, sharey=True, squeeze=False, layout="constrained"
-    )
-    handles = []
-    for c, key in enumerate(keys):
-        ax = axes[0, c]
-        logs = np.log10(np.asarray(ratios[key], np.float64))
-        steps = np.arange(1, logs.shape[1] + 1)
-        n = logs.shape[2]
-        for i in range(n):
-            name = "output" if i == n - 1 else f"layer {i + 1}"
+    for label, (key, spread, grad) in profiles.items():
+        ls = next(styles[key])
+        for ax, name, values in ((axes[0], "spread", spread), (axes[1], "grad", grad)):
+            values = np.asarray(values, np.float64)
+            layers = np.arange(1, values.shape[1] + 1)
             ax.fill_between(
-                steps,
-                logs[:, :, i].min(axis=0),
-                logs[:, :, i].max(axis=0),
-                color=LAYER_COLORS[i],
-                alpha=0.2,
+                layers,
+                values.min(axis=0),
+                values.max(axis=0),
+                color=COLORS[key],
+                alpha=0.18,
                 lw=0,
             )
             (line,) = ax.plot(
-                steps,
-                np.median(logs[:, :, i], axis=0),
-                color=LAYER_COLORS[i],
-                ls=_LAYER_STYLES[i],
-                lw=1.5,
-                label=name,
-                gid=f"ratio:{key}:{i + 1}",
+                layers,
+                np.median(values, axis=0),
+                color=COLORS[key],
+                ls=ls,
+                lw=1.8,
+                marker="o",
+                ms=4,
+                label=label,
+                gid=f"profile:{name}:{label}",
             )
-            if c == 0:
-                handles.append(line)
-        ref = ax.axhline(
-            np.log10(reference),
-            color=COLORS["reference"],
-            ls=(0, (4, 2)),
-            lw=1.2,
-            label=f"{reference:g}, rule of thumb",
-        )
-        ax.set_title(LABELS[key], color=COLORS[key])
-        ax.set_xlabel("training step")
-        if c == 0:
-            ax.set_ylabel(r"$\log_{10}$ update : data")
-    handles.append(ref)
-    fig.legend(
-        handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9
-    )
+        handles.append(line)
+    for ax, title in zip(
+        axes, ("signal: std across examples", "gradient: std of ∂ℓ/∂h")
+    ):
+        ax.set_yscale("log")
+        ax.set_xticks([1, 2, 3])
+        ax.set_xlabel("hidden layer")
+        ax.set_title(title)
+    fig.legend(handles=handles, loc="outside upper center", ncols=2, fontsize=9)
     return fig
 
 
@@ -716,6 +568,18 @@ def _phi(z):
 def _x_hat(x, eps):
     """x_hat of a single feature x (m values), from bnlib."""
     return F.batchnorm_forward(np.reshape(x, (-1, 1)), None, None, eps)[1]["x_hat"]
+
+
+def _bessel_dx(x=(1.0, 2.0, 4.0), dout=(1.0, 0.0, 0.0), ddof=1, factor=True):
+    """dl/dx of training-mode BN (gamma 1, eps 0) normalized with the variance of
+    ``ddof`` (1: Bessel's correction), for ex-ch1-bessel; ``factor=False`` leaves out
+    the m / (m - 1) on the x_hat term (the biased formula)."""
+    x, dout = np.asarray(x, np.float64), np.asarray(dout, np.float64)
+    m = x.size
+    r = 1 / np.sqrt(x.var(ddof=ddof))
+    x_hat = (x - x.mean()) * r
+    k = m / (m - ddof) if factor else 1.0
+    return r / m * (m * dout - dout.sum() - k * x_hat * (dout * x_hat).sum())
 
 
 def _eigenvalues_of_P():
@@ -743,6 +607,20 @@ answer_key(
             -0.005 / 6e-5**0.5,
         ],
         "added eps outside the square root": [0.005 / 0.00501, -0.005 / 0.00501],
+    },
+)
+answer_key(
+    "ex-ch1-bessel",
+    "dl/dx for x = (1, 2, 4), gamma = 1, eps = 0, dout = (1, 0, 0), with Bessel's "
+    "correction in training, 3 numbers",
+    1e-3,
+    _bessel_dx,
+    {
+        "that is the biased formula on x_hat of the unbiased variance: the x_hat term "
+        "needs the factor m / (m - 1)": lambda: _bessel_dx(factor=False),
+        "that is the gradient of ordinary BN (variance divided by m)": lambda: (
+            _bessel_dx(ddof=0)
+        ),
     },
 )
 answer_key(

@@ -208,98 +208,35 @@ def test_layer_summary_numbers():
     np.testing.assert_allclose(s["grad_std"], [g.std(), 3 * g.std()])
 
 
-def test_update_to_data_covers_weight_matrices_only():
-    net = _small_net("bn")
-    x, y = _batch()
-    ch1.record_layers(net, x, y)  # fills the grads
-    linears = [m for m in net.modules() if type(m).__name__ == "Linear"]
-    ratios = ch1.update_to_data(net, 0.1)
-    assert len(ratios) == len(linears) == 3
-    for r, lin in zip(ratios, linears):
-        expected = np.std(0.1 * lin.grads["weight"]) / np.std(lin.params["weight"])
-        assert r == pytest.approx(expected)
-
-
-def test_diagnostics_report_lines():
-    s = {"saturated": np.zeros(3), "std": np.ones(3), "spread": np.ones(3)}
-    s["grad_std"] = np.array([1e-6, 1e-5, 1e-4])
-    summary = {("plain", "init"): s, ("bn", "init"): s}
-    lines = ch1.diagnostics_report(summary, {"init": "step 0"}).splitlines()
-    assert len(lines) == 2 + 2 * 4
-    assert lines[2] == "no normalization, step 0"
-    assert lines[3].split() == ["layer", "1", "0.00", "%", "1.000", "1.0000", "1.0e-06"]
-    assert lines[6] == "BatchNorm, step 0"
-    assert max(len(line) for line in lines) <= 72
-    # the numbers sit under their headings
-    assert lines[3].index("1.0e-06") + 7 == lines[0].index("std of") + 6
-
-
-def _panels(seed=4):
-    rng = np.random.default_rng(seed)
-    when = {"init": "step 0", "trained": "after training"}
-    acts = {
-        (k, w): [rng.uniform(0.0, 1.0, (50, 4)) for _ in range(3)]
-        for k in ("plain", "bn")
-        for w in when
-    }
-    grads = {
-        key: [rng.normal(0.0, 10.0**-e, (50, 4)) for e in (6, 5, 4)] for key in acts
-    }
-    return acts, grads, when
-
-
-def _line_colors(ax):
-    return [
-        matplotlib.colors.to_hex(a.get_edgecolor())
-        for a in ax.patches
-        if (a.get_gid() or "").startswith("hist:")
-    ]
-
-
-@pytest.mark.parametrize("kind", ["activation", "gradient"])
-def test_plot_layer_histograms(kind):
-    acts, grads, when = _panels()
-    fig = ch1.plot_layer_histograms(acts if kind == "activation" else grads, kind, when)
-    assert len(fig.axes) == 4 and fig.get_size_inches()[0] <= 7.5
-    assert max(ax.get_subplotspec().get_geometry()[1] for ax in fig.axes) <= 2
-    hists = _gids(fig, "hist:")
-    assert len(hists) == 12 and "hist:bn:trained:3" in hists
-    # one colour per layer, the same in every panel
-    expected = [c.lower() for c in ch1.LAYER_COLORS[:3]]
-    assert all(_line_colors(ax) == expected for ax in fig.axes)
-    # the legend is the figure's, outside the panels
-    assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1
-    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
-    assert min(t.get_fontsize() for t in texts) >= 9
-    zones = _gids(fig, "saturated")
-    assert len(zones) == (8 if kind == "activation" else 0)
-    plt.close(fig)
-
-
-def test_plot_layer_histograms_rejects_unknown_kind():
-    acts, _, when = _panels()
-    with pytest.raises(ValueError, match="kind"):
-        ch1.plot_layer_histograms(acts, "weights", when)
-
-
-def test_plot_update_ratios():
+def test_plot_layer_profiles():
     rng = np.random.default_rng(5)
-    ratios = {
-        "plain": 10.0 ** rng.normal([-3.5, -2.5, -1.5, -1.0], 0.1, (3, 20, 4)),
-        "bn": 10.0 ** rng.normal(-1.4, 0.1, (3, 20, 4)),
+    profiles = {
+        "default": (
+            "plain",
+            10.0 ** rng.normal([-1, -2, -3], 0.1, (4, 3)),
+            np.ones((4, 3)),
+        ),
+        "slope-aware": ("plain", np.ones((4, 3)), np.ones((4, 3))),
+        "BN": ("bn", np.full((4, 3), 0.2), np.ones((4, 3))),
     }
-    fig = ch1.plot_update_ratios(ratios)
+    fig = ch1.plot_layer_profiles(profiles)
     assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 7.5
-    lines = [a for a in fig.findobj() if (a.get_gid() or "").startswith("ratio:")]
-    assert len(lines) == 8
-    (first,) = [a for a in lines if a.get_gid() == "ratio:plain:1"]
+    lines = _gids(fig, "profile:")
+    assert len(lines) == 6 and "profile:grad:BN" in lines
+    (first,) = [
+        a for a in fig.findobj() if (a.get_gid() or "") == "profile:spread:default"
+    ]
     np.testing.assert_allclose(
-        first.get_ydata(), np.median(np.log10(ratios["plain"][:, :, 0]), axis=0)
+        first.get_ydata(), np.median(profiles["default"][1], axis=0)
     )
-    assert matplotlib.colors.to_hex(first.get_color()) == ch1.LAYER_COLORS[0].lower()
+    assert matplotlib.colors.to_hex(first.get_color()) == "#d55e00"
+    # two plain networks: two line styles
+    styles = {
+        a.get_gid(): a.get_linestyle() for a in fig.findobj() if a.get_gid() in lines
+    }
+    assert styles["profile:spread:default"] != styles["profile:spread:slope-aware"]
     assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels[-2] == "output" and "rule of thumb" in labels[-1]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
     plt.close(fig)
 
 
