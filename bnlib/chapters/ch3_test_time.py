@@ -34,7 +34,7 @@ from ..modules import BatchNorm1d
 from ..optim import SGD
 from ..plotting import COLORS, caption_axes, small_multiples
 from ..surgery import batchnorm_layers, precise_bn
-from ..train import evaluate, fit
+from ..train import evaluate, fit, train_step
 from ..variants import BatchRenorm1d
 
 #: Layer widths of the chapter's MNIST-1D network: two hidden layers of 128.
@@ -749,8 +749,8 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
     over the layer's units, says how well the estimator did (1 is exact).
 
     Args:
-        model: a ``Sequential`` whose BatchNorm layers come after Linear layers.
-        x: (N, D) inputs (a remainder of fewer than m is left out). layer: 0 for the
+        model: a ``Sequential`` of Linear or Conv1d layers with BatchNorm.
+        x: (N, D) or (N, C, L) inputs (a remainder of fewer than m is left out). layer: 0 for the
             first BN layer, 1 for the second, ...
         batch_sizes: the m to try. rng: Generator (advanced in place) or seed.
 
@@ -771,8 +771,44 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
                 if module is bn:
                     break
                 h = module(h)
-            out.append(float(np.mean(bn.running_var / h.var(axis=0))))
+            axes = tuple(i for i in range(h.ndim) if i != 1)  # all but channels
+            out.append(float(np.mean(bn.running_var / h.var(axis=axes))))
     return {k: np.array(v) for k, v in ratios.items()}
+
+
+def frozen_bn_tail(data, batch_size, init_seed, shuffle_seed, steps=1000, tail=250):
+    """Train with tiny batches; for the last ``tail`` steps, BN either stays in training
+    mode or is frozen (FrozenBN: precise statistics, then evaluation mode while training).
+
+    Both continuations start from the same network after ``steps - tail`` SGD steps
+    (lr 0.01, momentum 0.9, running momentum 0.01) of ``make_mlp(MLP_SIZES, "relu",
+    "bn")`` and see the same batches. Each ends with ``precise_bn`` (batches of 64).
+
+    Returns:
+        ``{"bn": test accuracy, "frozen": test accuracy}`` in evaluation mode.
+    """
+
+    def norm(c):
+        return BatchNorm1d(c, momentum=0.01)
+
+    net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
+    opt = SGD(net, lr=0.01, momentum=0.9)
+    args = dict(epochs=1, batch_size=batch_size, progress=False)
+    x, y = data.x_train, data.y_train
+    fit(net, opt, x, y, max_steps=steps - tail, rng=shuffle_seed, **args)
+    out = {}
+    for key in ("bn", "frozen"):
+        run, run_opt = copy.deepcopy((net, opt))  # the optimizer points into run
+        if key == "frozen":
+            precise_bn(run, data.x_train, batch_size=64)
+            for bn in batchnorm_layers(run):
+                bn.eval()  # fixed statistics from here on, gamma and beta still learn
+        rng = np.random.default_rng([shuffle_seed, 1])  # the same batches for both
+        for xb, yb in list(minibatches(x, y, batch_size, rng, drop_last=True))[:tail]:
+            train_step(run, run_opt, xb, yb)
+        precise_bn(run, data.x_train, batch_size=64)
+        out[key] = evaluate(run, data.x_test, data.y_test)[1]
+    return out
 
 
 # ------------------------------------------------------------------------- Batch Renorm
