@@ -750,8 +750,8 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
 
     Args:
         model: a ``Sequential`` of Linear or Conv1d layers with BatchNorm.
-        x: (N, D) or (N, C, L) inputs (a remainder of fewer than m is left out). layer: 0 for the
-            first BN layer, 1 for the second, ...
+        x: (N, D) or (N, C, L) inputs (a remainder of fewer than m is left out).
+        layer: 0 for the first BN layer, 1 for the second, ...
         batch_sizes: the m to try. rng: Generator (advanced in place) or seed.
 
     Returns:
@@ -777,8 +777,8 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
 
 
 def frozen_bn_tail(data, batch_size, init_seed, shuffle_seed, steps=1000, tail=250):
-    """Train with tiny batches; for the last ``tail`` steps, BN either stays in training
-    mode or is frozen (FrozenBN: precise statistics, then evaluation mode while training).
+    """Train with tiny batches; for the last ``tail`` steps BN either stays in training
+    mode or is frozen (FrozenBN: precise statistics, then evaluation mode in training).
 
     Both continuations start from the same network after ``steps - tail`` SGD steps
     (lr 0.01, momentum 0.9, running momentum 0.01) of ``make_mlp(MLP_SIZES, "relu",
