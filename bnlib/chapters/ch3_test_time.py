@@ -11,14 +11,14 @@ Renormalization (chapter 3).
 * ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment
   experiments.
 * ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two
-  widgets (each drawn both by the widget and by its static counterpart).
+  widgets (each drawn both by the widget and by its animation).
 * The chapter's experiments: ``predictions_in_random_batches`` (one example in many
   batches), ``tracking_error_sweep`` (EMA error against momentum), ``ema_vs_precise``
   (EMA against precise statistics during training), ``train_mode_accuracy`` (forgetting
   ``eval()``), ``tiny_batch_runs`` (BN against Batch Renorm at batch size 2 and 4),
-  ``adabn_under_shift`` (AdaBN on shifted inputs); their figures
-  ``draw_batch_dependence_sweep``, ``draw_tracking_error``, ``draw_ema_vs_precise``,
-  ``draw_shift_accuracy``.
+  ``adabn_under_shift`` (AdaBN on shifted inputs), ``layer_variance_ratios`` (pooled
+  against per-batch variance), ``frozen_bn_tail`` (FrozenBN for the last steps); their
+  figures ``draw_tracking_error``, ``draw_ema_vs_precise``, ``draw_shift_accuracy``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..gradcheck import numerical_gradient
 from ..models import make_mlp
 from ..modules import BatchNorm1d
 from ..optim import SGD
-from ..plotting import COLORS, caption_axes, small_multiples
+from ..plotting import COLORS, caption_axes
 from ..surgery import batchnorm_layers, precise_bn
 from ..train import evaluate, fit, train_step
 from ..variants import BatchRenorm1d
@@ -52,7 +52,6 @@ __all__ = [
     "covariate_shift",
     "draw_batch_dependence",
     "draw_drift",
-    "draw_batch_dependence_sweep",
     "class_probabilities",
     "predictions_in_random_batches",
     "tracking_error_sweep",
@@ -65,6 +64,7 @@ __all__ = [
     "draw_ema_vs_precise",
     "draw_shift_accuracy",
     "layer_variance_ratios",
+    "frozen_bn_tail",
     "renorm_gradients",
     "device_batch_statistics",
     "device_mean_noise",
@@ -318,35 +318,6 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
     caption_axes(ax, "training step", "mean of one unit", title)
     if legend:
         ax.legend(loc="upper left")
-
-
-def draw_batch_dependence_sweep(
-    batch, values, ncols=2, panel_size=(3.75, 2.2), ylim=(-2.7, 2.7)
-):
-    """Small multiples of ``draw_batch_dependence``: the last batch member set to each
-    value.
-
-    The static counterpart of the chapter's batch-dependence widget, one panel per
-    value.
-
-    Args:
-        batch: (m,) the inputs of one feature.
-        values: the values given to the last member, one panel each.
-
-    Returns:
-        (fig, outputs) with ``outputs[v] = (train_out, eval_out)``, each shape (m,), for
-        every v in ``values``.
-    """
-
-    fig, axes = small_multiples(len(values), ncols=ncols, panel_size=panel_size)
-    outputs = {}
-    for ax, v in zip(axes, values):
-        outputs[v] = draw_batch_dependence(ax, batch, v)
-        ax.set_title(f"x_{len(batch)} = {v:g}")
-        ax.set_xlabel("example")
-        ax.set_ylim(*ylim)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
-    return fig, outputs
 
 
 # -------------------------------------------------------------------------- experiments
