@@ -8,9 +8,12 @@ tests/test_torch_parity.py. Keras runs on the JAX backend.
 """
 
 import copy
+import importlib.util
 import json
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -439,24 +442,47 @@ def _markdown():
 
 
 def _require(name):
-    """Import torch or keras (JAX backend); skip where missing, fail under CI=true."""
-    if name == "keras":
-        os.environ["KERAS_BACKEND"] = "jax"
-    try:
-        module = __import__(name)
-    except ImportError:
+    """Check that torch or keras (with jax) is installed; skip where missing, fail under
+    CI=true. Returns torch itself; Keras is only ever imported in the Keras worker."""
+    missing = [m for m in _MODULES[name] if importlib.util.find_spec(m) is None]
+    if missing:
         if IN_CI:
             pytest.fail(
-                f"CI=true but {name} is not installed: chapter 3's recipes must run in "
-                "CI (.venv/bin/pip install -r requirements-dev.txt)",
+                f"CI=true but {missing[0]} is not installed: chapter 3's recipes must "
+                "run in CI (.venv/bin/pip install -r requirements-dev.txt)",
                 pytrace=False,
             )
-        pytest.skip(f"{name} is not installed (pip install -r requirements-dev.txt)")
+        pytest.skip(
+            f"{missing[0]} is not installed (pip install -r requirements-dev.txt)"
+        )
     if name == "torch":
-        module.set_num_threads(1)
-    elif module.backend.backend() != "jax":
-        pytest.skip("keras was imported with another backend before these tests")
-    return module
+        import torch
+
+        torch.set_num_threads(1)
+        return torch
+
+
+_MODULES = {"torch": ["torch"], "keras": ["keras", "jax"]}
+
+
+def _keras():
+    """Keras on the JAX backend (called in the worker process only)."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    assert keras.backend.backend() == "jax"
+    return keras
+
+
+@pytest.fixture(scope="module")
+def keras_worker():
+    """One spawned process that runs every Keras test. JAX starts threads, and other
+    tests of this session fork (bnlib.parallel_map), so Keras stays out of this
+    process."""
+    _require("keras")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        yield pool
 
 
 TORCH_SNIPPETS = TORCH_SNIPPET.findall(_markdown())
@@ -478,10 +504,14 @@ def test_pytorch_recipe_runs_as_shown(code):
     _run(code)
 
 
-@pytest.mark.parametrize("code", KERAS_SNIPPETS, ids=lambda s: s.splitlines()[-1][:40])
-def test_keras_recipe_runs_as_shown(code):
-    _require("keras")
+def _run_keras(code):
+    _keras()
     _run(code)
+
+
+@pytest.mark.parametrize("code", KERAS_SNIPPETS, ids=lambda s: s.splitlines()[-1][:40])
+def test_keras_recipe_runs_as_shown(code, keras_worker):
+    keras_worker.submit(_run_keras, code).result()
 
 
 def test_torch_eval_with_zero_variance_and_zero_eps_is_nan_for_every_input():
@@ -527,8 +557,8 @@ def _keras_batches(seed=0, shape=(5, 8, 3)):
     return np.random.default_rng(seed).normal(1.0, 2.0, shape).astype(np.float32)
 
 
-def test_keras_defaults_momentum_convention_and_biased_variance():
-    keras = _require("keras")
+def _case_keras_defaults_momentum_convention_and_biased_variance():
+    keras = _keras()
     bn = keras.layers.BatchNormalization()
     assert bn.momentum == 0.99 and bn.epsilon == 1e-3
     xs = _keras_batches()
@@ -545,8 +575,8 @@ def test_keras_defaults_momentum_convention_and_biased_variance():
     )
 
 
-def test_keras_and_pytorch_stored_variances_differ_by_less_than_bessel():
-    keras = _require("keras")
+def _case_keras_and_pytorch_stored_variances_differ_by_less_than_bessel():
+    keras = _keras()
     m = 8
     xs = _keras_batches(1, (30, m, 3))
     kbn = keras.layers.BatchNormalization()  # 0.99
@@ -558,8 +588,8 @@ def test_keras_and_pytorch_stored_variances_differ_by_less_than_bessel():
     assert np.all(ratio > 1.0) and np.all(ratio < m / (m - 1) - 0.05)
 
 
-def test_keras_layer_ports_to_batchnorm1d_with_eps_and_momentum():
-    keras = _require("keras")
+def _case_keras_layer_ports_to_batchnorm1d_with_eps_and_momentum():
+    keras = _keras()
     kbn = keras.layers.BatchNormalization()
     for x in _keras_batches(2, (20, 32, 2)):
         kbn(x, training=True)
@@ -575,8 +605,8 @@ def test_keras_layer_ports_to_batchnorm1d_with_eps_and_momentum():
     np.testing.assert_allclose(ported.eval()(x.astype(np.float64)), expected, atol=1e-5)
 
 
-def test_keras_mode_per_call_and_trainable_false_means_inference():
-    keras = _require("keras")
+def _case_keras_mode_per_call_and_trainable_false_means_inference():
+    keras = _keras()
     bn = keras.layers.BatchNormalization()
     x = _keras_batches(4, (16, 3)) + 5.0
     bn.build(x.shape)
@@ -589,8 +619,8 @@ def test_keras_mode_per_call_and_trainable_false_means_inference():
     np.testing.assert_array_equal(bn.moving_mean, np.zeros(3))
 
 
-def test_keras3_fit_overrides_training_false_once_unfrozen():
-    keras = _require("keras")
+def _case_keras3_fit_overrides_training_false_once_unfrozen():
+    keras = _keras()
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
     base = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()])
@@ -611,8 +641,8 @@ def test_keras3_fit_overrides_training_false_once_unfrozen():
     np.testing.assert_array_equal(bn.moving_mean, before)
 
 
-def test_keras_float16_statistics():
-    keras = _require("keras")
+def _case_keras_float16_statistics():
+    keras = _keras()
     raw = _overflowing_batch()
     assert raw.var(axis=0).min() > 65504  # beyond float16
     bn = keras.layers.BatchNormalization(dtype="float16")
@@ -623,7 +653,45 @@ def test_keras_float16_statistics():
     np.testing.assert_array_equal(np.asarray(var, dtype=np.float64), 65504.0)
 
 
-def test_keras_synchronized_is_tensorflow_only():
-    keras = _require("keras")
+def _case_keras_synchronized_is_tensorflow_only():
+    keras = _keras()
     with pytest.raises(ValueError, match="TensorFlow"):
         keras.layers.BatchNormalization(synchronized=True)
+
+
+def test_keras_defaults_momentum_convention_and_biased_variance(keras_worker):
+    keras_worker.submit(
+        _case_keras_defaults_momentum_convention_and_biased_variance
+    ).result()
+
+
+def test_keras_and_pytorch_stored_variances_differ_by_less_than_bessel(keras_worker):
+    keras_worker.submit(
+        _case_keras_and_pytorch_stored_variances_differ_by_less_than_bessel
+    ).result()
+
+
+def test_keras_layer_ports_to_batchnorm1d_with_eps_and_momentum(keras_worker):
+    keras_worker.submit(
+        _case_keras_layer_ports_to_batchnorm1d_with_eps_and_momentum
+    ).result()
+
+
+def test_keras_mode_per_call_and_trainable_false_means_inference(keras_worker):
+    keras_worker.submit(
+        _case_keras_mode_per_call_and_trainable_false_means_inference
+    ).result()
+
+
+def test_keras3_fit_overrides_training_false_once_unfrozen(keras_worker):
+    keras_worker.submit(
+        _case_keras3_fit_overrides_training_false_once_unfrozen
+    ).result()
+
+
+def test_keras_float16_statistics(keras_worker):
+    keras_worker.submit(_case_keras_float16_statistics).result()
+
+
+def test_keras_synchronized_is_tensorflow_only(keras_worker):
+    keras_worker.submit(_case_keras_synchronized_is_tensorflow_only).result()
