@@ -100,7 +100,7 @@ def _as_batches(data, batch_size: int) -> Iterable:
 
 
 def precise_bn(
-    model: Module, data, variance: str = "batch_mean", batch_size: int = 200
+    model: Module, data, variance: str = "population", batch_size: int = 200
 ):
     """Replace every BatchNorm layer's running statistics by statistics over ``data``.
 
@@ -115,20 +115,22 @@ def precise_bn(
             an iterable of batches x (B, ...) or of ``(x, y)`` pairs (y is ignored).
         variance: what goes into ``running_var`` (the means follow the same choice):
 
-            * ``"batch_mean"`` (default): the average of the per-batch *unbiased*
-              variances, ``m/(m-1) E_B[sigma_B^2]``, and of the per-batch means (Ioffe &
-              Szegedy's Algorithm 2; PyTorch's ``running_var`` with ``momentum=None``).
-              This is the variance a later layer meets in evaluation mode.
-            * ``"population"``: the pooled variance of all values a layer saw over all
-              batches. For the first BatchNorm layer it equals that layer's input
-              variance over the data set. After it, the layers' inputs are themselves
-              batch-normalized, so their batch means barely vary from batch to batch and
-              pooling gives about ``(m-1)/m`` of the variance seen in evaluation: too
-              small for small batches (about 0.75 at m = 4 in chapter 3's network).
+            * ``"population"`` (default): the pooled mean and variance of all values a
+              layer saw over all batches, as in the appendix of Wu & Johnson (2021) and
+              fvcore's ``update_bn_stats``. For the first BatchNorm layer it is that
+              layer's input variance over the data set.
+            * ``"batch_mean"``: the averages of the per-batch means and *unbiased*
+              variances, ``m/(m-1) E_B[sigma_B^2]`` (Ioffe & Szegedy's Algorithm 2;
+              PyTorch's ``running_var`` with ``momentum=None``).
 
-            The PreciseBN of Wu & Johnson (2021) pools (their appendix); the early
-            versions of fvcore's ``update_bn_stats`` averaged the unbiased per-batch
-            variances, as ``"batch_mean"`` does. Either way, use large batches.
+            After the first layer neither is exact at small m. Earlier layers
+            normalized with batch statistics remove most of the variation of a later
+            layer's batch means (pooling misses it: too small), and they inflate each
+            batch's spread by about m/(m-1) (which the Bessel-corrected average counts
+            in full: too large). In a linear chain the two cancel and pooling is exact;
+            which error is larger in general depends on the network (chapter 3: at
+            m = 4 pooling is closer for an untrained MLP, averaging for a trained one).
+            With large batches both agree; use them.
         batch_size: used only when ``data`` is an array.
 
     Returns:

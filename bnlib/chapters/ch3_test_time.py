@@ -11,14 +11,14 @@ Renormalization (chapter 3).
 * ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment
   experiments.
 * ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two
-  widgets (each drawn both by the widget and by its static counterpart).
+  widgets (each drawn both by the widget and by its animation).
 * The chapter's experiments: ``predictions_in_random_batches`` (one example in many
   batches), ``tracking_error_sweep`` (EMA error against momentum), ``ema_vs_precise``
   (EMA against precise statistics during training), ``train_mode_accuracy`` (forgetting
   ``eval()``), ``tiny_batch_runs`` (BN against Batch Renorm at batch size 2 and 4),
-  ``adabn_under_shift`` (AdaBN on shifted inputs); their figures
-  ``draw_batch_dependence_sweep``, ``draw_tracking_error``, ``draw_ema_vs_precise``,
-  ``draw_shift_accuracy``.
+  ``adabn_under_shift`` (AdaBN on shifted inputs), ``layer_variance_ratios`` (pooled
+  against per-batch variance), ``frozen_bn_tail`` (FrozenBN for the last steps); their
+  figures ``draw_tracking_error``, ``draw_ema_vs_precise``, ``draw_shift_accuracy``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from ..gradcheck import numerical_gradient
 from ..models import make_mlp
 from ..modules import BatchNorm1d
 from ..optim import SGD
-from ..plotting import COLORS, caption_axes, small_multiples
+from ..plotting import COLORS, caption_axes
 from ..surgery import batchnorm_layers, precise_bn
-from ..train import evaluate, fit
+from ..train import evaluate, fit, train_step
 from ..variants import BatchRenorm1d
 
 #: Layer widths of the chapter's MNIST-1D network: two hidden layers of 128.
@@ -55,7 +55,6 @@ __all__ = [
     "covariate_shift",
     "draw_batch_dependence",
     "draw_drift",
-    "draw_batch_dependence_sweep",
     "class_probabilities",
     "predictions_in_random_batches",
     "tracking_error_sweep",
@@ -68,6 +67,7 @@ __all__ = [
     "draw_ema_vs_precise",
     "draw_shift_accuracy",
     "layer_variance_ratios",
+    "frozen_bn_tail",
     "renorm_gradients",
     "device_batch_statistics",
     "device_mean_noise",
@@ -321,35 +321,6 @@ def draw_drift(ax, sim, momentum, drift, batch_noise=None, legend=True):
     caption_axes(ax, "training step", "mean of one unit", title)
     if legend:
         ax.legend(loc="upper left")
-
-
-def draw_batch_dependence_sweep(
-    batch, values, ncols=2, panel_size=(3.75, 2.2), ylim=(-2.7, 2.7)
-):
-    """Small multiples of ``draw_batch_dependence``: the last batch member set to each
-    value.
-
-    The static counterpart of the chapter's batch-dependence widget, one panel per
-    value.
-
-    Args:
-        batch: (m,) the inputs of one feature.
-        values: the values given to the last member, one panel each.
-
-    Returns:
-        (fig, outputs) with ``outputs[v] = (train_out, eval_out)``, each shape (m,), for
-        every v in ``values``.
-    """
-
-    fig, axes = small_multiples(len(values), ncols=ncols, panel_size=panel_size)
-    outputs = {}
-    for ax, v in zip(axes, values):
-        outputs[v] = draw_batch_dependence(ax, batch, v)
-        ax.set_title(f"x_{len(batch)} = {v:g}")
-        ax.set_xlabel("example")
-        ax.set_ylim(*ylim)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
-    return fig, outputs
 
 
 # -------------------------------------------------------------------------- experiments
@@ -752,9 +723,9 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
     over the layer's units, says how well the estimator did (1 is exact).
 
     Args:
-        model: a ``Sequential`` whose BatchNorm layers come after Linear layers.
-        x: (N, D) inputs (a remainder of fewer than m is left out). layer: 0 for the
-            first BN layer, 1 for the second, ...
+        model: a ``Sequential`` of Linear or Conv1d layers with BatchNorm.
+        x: (N, D) or (N, C, L) inputs (a remainder of fewer than m is left out).
+        layer: 0 for the first BN layer, 1 for the second, ...
         batch_sizes: the m to try. rng: Generator (advanced in place) or seed.
 
     Returns:
@@ -774,8 +745,44 @@ def layer_variance_ratios(model, x, layer, batch_sizes, rng=None):
                 if module is bn:
                     break
                 h = module(h)
-            out.append(float(np.mean(bn.running_var / h.var(axis=0))))
+            axes = tuple(i for i in range(h.ndim) if i != 1)  # all but channels
+            out.append(float(np.mean(bn.running_var / h.var(axis=axes))))
     return {k: np.array(v) for k, v in ratios.items()}
+
+
+def frozen_bn_tail(data, batch_size, init_seed, shuffle_seed, steps=1000, tail=250):
+    """Train with tiny batches; for the last ``tail`` steps BN either stays in training
+    mode or is frozen (FrozenBN: precise statistics, then evaluation mode in training).
+
+    Both continuations start from the same network after ``steps - tail`` SGD steps
+    (lr 0.01, momentum 0.9, running momentum 0.01) of ``make_mlp(MLP_SIZES, "relu",
+    "bn")`` and see the same batches. Each ends with ``precise_bn`` (batches of 64).
+
+    Returns:
+        ``{"bn": test accuracy, "frozen": test accuracy}`` in evaluation mode.
+    """
+
+    def norm(c):
+        return BatchNorm1d(c, momentum=0.01)
+
+    net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
+    opt = SGD(net, lr=0.01, momentum=0.9)
+    args = dict(epochs=1, batch_size=batch_size, progress=False)
+    x, y = data.x_train, data.y_train
+    fit(net, opt, x, y, max_steps=steps - tail, rng=shuffle_seed, **args)
+    out = {}
+    for key in ("bn", "frozen"):
+        run, run_opt = copy.deepcopy((net, opt))  # the optimizer points into run
+        if key == "frozen":
+            precise_bn(run, data.x_train, batch_size=64)
+            for bn in batchnorm_layers(run):
+                bn.eval()  # fixed statistics from here on, gamma and beta still learn
+        rng = np.random.default_rng([shuffle_seed, 1])  # the same batches for both
+        for xb, yb in list(minibatches(x, y, batch_size, rng, drop_last=True))[:tail]:
+            train_step(run, run_opt, xb, yb)
+        precise_bn(run, data.x_train, batch_size=64)
+        out[key] = evaluate(run, data.x_test, data.y_test)[1]
+    return out
 
 
 # ------------------------------------------------------------------------- Batch Renorm
