@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import functional as F
 from ..models import conv1d_net, rnn_classifier
+from ..modules import Conv1d
 from ..optim import SGD, Adam
 from ..plotting import COLORS, LABELS, markdown_table
 from ..train import evaluate, fit, parallel_map
@@ -48,6 +49,9 @@ __all__ = [
     "invariance_table",
     "invariance_markdown",
     "batch_size_sweep",
+    "WSConv1d",
+    "weight_standardize",
+    "ws_gn_run",
     "sweep_seeds",
     "batch_size_sweep_seeds",
     "plot_batch_size_sweep",
@@ -609,6 +613,68 @@ def batch_size_sweep(
             errs.append(100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1]))
         errors[norm] = np.array(errs)
     return errors
+
+
+class WSConv1d(Conv1d):
+    """Conv1d with Weight Standardization (Qiao et al. 2019): each filter's weights
+    (one row of the (out, in, k) weight) are standardized over their in * k fan-in
+    before the convolution, ``w_hat = (v - mean(v)) / sqrt(var(v) + eps)``; the raw
+    weights ``params["weight"]`` are what the optimizer updates. Build one from a
+    Conv1d with :func:`weight_standardize`."""
+
+    ws_eps = 1e-5
+
+    def _standardize(self):
+        v = self.params["weight"]
+        w_hat, cache = F.norm_forward(v, None, None, (1, 2), eps=self.ws_eps)
+        return v, w_hat, cache
+
+    def forward(self, x):
+        v, w_hat, self._ws_cache = self._standardize()
+        self.params["weight"] = w_hat
+        try:
+            return super().forward(x)
+        finally:
+            self.params["weight"] = v
+
+    def backward(self, dout):
+        v, w_hat, cache = self._standardize()
+        self.params["weight"] = w_hat
+        try:
+            dx = super().backward(dout)
+        finally:
+            self.params["weight"] = v
+        self.grads["weight"] = F.norm_backward(self.grads["weight"], cache)[0]
+        return dx
+
+
+def weight_standardize(model):
+    """Turn every Conv1d of a :class:`bnlib.Sequential` into a :class:`WSConv1d` in
+    place (same parameter arrays); returns the model."""
+    for layer in model.layers:
+        if type(layer) is Conv1d:
+            layer.__class__ = WSConv1d
+    return model
+
+
+def ws_gn_run(data, seed, batch_size, epochs=4, train_size=1000, lr=0.1):
+    """One run of section 3's protocol with GN + Weight Standardization: the test
+    error (%) of ``weight_standardize(conv1d_net("gn"))`` trained with SGD (momentum
+    0.9, learning rate ``lr * batch_size / 32``)."""
+    xs, ys = data.x_train[:train_size], data.y_train[:train_size]
+    model = weight_standardize(conv1d_net("gn", length=xs.shape[-1], rng=seed))
+    opt = SGD(model, lr=lr * batch_size / 32, momentum=0.9)
+    fit(
+        model,
+        opt,
+        xs,
+        ys,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=seed,
+        progress=False,
+    )
+    return 100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1])
 
 
 def _sweep_one_run(args):

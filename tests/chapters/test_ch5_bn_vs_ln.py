@@ -220,3 +220,25 @@ def test_batch_size_sweep_small():
     assert np.all((errs["gn"] >= 0) & (errs["gn"] <= 100))
     with pytest.raises(ValueError, match="optimizer"):
         batch_size_sweep(data, optimizer="rmsprop")
+
+
+def test_ws_conv_standardizes_and_its_gradients_match():
+    from bnlib.chapters.ch5_bn_vs_ln import WSConv1d, weight_standardize
+
+    rng = np.random.default_rng(0)
+    net = weight_standardize(bnlib.conv1d_net("gn", num_layers=1, length=8, rng=1))
+    conv = net.layers[0]
+    assert isinstance(conv, WSConv1d)
+    conv.params["weight"][...] = rng.normal(0.5, 2.0, conv.params["weight"].shape)
+    x = rng.normal(size=(3, 1, 8))
+    # the same as a plain Conv1d with standardized weights
+    v = conv.params["weight"]
+    w_hat = (v - v.mean(axis=(1, 2), keepdims=True)) / np.sqrt(
+        v.var(axis=(1, 2), keepdims=True) + conv.ws_eps
+    )
+    plain = bnlib.Conv1d(1, v.shape[0], v.shape[2], stride=2, padding=2, bias=False)
+    plain.params["weight"][...] = w_hat
+    np.testing.assert_allclose(conv(x), plain(x), atol=1e-12)
+    assert conv.params["weight"] is v  # the raw weights stay in place
+    errors = bnlib.check_module_gradients(conv, x, rng=rng)
+    assert max(errors.values()) < 1e-6, errors
