@@ -5,13 +5,16 @@
   GN, RMSNorm.
 * :func:`invariance_table`: the numerical checks behind Table 1 of Ba, Kiros & Hinton
   (2016), with :class:`bnlib.WeightNormLinear`.
+* :func:`statistics_pool`, :func:`entry_statistics`, :func:`which_axes_view`,
+  :func:`which_axes_frames`, :func:`which_axes_widget`: the live "which axes" figure
+  (one value's statistics across random batches).
 * :func:`batch_size_sweep`: the batch-size experiment of Wu & He (2018), Figure 1, on
-  :func:`bnlib.conv1d_net`.
+  :func:`bnlib.conv1d_net`; :class:`WSConv1d`, :func:`ws_gn_run`: GN with Weight
+  Standardization.
 * :func:`make_drift_task`: a synthetic sequence classification task of any length;
   :func:`drift_test_sets`, :func:`rnn_length_experiment`: BN per time step vs LN
   (:class:`bnlib.NormRNN`) on lengths seen and unseen in training;
-  :func:`bayes_accuracy` (the best possible accuracy), :func:`live_sequences` (how many
-  sequences are behind BN's statistics at each step) and their figures.
+  :func:`bayes_accuracy` (the best possible accuracy) and their figure.
 * :func:`batch_size_sweep_seeds` runs :func:`batch_size_sweep` over several seeds in
   parallel processes; ``python -m bnlib.chapters.ch5_bn_vs_ln --help`` runs it from the
   command line.
@@ -56,8 +59,6 @@ __all__ = [
     "batch_size_sweep_seeds",
     "plot_batch_size_sweep",
     "bayes_accuracy",
-    "live_sequences",
-    "plot_live_sequences",
     "plot_rnn_accuracies",
     "ResidualStack",
     "layer_gradient_norms",
@@ -766,64 +767,6 @@ def bayes_accuracy(lengths, drift=0.15, noise=1.0):
 
     z = drift * np.sqrt(np.asarray(lengths, dtype=float)) / noise
     return float(np.mean([0.5 * (1.0 + erf(v / sqrt(2.0))) for v in np.ravel(z)]))
-
-
-def live_sequences(lengths, batch_size, max_len, rng=None):
-    """How many sequences of each training batch are still running at each step.
-
-    Shuffles ``lengths`` with ``rng``, cuts it into batches of ``batch_size`` (the last
-    incomplete batch dropped, as :func:`bnlib.fit` does) and returns an int array
-    (num_batches, max_len): entry [k, t] is the number of sequences of batch k with more
-    than t steps, the m behind BN's statistics of step t in that batch.
-    """
-    rng = np.random.default_rng(rng)
-    lengths = np.asarray(lengths)[rng.permutation(len(lengths))]
-    num = len(lengths) // batch_size
-    batches = lengths[: num * batch_size].reshape(num, batch_size)
-    return (batches[:, :, None] > np.arange(max_len)[None, None, :]).sum(axis=1)
-
-
-def plot_live_sequences(live, batch_size, figsize=(7.5, 3.2)):
-    """Two panels from :func:`live_sequences` counts (num_batches, T).
-
-    Left: mean number of live sequences per batch at each step (band: 10th to 90th
-    percentile over batches), dotted line at 2. Right: share of batches whose statistics
-    at step t come from exactly one sequence (x_hat = 0) or exactly two (x_hat = +-1).
-    Returns the Figure.
-    """
-    steps = np.arange(live.shape[1])
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    color = COLORS["bn"]
-    a0.fill_between(
-        steps,
-        np.percentile(live, 10, axis=0),
-        np.percentile(live, 90, axis=0),
-        color=color,
-        alpha=0.2,
-        lw=0,
-        label="10th-90th percentile",
-    )
-    a0.plot(steps, live.mean(axis=0), color=color, label="mean")
-    a0.axhline(2, color="k", lw=0.8, ls=":")
-    a0.set_ylim(0, batch_size + 0.5)
-    a0.set_xlabel("time step t")
-    a0.set_ylabel("live sequences in the batch")
-    a0.set_title(f"m behind BN's step-t statistics (b={batch_size})", fontsize=10)
-    a0.legend(fontsize=9)
-    a1.plot(steps, 100 * (live == 1).mean(0), color=color, label=r"one: $\hat x = 0$")
-    a1.plot(
-        steps,
-        100 * (live == 2).mean(0),
-        color=color,
-        ls="--",
-        label=r"two: $\hat x = \pm 1$",
-    )
-    a1.set_ylim(bottom=0)
-    a1.set_xlabel("time step t")
-    a1.set_ylabel("batches (%)")
-    a1.set_title("degenerate statistics", fontsize=10)
-    a1.legend(fontsize=9)
-    return fig
 
 
 def plot_rnn_accuracies(acc_runs, runs, bayes, figsize=(7.0, 3.4)):
