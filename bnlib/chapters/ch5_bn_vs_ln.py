@@ -5,13 +5,16 @@
   GN, RMSNorm.
 * :func:`invariance_table`: the numerical checks behind Table 1 of Ba, Kiros & Hinton
   (2016), with :class:`bnlib.WeightNormLinear`.
+* :func:`statistics_pool`, :func:`entry_statistics`, :func:`which_axes_view`,
+  :func:`which_axes_frames`, :func:`which_axes_widget`: the live "which axes" figure
+  (one value's statistics across random batches).
 * :func:`batch_size_sweep`: the batch-size experiment of Wu & He (2018), Figure 1, on
-  :func:`bnlib.conv1d_net`.
+  :func:`bnlib.conv1d_net`; :class:`WSConv1d`, :func:`ws_gn_run`: GN with Weight
+  Standardization.
 * :func:`make_drift_task`: a synthetic sequence classification task of any length;
   :func:`drift_test_sets`, :func:`rnn_length_experiment`: BN per time step vs LN
   (:class:`bnlib.NormRNN`) on lengths seen and unseen in training;
-  :func:`bayes_accuracy` (the best possible accuracy), :func:`live_sequences` (how many
-  sequences are behind BN's statistics at each step) and their figures.
+  :func:`bayes_accuracy` (the best possible accuracy) and their figure.
 * :func:`batch_size_sweep_seeds` runs :func:`batch_size_sweep` over several seeds in
   parallel processes; ``python -m bnlib.chapters.ch5_bn_vs_ln --help`` runs it from the
   command line.
@@ -31,12 +34,18 @@ import numpy as np
 from .. import functional as F
 from ..exercises import answer_key
 from ..models import conv1d_net, rnn_classifier
+from ..modules import Conv1d
 from ..optim import SGD, Adam
-from ..plotting import COLORS, LABELS
+from ..plotting import COLORS, LABELS, markdown_table
 from ..train import evaluate, fit, parallel_map
 
 __all__ = [
     "plot_norm_axes",
+    "statistics_pool",
+    "entry_statistics",
+    "which_axes_view",
+    "which_axes_frames",
+    "which_axes_widget",
     "reduction_axes",
     "normalized_mask",
     "make_drift_task",
@@ -45,14 +54,15 @@ __all__ = [
     "TRANSFORMATIONS",
     "BA2016_TABLE1",
     "invariance_table",
-    "invariance_html",
+    "invariance_markdown",
     "batch_size_sweep",
+    "WSConv1d",
+    "weight_standardize",
+    "ws_gn_run",
     "sweep_seeds",
     "batch_size_sweep_seeds",
     "plot_batch_size_sweep",
     "bayes_accuracy",
-    "live_sequences",
-    "plot_live_sequences",
     "plot_rnn_accuracies",
     "ResidualStack",
     "layer_gradient_norms",
@@ -111,6 +121,151 @@ def plot_norm_axes(
         ax.set_gid(f"norm-axes:{method}")
         ax.mask = mask
     return fig
+
+
+# ------------------------------------------------------------- which axes: live
+
+
+def statistics_pool(size=256, shape=(8, 4), seed=0):
+    """A pool of ``size`` examples of shape (C, P) = ``shape`` whose statistics differ
+    from example to example: ``x[n, c, p] = a_n + b_c + s_n e`` with an offset a_n and
+    a scale s_n per example, an offset b_c per channel and e standard normal.
+    Returns an array (size, C, P)."""
+    rng = np.random.default_rng(seed)
+    c, p = shape
+    a = rng.normal(0.0, 1.0, (size, 1, 1))
+    b = rng.normal(0.0, 1.0, (1, c, 1))
+    s = np.exp(rng.normal(0.0, 0.4, (size, 1, 1)))
+    return a + b + s * rng.normal(size=(size, c, p))
+
+
+def entry_statistics(pool, method, batch_size, num_groups=2, num_batches=100, seed=0):
+    """The mean and standard deviation with which ``method`` normalizes one entry,
+    example 0's first value (channel 0, position 0), in ``num_batches`` random batches
+    of ``batch_size``: example 0 and ``batch_size - 1`` others drawn from the rest of
+    ``pool`` (N, C, P) without replacement.
+
+    Statistics come from :func:`bnlib.functional.norm_forward` with the axes of
+    :func:`reduction_axes` ("gn" on the grouped view). Returns ``(mu, sigma)``, each of
+    shape (num_batches,); for "ln", "in" and "gn" every entry is the same.
+    """
+    rng = np.random.default_rng(seed)
+    n, c, p = pool.shape
+    mus, sigmas = np.empty(num_batches), np.empty(num_batches)
+    for k in range(num_batches):
+        others = 1 + rng.choice(n - 1, size=batch_size - 1, replace=False)
+        x = pool[np.concatenate([[0], others])]
+        if method == "gn":
+            x = x.reshape(batch_size, num_groups, c // num_groups, p)
+        _, cache = F.norm_forward(x, None, None, reduction_axes(method, 3), eps=0.0)
+        x_hat = cache["x_hat"].reshape(-1)[0]
+        sigmas[k] = 1.0 / np.ravel(cache["inv_std"])[0]
+        mus[k] = pool[0, 0, 0] - x_hat * sigmas[k]
+    return mus, sigmas
+
+
+def which_axes_view(method="bn", batch_size=4, num_groups=2, pool=None, seed=0):
+    """The live figure of "which axes": left, a batch of ``batch_size`` examples of
+    shape (C, P) drawn as a grid (one row per example, C blocks of P cells), the values
+    that share one mean and variance with example 0's first value coloured; right, the
+    mean that value is normalized with, over 60 random batches, for BN, LN, IN and GN.
+
+    Returns ``(fig, stats)`` with ``stats = {method: standard deviation of the mean
+    across batches}`` and ``stats["m"]``, the values behind each statistic.
+    """
+    fig = plt.figure(figsize=(7.5, 3.4), layout=None)
+    stats = _draw_which_axes(fig, method, batch_size, num_groups, pool, seed)
+    return fig, stats
+
+
+def _draw_which_axes(fig, method, batch_size, num_groups, pool, seed):
+    """Draw :func:`which_axes_view`'s two panels into ``fig`` (cleared first)."""
+    pool = statistics_pool(seed=seed) if pool is None else pool
+    _, c, p = pool.shape
+    fig.clf()
+    a0, a1 = fig.add_gridspec(
+        1, 2, width_ratios=(1.5, 1), left=0.08, right=0.98, bottom=0.2, top=0.9
+    ).subplots()
+    mask = normalized_mask(method, (batch_size, c, p), (0, 0, 0), num_groups)
+    grid = mask.reshape(batch_size, c * p).astype(float)
+    cmap = plt.matplotlib.colors.ListedColormap(["#eeeeee", COLORS[method]])
+    a0.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=0.6)
+    for k in range(1, c):
+        a0.axvline(k * p, color="0.3", lw=1.2)
+    a0.add_patch(plt.Rectangle((0, 0), 1, 1, fill=False, ec="k", lw=2.0))
+    a0.set_xlim(0, c * p)
+    a0.set_ylim(batch_size, 0)
+    a0.set_xticks((np.arange(c) + 0.5) * p, [str(k) for k in range(c)])
+    a0.set_yticks(np.arange(batch_size) + 0.5, [str(k) for k in range(batch_size)])
+    a0.tick_params(length=0)
+    a0.grid(False)
+    a0.set_xlabel(f"channel (each block: {p} positions)")
+    a0.set_ylabel("example in the batch")
+    name = LABELS[method] + (f", G = {num_groups}" if method == "gn" else "")
+    a0.set_title(f"{name}: {int(mask.sum())} values share one μ, σ", fontsize=10)
+    stats = {"m": int(mask.sum())}
+    jitter = np.random.default_rng(seed).uniform(-0.18, 0.18, 60)
+    for k, other in enumerate(("bn", "ln", "in", "gn")):
+        mus, _ = entry_statistics(pool, other, batch_size, num_groups, 60, seed)
+        stats[other] = float(np.std(mus))
+        strong = other == method
+        a1.scatter(
+            k + jitter,
+            mus,
+            s=16 if strong else 8,
+            color=COLORS[other],
+            alpha=0.9 if strong else 0.35,
+        )
+    a1.set_xticks(range(4), ["BN", "LN", "IN", f"GN\nG={num_groups}"])
+    a1.set_ylim(-3.5, 3.5)
+    a1.set_ylabel("μ used for the framed value")
+    a1.set_title(f"60 random batches of {batch_size}", fontsize=10)
+    return stats
+
+
+def which_axes_frames(pool=None, seed=0):
+    """A figure and ``draw((method, batch_size, num_groups))`` for
+    :func:`bnlib.plotting.scrubber`: the site's stand-in for the widget."""
+    pool = statistics_pool(seed=seed) if pool is None else pool
+    fig = plt.figure(figsize=(7.5, 3.4), layout=None)
+
+    def draw(setting):
+        method, b, g = setting
+        return _draw_which_axes(fig, method, b, g, pool, seed)
+
+    return fig, draw
+
+
+def which_axes_widget(seed=0):
+    """A batch-size slider, a method picker and a group count above the live figure of
+    :func:`which_axes_view` (JupyterLab)."""
+    import ipywidgets as widgets
+
+    from ..plotting import live_figure, slider
+
+    pool = statistics_pool(seed=seed)
+    controls = {
+        "batch_size": slider("batch size", 4, 2, 16, 1, integer=True, label="80px"),
+        "method": widgets.ToggleButtons(
+            options=[("BN", "bn"), ("LN", "ln"), ("IN", "in"), ("GN", "gn")],
+            value="bn",
+            description="method",
+            style={"button_width": "48px"},
+        ),
+        "num_groups": widgets.Dropdown(
+            options=[1, 2, 4, 8],
+            value=2,
+            description="groups G",
+            layout=widgets.Layout(width="160px"),
+        ),
+    }
+
+    def view(**values):
+        return which_axes_view(pool=pool, seed=seed, **values)
+
+    c = controls
+    rows = [[c["batch_size"], c["num_groups"]], [c["method"]]]
+    return live_figure(view, controls, rows=rows)
 
 
 # --------------------------------------------------------------------------- axes
@@ -403,21 +558,18 @@ def invariance_table(
     return (table, changes) if return_changes else table
 
 
-def invariance_html(table, labels=None):
-    """An HTML table (str) of ``{method: {transformation: bool}}``: one row per method,
-    one column per transformation, cells "yes" (invariant) or "no". ``labels`` maps
-    method keys to row names."""
+def invariance_markdown(table, labels=None):
+    """A Markdown table (str, via :func:`bnlib.plotting.markdown_table`) of
+    ``{method: {transformation: bool}}``: one row per method, one column per
+    transformation, cells "**yes**" (invariant) or "no". ``labels`` maps method keys to
+    row names."""
     labels = labels or {}
     cols = list(next(iter(table.values())))
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    rows = []
-    for method, row in table.items():
-        cells = "".join(f"<td>{'<b>yes</b>' if row[c] else 'no'}</td>" for c in cols)
-        rows.append(f"<tr><td>{labels.get(method, method)}</td>{cells}</tr>")
-    return (
-        f'<table class="table"><thead><tr><th>invariant?</th>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
+    rows = [
+        [labels.get(method, method)] + ["**yes**" if row[c] else "no" for c in cols]
+        for method, row in table.items()
+    ]
+    return markdown_table(["invariant?"] + cols, rows)
 
 
 def batch_size_sweep(
@@ -466,6 +618,68 @@ def batch_size_sweep(
             errs.append(100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1]))
         errors[norm] = np.array(errs)
     return errors
+
+
+class WSConv1d(Conv1d):
+    """Conv1d with Weight Standardization (Qiao et al. 2019): each filter's weights
+    (one row of the (out, in, k) weight) are standardized over their in * k fan-in
+    before the convolution, ``w_hat = (v - mean(v)) / sqrt(var(v) + eps)``; the raw
+    weights ``params["weight"]`` are what the optimizer updates. Build one from a
+    Conv1d with :func:`weight_standardize`."""
+
+    ws_eps = 1e-5
+
+    def _standardize(self):
+        v = self.params["weight"]
+        w_hat, cache = F.norm_forward(v, None, None, (1, 2), eps=self.ws_eps)
+        return v, w_hat, cache
+
+    def forward(self, x):
+        v, w_hat, self._ws_cache = self._standardize()
+        self.params["weight"] = w_hat
+        try:
+            return super().forward(x)
+        finally:
+            self.params["weight"] = v
+
+    def backward(self, dout):
+        v, w_hat, cache = self._standardize()
+        self.params["weight"] = w_hat
+        try:
+            dx = super().backward(dout)
+        finally:
+            self.params["weight"] = v
+        self.grads["weight"] = F.norm_backward(self.grads["weight"], cache)[0]
+        return dx
+
+
+def weight_standardize(model):
+    """Turn every Conv1d of a :class:`bnlib.Sequential` into a :class:`WSConv1d` in
+    place (same parameter arrays); returns the model."""
+    for layer in model.layers:
+        if type(layer) is Conv1d:
+            layer.__class__ = WSConv1d
+    return model
+
+
+def ws_gn_run(data, seed, batch_size, epochs=4, train_size=1000, lr=0.1):
+    """One run of section 3's protocol with GN + Weight Standardization: the test
+    error (%) of ``weight_standardize(conv1d_net("gn"))`` trained with SGD (momentum
+    0.9, learning rate ``lr * batch_size / 32``)."""
+    xs, ys = data.x_train[:train_size], data.y_train[:train_size]
+    model = weight_standardize(conv1d_net("gn", length=xs.shape[-1], rng=seed))
+    opt = SGD(model, lr=lr * batch_size / 32, momentum=0.9)
+    fit(
+        model,
+        opt,
+        xs,
+        ys,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=seed,
+        progress=False,
+    )
+    return 100.0 * (1.0 - evaluate(model, data.x_test, data.y_test)[1])
 
 
 def _sweep_one_run(args):
@@ -557,64 +771,6 @@ def bayes_accuracy(lengths, drift=0.15, noise=1.0):
 
     z = drift * np.sqrt(np.asarray(lengths, dtype=float)) / noise
     return float(np.mean([0.5 * (1.0 + erf(v / sqrt(2.0))) for v in np.ravel(z)]))
-
-
-def live_sequences(lengths, batch_size, max_len, rng=None):
-    """How many sequences of each training batch are still running at each step.
-
-    Shuffles ``lengths`` with ``rng``, cuts it into batches of ``batch_size`` (the last
-    incomplete batch dropped, as :func:`bnlib.fit` does) and returns an int array
-    (num_batches, max_len): entry [k, t] is the number of sequences of batch k with more
-    than t steps, the m behind BN's statistics of step t in that batch.
-    """
-    rng = np.random.default_rng(rng)
-    lengths = np.asarray(lengths)[rng.permutation(len(lengths))]
-    num = len(lengths) // batch_size
-    batches = lengths[: num * batch_size].reshape(num, batch_size)
-    return (batches[:, :, None] > np.arange(max_len)[None, None, :]).sum(axis=1)
-
-
-def plot_live_sequences(live, batch_size, figsize=(7.5, 3.2)):
-    """Two panels from :func:`live_sequences` counts (num_batches, T).
-
-    Left: mean number of live sequences per batch at each step (band: 10th to 90th
-    percentile over batches), dotted line at 2. Right: share of batches whose statistics
-    at step t come from exactly one sequence (x_hat = 0) or exactly two (x_hat = +-1).
-    Returns the Figure.
-    """
-    steps = np.arange(live.shape[1])
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    color = COLORS["bn"]
-    a0.fill_between(
-        steps,
-        np.percentile(live, 10, axis=0),
-        np.percentile(live, 90, axis=0),
-        color=color,
-        alpha=0.2,
-        lw=0,
-        label="10th-90th percentile",
-    )
-    a0.plot(steps, live.mean(axis=0), color=color, label="mean")
-    a0.axhline(2, color="k", lw=0.8, ls=":")
-    a0.set_ylim(0, batch_size + 0.5)
-    a0.set_xlabel("time step t")
-    a0.set_ylabel("live sequences in the batch")
-    a0.set_title(f"m behind BN's step-t statistics (b={batch_size})", fontsize=10)
-    a0.legend(fontsize=9)
-    a1.plot(steps, 100 * (live == 1).mean(0), color=color, label=r"one: $\hat x = 0$")
-    a1.plot(
-        steps,
-        100 * (live == 2).mean(0),
-        color=color,
-        ls="--",
-        label=r"two: $\hat x = \pm 1$",
-    )
-    a1.set_ylim(bottom=0)
-    a1.set_xlabel("time step t")
-    a1.set_ylabel("batches (%)")
-    a1.set_title("degenerate statistics", fontsize=10)
-    a1.legend(fontsize=9)
-    return fig
 
 
 def plot_rnn_accuracies(acc_runs, runs, bayes, figsize=(7.0, 3.4)):

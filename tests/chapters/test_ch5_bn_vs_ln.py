@@ -12,7 +12,7 @@ from bnlib.chapters.ch5_bn_vs_ln import (
     TRANSFORMATIONS,
     batch_size_sweep,
     drift_test_sets,
-    invariance_html,
+    invariance_markdown,
     invariance_table,
     make_drift_task,
     normalized_mask,
@@ -42,7 +42,7 @@ def test_reduction_axes_for_images_and_sequences():
 
 def _normalize(method, x, groups):
     if method == "gn":
-        return bnlib.GroupNorm(groups, x.shape[1], affine=False).forward(x)
+        return bnlib.GroupNorm(groups, x.shape[1], affine=False)(x)
     return F.norm_forward(
         x, None, None, reduction_axes(method, x.ndim), center=method != "rms"
     )[0]
@@ -192,9 +192,10 @@ def test_invariance_table_instance_norm_and_rms():
         and not table["rms"]["weight matrix re-centering"]
     )
     assert table["rms"]["single training case re-scaling"]
-    html = invariance_html(table, labels={"in": "InstanceNorm"})
-    assert html.startswith("<table") and html.count("<tr>") == 4
-    assert "<tr><td>InstanceNorm</td><td><b>yes</b></td><td>no</td>" in html
+    md = invariance_markdown(table, labels={"in": "InstanceNorm"})
+    lines = md.splitlines()
+    assert lines[0].startswith("| invariant? |") and len(lines) == 2 + len(table)
+    assert lines[2].startswith("| InstanceNorm | **yes** | no |")
 
 
 # ------------------------------------------------------------- batch-size experiment
@@ -219,3 +220,25 @@ def test_batch_size_sweep_small():
     assert np.all((errs["gn"] >= 0) & (errs["gn"] <= 100))
     with pytest.raises(ValueError, match="optimizer"):
         batch_size_sweep(data, optimizer="rmsprop")
+
+
+def test_ws_conv_standardizes_and_its_gradients_match():
+    from bnlib.chapters.ch5_bn_vs_ln import WSConv1d, weight_standardize
+
+    rng = np.random.default_rng(0)
+    net = weight_standardize(bnlib.conv1d_net("gn", num_layers=1, length=8, rng=1))
+    conv = net.layers[0]
+    assert isinstance(conv, WSConv1d)
+    conv.params["weight"][...] = rng.normal(0.5, 2.0, conv.params["weight"].shape)
+    x = rng.normal(size=(3, 1, 8))
+    # the same as a plain Conv1d with standardized weights
+    v = conv.params["weight"]
+    w_hat = (v - v.mean(axis=(1, 2), keepdims=True)) / np.sqrt(
+        v.var(axis=(1, 2), keepdims=True) + conv.ws_eps
+    )
+    plain = bnlib.Conv1d(1, v.shape[0], v.shape[2], stride=2, padding=2, bias=False)
+    plain.params["weight"][...] = w_hat
+    np.testing.assert_allclose(conv(x), plain(x), atol=1e-12)
+    assert conv.params["weight"] is v  # the raw weights stay in place
+    errors = bnlib.check_module_gradients(conv, x, rng=rng)
+    assert max(errors.values()) < 1e-6, errors

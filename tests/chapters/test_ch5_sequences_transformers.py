@@ -78,23 +78,6 @@ def test_bayes_accuracy():
     assert abs(simulated - ch5.bayes_accuracy([30])) < 0.01
 
 
-def test_live_sequences_counts_the_sequences_still_running():
-    lengths = np.array([1, 2, 3, 4, 5, 6, 7])
-    live = ch5.live_sequences(lengths, batch_size=3, max_len=7, rng=0)
-    assert live.shape == (2, 7)  # the last incomplete batch (one sequence) dropped
-    perm = np.random.default_rng(0).permutation(7)
-    for k in range(2):
-        batch = lengths[perm][3 * k : 3 * k + 3]
-        np.testing.assert_array_equal(live[k], [(batch > t).sum() for t in range(7)])
-    fig = ch5.plot_live_sequences(live, batch_size=3)
-    try:
-        a0, a1 = fig.axes
-        np.testing.assert_allclose(a0.lines[0].get_ydata(), live.mean(0))
-        np.testing.assert_allclose(a1.lines[0].get_ydata(), 100 * (live == 1).mean(0))
-    finally:
-        plt.close(fig)
-
-
 def test_rnn_length_experiment_returns_every_run_and_plots_their_medians():
     runs = {"LN, lengths 2-6": ("ln", True), "BN, all length 6": ("bn", False)}
     tests = ch5.drift_test_sets(6, num_samples=16, min_length=2, rng=0)
