@@ -12,11 +12,11 @@
   (:func:`mean_shift_task`, :func:`mean_shift_model`, :func:`steps_to_target`,
   :func:`median_steps`, :func:`best_lr`, :func:`plot_mean_shift`,
   :func:`mean_shift_table`, :func:`mean_shift_pair`);
-* ReLU and beta: the active fraction Phi(beta / |gamma|) (:func:`relu_active_fraction`,
-  :func:`draw_relu_panel`, :func:`relu_view`, :func:`relu_widget`, :func:`relu_frames`)
-  and dead units (:func:`active_fractions`, :func:`active_fractions_in_training`,
-  :func:`dead_unit_census`, :func:`census_table`, :func:`dead_unit_profile`,
-  :func:`active_share_gap`);
+* ReLU and beta: the active fraction ``Phi(beta / |gamma|)``
+  (:func:`relu_active_fraction`, :func:`draw_relu_panel`, :func:`relu_view`,
+  :func:`relu_widget`, :func:`relu_frames`) and dead units (:func:`active_fractions`,
+  :func:`active_fractions_in_training`, :func:`dead_unit_census`, :func:`census_table`,
+  :func:`dead_unit_profile`, :func:`active_share_gap`);
 * the BN parameters of a network (:func:`bn_affine_parameters`).
 """
 
@@ -887,7 +887,7 @@ def mean_shift_pair(
 
 def relu_active_fraction(gamma, beta):
     """Share of ``gamma * x_hat + beta > 0`` for a standard normal x_hat:
-    ``Phi(beta / |gamma|)`` (broadcasts; gamma = 0 gives 1 if beta > 0 else 0)."""
+    ``Phi(beta / |gamma|)```` (broadcasts; gamma = 0 gives 1 if beta > 0 else 0)."""
     gamma, beta = np.asarray(gamma, dtype=float), np.asarray(beta, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = ndtr(beta / np.abs(gamma))
@@ -898,7 +898,7 @@ def relu_active_fraction(gamma, beta):
 def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
     """Histogram of one ReLU unit's input ``z = gamma * x_hat + beta`` over (-6, 6), the
     active part (z > 0) in the BN colour and the inactive part grey, with the measured
-    active share and Phi(beta / |gamma|) in the title.
+    active share and ``Phi(beta / |gamma|)`` in the title.
 
     Args:
         x_hat: normalized values (m,).
@@ -939,11 +939,12 @@ def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
 
 def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
     """The ReLU widget's picture: :func:`draw_relu_panel` on n standard normal x_hat,
-    and the curve Phi(beta / |gamma|) against beta for this gamma with the measured
+    and the curve ``Phi(beta / |gamma|)`` against beta for this gamma with the measured
     point.
 
     Returns:
-        ``(fig, stats)``, stats = {"active": measured, "predicted": Phi(beta/|gamma|)}.
+        ``(fig, stats)``, stats = {"active": measured,
+        "predicted": ``Phi(beta/|gamma|)``}.
     """
     import matplotlib.pyplot as plt
 
@@ -982,7 +983,7 @@ def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
 def relu_frames(x_hat, gammas_curve=(0.5, 1.0, 2.0), figsize=(7.5, 2.9)):
     """A figure and a ``draw((gamma, beta))`` for :func:`bnlib.plotting.scrubber`, the
     site's stand-in for :func:`relu_widget`: left, :func:`draw_relu_panel` on ``x_hat``
-    (m,); right, Phi(beta / |gamma|) against beta for each gamma of ``gammas_curve``
+    (m,); right, ``Phi(beta / |gamma|)`` against beta for each gamma of ``gammas_curve``
     (and for the frame's gamma) with the measured active share as a dot.
 
     Returns:
@@ -1123,11 +1124,12 @@ def dead_unit_profile(model, x, layer, batch_size=None):
             units with ``beta / |gamma| < -sqrt(m - 1)``, which no batch can switch on.
 
     Returns:
-        dict: arrays (C,) ``ratio`` (beta / |gamma|), ``abs_gamma``, ``active`` (share
-        of x on which each unit is active) and ``dead`` (bool); floats ``ratio_dead``,
-        ``ratio_live`` (medians over dead and live units), ``ratio_dead_max``,
-        ``gamma_dead``, ``gamma_live`` (medians of |gamma|), ``active_live`` (median
-        active share of the live units); ints ``n_dead`` and ``n_provable``.
+        dict: arrays (C,) ``ratio`` (``beta / |gamma|``), ``abs_gamma``, ``active``
+        (share of x on which each unit is active) and ``dead`` (bool); floats
+        ``ratio_dead``, ``ratio_live`` (medians over dead and live units),
+        ``ratio_dead_max``, ``gamma_dead``, ``gamma_live`` (medians of ``|gamma|``),
+        ``active_live`` (median active share of the live units); ints ``n_dead`` and
+        ``n_provable``.
     """
     bl = batchnorm_layers(model)[layer]
     frac = active_fractions(model, x)[layer]
@@ -1155,8 +1157,9 @@ def dead_unit_profile(model, x, layer, batch_size=None):
 
 
 def active_share_gap(model, x, layer=0):
-    """Mean over the units of one BN + ReLU layer of |measured active share on x (N,
-    d_in) - Phi(beta / |gamma|)| (:func:`relu_active_fraction`). Returns a float."""
+    """Mean over the units of one BN + ReLU layer of the absolute gap between the
+    measured active share on x (N, d_in) and ``Phi(beta / |gamma|)``
+    (:func:`relu_active_fraction`). Returns a float."""
     bl = batchnorm_layers(model)[layer]
     phi = relu_active_fraction(bl.params["weight"], bl.params["bias"])
     return np.abs(active_fractions(model, x)[layer] - phi).mean()

@@ -1,8 +1,8 @@
 """Normalization across axes and in recurrent networks (chapter 5).
 
 * :func:`reduction_axes`, :func:`normalized_mask`, :func:`plot_norm_axes`: which
-  entries of an (N, C, *spatial) tensor share one mean and variance under BN, LN, IN,
-  GN, RMSNorm.
+  entries of an ``(N, C, *spatial)`` tensor share one mean and variance under BN, LN,
+  IN, GN, RMSNorm.
 * :func:`invariance_table`: the numerical checks behind Table 1 of Ba, Kiros & Hinton
   (2016), with :class:`bnlib.WeightNormLinear`.
 * :func:`statistics_pool`, :func:`entry_statistics`, :func:`which_axes_view`,
@@ -282,7 +282,7 @@ def reduction_axes(method: str, ndim: int) -> tuple[int, ...]:
     "rms"   (1, 2, ..., ndim-1), no centering            example
     "in"    (2, ..., ndim-1)                             example and channel
     "gn"    (2, 3, ..., ndim) of the *grouped view*      example and group of channels
-            (N, G, C/G, *spatial), rank ndim + 1
+            ``(N, G, C/G, *spatial)``, rank ndim + 1
     ======  ==========================================  ==============================
 
     For a transformer's (N, T, d) activations LayerNorm is applied per token, over the
@@ -315,9 +315,9 @@ def normalized_mask(
 ) -> np.ndarray:
     """Boolean mask (shape ``shape``) of the entries sharing statistics with ``index``.
 
-    ``shape`` is (N, C, *spatial); the mask marks the set one mean and one variance are
-    computed over when normalizing the entry at ``index`` ("bn", "ln", "rms", "in" or
-    "gn" with ``num_groups`` groups). Its sum is the group size m.
+    ``shape`` is ``(N, C, *spatial)``; the mask marks the set one mean and one
+    variance are computed over when normalizing the entry at ``index`` ("bn", "ln",
+    "rms", "in" or "gn" with ``num_groups`` groups). Its sum is the group size m.
     """
     shape, index = tuple(shape), tuple(index)
     n, c = shape[:2]
@@ -871,7 +871,7 @@ def layer_gradient_norms(placement, depth=12, d=32, num_tokens=256, rng=None):
 
     A :class:`ResidualStack` with a linear read-out to 10 classes, random Gaussian
     tokens (num_tokens, d) and random labels; one forward and backward of the
-    cross-entropy. Returns an array (depth,): ||dL/dW2|| (Frobenius) of block 1 to
+    cross-entropy. Returns an array (depth,): ``||dL/dW2||`` (Frobenius) of block 1 to
     ``depth`` (Xiong et al. 2020 plot the same quantity for W^FFN of a transformer).
     """
     from ..losses import softmax_cross_entropy
