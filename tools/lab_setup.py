@@ -6,9 +6,13 @@ this).
 Everything is written inside the virtual environment (``sys.prefix``), nothing in the
 home folder:
 
-* the ``python3`` kernel is listed as "Python 3", the name saved in the chapters'
-  metadata: JupyterLab otherwise rewrites the name when a chapter opens and marks the
-  unchanged notebook as modified;
+* opening a chapter changes nothing in it. When its kernel starts, JupyterLab writes the
+  kernel's name and its ``language_info`` (with the Python version) into the notebook's
+  metadata and, if they differ from what is saved, marks the unchanged notebook as
+  modified. So the ``python3`` kernel is listed as "Python 3", the name saved in the
+  chapters, and ``etc/jupyter/jupyter_server_config.py`` hands JupyterLab every Python
+  notebook with this environment's ``language_info`` (the chapters record the Python
+  that last ran them, which is rarely the reader's); the file changes only when saved;
 * ``share/jupyter/lab/settings/overrides.json``: JupyterLab does not ask whether to
   fetch Jupyter news and does not check for updates (no prompt, no request leaves the
   machine when a chapter opens);
@@ -52,6 +56,29 @@ CUSTOM_CSS = """\
 }
 """
 LAB_CONFIG = {"LabApp": {"custom_css": True}}
+SERVER_CONFIG = """\
+# Written by tools/lab_setup.py. A notebook records the Python that last ran it
+# (metadata.language_info); a kernel reports its own when it starts, and JupyterLab marks
+# the notebook modified when the two differ. Notebooks are handed to JupyterLab with the
+# language_info of this environment's kernel, so opening one changes nothing; the file on
+# disk changes only when it is saved.
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+
+
+class CourseContentsManager(AsyncLargeFileManager):
+    async def get(self, path, content=True, type=None, format=None, **kwargs):
+        model = await super().get(path, content, type, format, **kwargs)
+        if model.get("type") == "notebook" and model.get("content"):
+            meta = model["content"].get("metadata", {})
+            if meta.get("language_info", {}).get("name") == "python":
+                from ipykernel.ipkernel import IPythonKernel
+
+                meta["language_info"] = dict(IPythonKernel.language_info)
+        return model
+
+
+c.ServerApp.contents_manager_class = CourseContentsManager  # noqa: F821
+"""
 
 
 def write(path: Path, text: str) -> None:
@@ -90,9 +117,10 @@ def main() -> int:
         PREFIX / "etc/jupyter/jupyter_lab_config.json",
         json.dumps(LAB_CONFIG, indent=2) + "\n",
     )
+    write(PREFIX / "etc/jupyter/jupyter_server_config.py", SERVER_CONFIG)
     print(
-        f"JupyterLab set up in {PREFIX}: kernel 'Python 3', no news prompt, "
-        "plain citations"
+        f"JupyterLab set up in {PREFIX}: kernel 'Python 3', notebooks open unmodified, "
+        "no news prompt, plain citations"
     )
     return 0
 
