@@ -58,10 +58,10 @@ CUSTOM_CSS = """\
 LAB_CONFIG = {"LabApp": {"custom_css": True}}
 SERVER_CONFIG = """\
 # Written by tools/lab_setup.py. A notebook records the Python that last ran it
-# (metadata.language_info); a kernel reports its own when it starts, and JupyterLab marks
-# the notebook modified when the two differ. Notebooks are handed to JupyterLab with the
-# language_info of this environment's kernel, so opening one changes nothing; the file on
-# disk changes only when it is saved.
+# (metadata.language_info); a kernel reports its own when it starts, and JupyterLab
+# marks the notebook modified when the two differ. Notebooks are handed to JupyterLab
+# with the language_info of this environment's kernel, so opening one changes nothing;
+# the file on disk changes only when it is saved.
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
 

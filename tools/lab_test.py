@@ -261,7 +261,8 @@ def as_if_run_elsewhere(folder: Path) -> None:
     """Record another Python version in every notebook of ``folder`` (a copy)."""
     for path in folder.glob("*.ipynb"):
         nb = json.loads(path.read_text())
-        nb["metadata"].setdefault("language_info", {"name": "python"})["version"] = "3.0.0"
+        info = nb["metadata"].setdefault("language_info", {"name": "python"})
+        info["version"] = "3.0.0"
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
