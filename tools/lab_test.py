@@ -13,8 +13,10 @@ off. The server is stopped at the end, whatever happens.
 
 For every chapter of _toc.yml (a notebook in chapters/):
 
-* every markdown cell is rendered (by jupyterlab-myst) and its text shows no raw MyST
-  (``:label:``, ``{cite``, ``{exercise}``, ```` ```{ ````, ...), and no MyST error mark
+* every markdown cell is rendered (by jupyterlab-myst) and its text, read with every
+  dropdown opened, shows no raw MyST (``:label:``, ``:class:``, a fence, ``{cite``,
+  a directive jupyterlab-myst does not know, ...; they are counted per chapter), no
+  document link it cannot follow (``{doc}``), and no MyST error mark
   other than the citations jupyterlab-myst cannot resolve (it has no bibliography;
   they are counted, and shown as "[key]" by the custom.css of tools/lab_setup.py);
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
@@ -50,6 +52,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,9 +61,13 @@ from toc import toc_documents  # noqa: E402
 
 # chapters run top to bottom, then their first slider moved (each has a live widget)
 RUN_CHAPTERS = ["01_deriving", "02_gamma_beta"]
+# MyST that jupyterlab-myst left as text: directive options, fences, roles, directives
+# it does not know (it shows "name - Unknown Directive"), substitutions
 RAW_MYST = re.compile(
-    r":label:|:class:|```\{|:::\{|\{(?:cite|exercise|solution|prf|proof|numref|ref|doc|eq|"
-    r"math|figure|note|admonition|margin|code-cell|glue|dropdown)[:}\-]"
+    r":(?:label|class|name|hidden|nonumber|width|align|caption|header-rows):"
+    r"|```|:::|\{(?:cite|exercise|solution|prf|proof|numref|ref|doc|eq|math|figure|note|"
+    r"admonition|margin|code-cell|glue|dropdown|tab-set|tab-item|toggle|only)[:}\-]"
+    r"|Unknown (?:Directive|Role)|\{\{"
 )
 SOLUTION_START = re.compile(r"(```|:::)\{solution-start\}")
 SOLUTION_END = re.compile(r"(```|:::)\{solution-end\}")
@@ -173,7 +180,7 @@ class Lab:
         self.log.close()
 
 
-JS_STATE = """() => {
+JS_STATE = r"""() => {
   const cells = Array.from(document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'));
   const shown = el => !!el && el.getClientRects().length > 0
@@ -191,7 +198,27 @@ JS_STATE = """() => {
       i, type: md ? 'markdown' : (c.classList.contains('jp-CodeCell') ? 'code' : 'raw'),
       rendered: md ? c.classList.contains('jp-mod-rendered') : null,
       myst: !!myst,
-      text: rendered ? rendered.innerText : '',
+      // the text as a reader sees it with every dropdown opened (then closed again)
+      text: rendered ? (() => {
+        const ds = Array.from(rendered.querySelectorAll('details'));
+        const was = ds.map(d => d.open);
+        ds.forEach(d => { d.open = true; });
+        const text = rendered.innerText;
+        ds.forEach((d, k) => { d.open = was[k]; });
+        return text;
+      })() : '',
+      // {doc} links: jupyterlab-myst shows a bare target as its path ("/bibliography")
+      // and links a file name without its extension (a 404)
+      badLinks: rendered ? Array.from(rendered.querySelectorAll('a[href]'))
+        .filter(a => {
+          const path = new URL(a.href, location.href).pathname;
+          const last = path.split('/').pop();
+          return /^\//.test(a.innerText.trim())
+                 || /^\/[^.]*$/.test(a.getAttribute('href'))
+                 || (path.includes('/files/') && last && !last.includes('.'));
+        })
+        .map(a => a.innerText.trim() + ' -> ' + a.getAttribute('href').split('?')[0])
+        : [],
       mystErrors: rendered ? Array.from(rendered.querySelectorAll('[title]'))
         .filter(e => /not found|unknown|error/i.test(e.title)
                      && e.title !== 'Citation Not Found')
@@ -303,6 +330,7 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
     ui = page.evaluate(JS_UI)
     md = [c for c in cells if c["type"] == "markdown"]
     info["markdown cells"] = len(md)
+    raw = []
     for c in md:
         if not c["rendered"]:
             problems.append(f"cell {c['i']}: markdown not rendered")
@@ -310,11 +338,25 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
         if not c["myst"]:
             problems.append(f"cell {c['i']}: not rendered by jupyterlab-myst")
         for m in RAW_MYST.finditer(c["text"]):
+            raw.append(m.group(0))
             s = max(0, m.start() - 40)
             snippet = c["text"][s : m.end() + 40].replace("\n", " ")
             problems.append(f"cell {c['i']}: raw MyST {m.group(0)!r} in '{snippet}'")
+        for link in c["badLinks"]:
+            raw.append("{doc}")
+            problems.append(
+                f"cell {c['i']}: document link JupyterLab cannot follow: {link} "
+                "(write a Markdown link: [chapter 4](04_why_it_works.ipynb))"
+            )
         for err in c["mystErrors"]:
             problems.append(f"cell {c['i']}: MyST error mark: {err}")
+    info["raw MyST"] = (
+        f"{len(raw)} ("
+        + ", ".join(f"{k} x{v}" for k, v in Counter(raw).most_common())
+        + ")"
+        if raw
+        else "0"
+    )
     cites = [x for c in md for x in c["cites"]]
     info["citations"] = f"{len(cites)}" + (
         " shown as [key]"
