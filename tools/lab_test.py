@@ -16,9 +16,10 @@ For every chapter of _toc.yml (a notebook in chapters/):
 * every markdown cell is rendered (by jupyterlab-myst) and its text, read with every
   dropdown opened, shows no raw MyST (``:label:``, ``:class:``, a fence, ``{cite``,
   a directive jupyterlab-myst does not know, ...; they are counted per chapter), no
-  document link it cannot follow (``{doc}``), and no MyST error mark
-  other than the citations jupyterlab-myst cannot resolve (it has no bibliography;
-  they are counted, and shown as "[key]" by the custom.css of tools/lab_setup.py);
+  document link it cannot follow (``{doc}``), and no MyST error mark;
+* every citation reads author-year, "[Ioffe and Szegedy, 2015]", as on the site
+  (jupyterlab-myst has no bibliography; the extension that tools/lab_setup.py writes
+  labels the keys of references.bib): none is left as its key;
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
   gated solution (``{solution-start}`` ... ``{solution-end}``), the code cells between
   have their input and outputs hidden, so that the answer is not on screen;
@@ -69,6 +70,7 @@ RAW_MYST = re.compile(
     r"admonition|margin|code-cell|glue|dropdown|tab-set|tab-item|toggle|only)[:}\-]"
     r"|Unknown (?:Directive|Role)|\{\{"
 )
+AUTHOR_YEAR = re.compile(r"^\S.*, (\d{4}[a-z]?|n\.d\.)$")
 SOLUTION_START = re.compile(r"(```|:::)\{solution-start\}")
 SOLUTION_END = re.compile(r"(```|:::)\{solution-end\}")
 USER_SETTINGS = {
@@ -223,9 +225,12 @@ JS_STATE = r"""() => {
         .filter(e => /not found|unknown|error/i.test(e.title)
                      && e.title !== 'Citation Not Found')
         .map(e => e.title + ': ' + e.innerText.slice(0, 60)) : [],
-      cites: rendered ? Array.from(
+      // citations: author-year labels (tools/lab_setup.py), or keys left as they are
+      cites: rendered ? Array.from(rendered.querySelectorAll('.bn-cite'))
+        .map(e => e.innerText.trim()) : [],
+      citeKeys: rendered ? Array.from(
           rendered.querySelectorAll('[title="Citation Not Found"]'))
-        .map(e => getComputedStyle(e, '::before').content) : [],
+        .map(e => e.innerText.trim()) : [],
       details: rendered ? Array.from(rendered.querySelectorAll('details'))
         .map(d => ({open: d.open,
                     summary: (d.querySelector('summary') || {}).innerText || ''})) : [],
@@ -358,11 +363,18 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
         else "0"
     )
     cites = [x for c in md for x in c["cites"]]
-    info["citations"] = f"{len(cites)}" + (
-        " shown as [key]"
-        if cites and all(x == '"["' for x in cites)
-        else (" (keys in warning style)" if cites else "")
+    keys = [x for c in md for x in c["citeKeys"]]
+    info["citations"] = f"{len(cites)} author-year" + (
+        f", {len(keys)} shown as keys" if keys else ""
     )
+    for label in cites:
+        if not AUTHOR_YEAR.match(label):
+            problems.append(f"citation label not author-year: {label!r}")
+    if keys:
+        problems.append(
+            f"{len(keys)} citations shown as their keys (not in references.bib, or "
+            f"tools/lab_setup.py has not run): {sorted(set(keys))[:8]}"
+        )
     solutions = [
         (c["i"], d) for c in md for d in c["details"] if "olution" in d["summary"]
     ]
@@ -555,9 +567,7 @@ def main(argv=None) -> int:
         )
         try:
             css = lab.api("/custom/custom.css")[1].decode()
-            served = (
-                "plain citations" if "Citation Not Found" in css else "other content"
-            )
+            served = "citation styles" if "bn-cite" in css else "other content"
             print(f"     custom.css served ({served})")
         except OSError:
             print(
