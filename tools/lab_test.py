@@ -21,8 +21,9 @@ For every chapter of _toc.yml (a notebook in chapters/):
   (jupyterlab-myst has no bibliography; the extension that tools/lab_setup.py writes
   labels the keys of references.bib): none is left as its key;
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
-  gated solution (``{solution-start}`` ... ``{solution-end}``), the code cells between
-  have their input and outputs hidden, so that the answer is not on screen;
+  gated solution (``{solution-start}`` ... ``{solution-end}``), the cells between (code,
+  and prose in cells of their own) have their input and outputs hidden, so that the
+  answer is not on screen;
 * the notebook is not marked modified after opening (the kernel has started and is
   idle), even though every copy records another Python in ``language_info`` (as a
   chapter last run elsewhere does for a reader: JupyterLab writes the kernel's
@@ -274,17 +275,16 @@ JS_FIGURES = """(cellIndex) => {
 
 
 def gated_solution_cells(nb_path: Path) -> set[int]:
-    """Indices of the code cells inside {solution-start} ... {solution-end}."""
+    """Indices of the cells strictly inside {solution-start} ... {solution-end}: code,
+    and prose in cells of its own (the start cell's own text is in its dropdown)."""
     cells = json.loads(nb_path.read_text())["cells"]
     inside, found = False, set()
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            if SOLUTION_START.search(src):
-                inside = True
-            if SOLUTION_END.search(src):
-                inside = False
-        elif inside and cell["cell_type"] == "code":
+        start, end = SOLUTION_START.search(src), SOLUTION_END.search(src)
+        if cell["cell_type"] == "markdown" and (start or end):
+            inside = bool(start) and not end
+        elif inside and cell["cell_type"] in ("code", "markdown"):
             found.add(i)
     return found
 
@@ -388,8 +388,9 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
     for c in cells:
         if c["i"] in gated:
             if c["inputShown"]:
+                what = "code" if c["type"] == "code" else "text"
                 problems.append(
-                    f"cell {c['i']}: code of a solution ({{solution-start}} ... "
+                    f"cell {c['i']}: {what} of a solution ({{solution-start}} ... "
                     "{solution-end}) is shown: hide its input (jupyter.source_hidden)"
                 )
             if c["outputsShown"]:
