@@ -211,8 +211,9 @@ site-test: $(STAMP)
 	$(BIN)/python tools/site_test.py --site _build/html --toc $(TOC) --chromium $(CHROMIUM) --screenshots _build/screenshots
 
 # JupyterLab as the chapters expect it, inside .venv: kernel named as in the notebooks
-# (no "modified" mark on opening), no news prompt, citations shown as plain text.
-$(LAB_SETUP): $(STAMP) tools/lab_setup.py
+# and language_info (no "modified" mark on opening), no news prompt, author-year
+# citations from references.bib.
+$(LAB_SETUP): $(STAMP) tools/lab_setup.py $(wildcard references.bib)
 	$(BIN)/python tools/lab_setup.py
 	@touch $@
 

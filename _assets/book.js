@@ -92,11 +92,36 @@
     });
   }
 
+  // A scroll box whose content is wider than it says so (book.css: a thin bar and a
+  // shade on the side where more is); checked again when the page width changes or a
+  // dropdown opens (a closed one has no width).
+  function markOverflows() {
+    // the box, or the <pre> in it where that is what scrolls (code and printed output)
+    document.querySelectorAll(".bn-scroll-x, .bn-scroll-x > pre").forEach(function (el) {
+      if (!el.offsetWidth) return;
+      var over = el.scrollWidth > el.clientWidth + 1;
+      el.classList.toggle("bn-overflows", over);
+      if (over && !el.dataset.bnWatched) {
+        el.dataset.bnWatched = "1";
+        el.addEventListener("scroll", function () {
+          el.classList.toggle("bn-scrolled", el.scrollLeft > 1);
+          el.classList.toggle("bn-at-end",
+            el.scrollLeft + el.clientWidth >= el.scrollWidth - 1);
+        }, {passive: true});
+      }
+    });
+  }
+
   function ready() {
     forwardToggles(".primary-toggle");
     forwardToggles(".secondary-toggle");
     labelModeButtons();
     markScrollBoxes();
+    markOverflows();
+    window.addEventListener("resize", markOverflows);
+    document.addEventListener("toggle", markOverflows, true);   // <details>
+    document.addEventListener("click", function () { setTimeout(markOverflows, 50); });
+    if (document.fonts) document.fonts.ready.then(markOverflows);
     if (document.getElementById("search-results")) {
       var field = document.querySelector(".bd-search-container form.bd-search input");
       if (field) { field.focus(); field.select(); }

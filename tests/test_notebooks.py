@@ -32,6 +32,21 @@ def test_there_are_chapters():
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_opening_in_jupyterlab_changes_nothing(path):
+    """JupyterLab writes the kernel's name and language into a notebook when its kernel
+    starts, and marks it modified if they differ from the saved ones: the chapters name
+    the kernel that tools/lab_setup.py installs. (language_info, which records the
+    Python version, is matched by the server that tools/lab_setup.py configures.)"""
+    meta = json.loads(path.read_text())["metadata"]
+    assert meta.get("kernelspec") == {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
+    assert meta.get("language_info", {}).get("name") == "python"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_solution_code_starts_hidden_in_jupyterlab(path):
     """Code between {solution-start} and {solution-end} is collapsed on opening."""
     inside, shown = False, []

@@ -13,15 +13,21 @@ off. The server is stopped at the end, whatever happens.
 
 For every chapter of _toc.yml (a notebook in chapters/):
 
-* every markdown cell is rendered (by jupyterlab-myst) and its text shows no raw MyST
-  (``:label:``, ``{cite``, ``{exercise}``, ```` ```{ ````, ...), and no MyST error mark
-  other than the citations jupyterlab-myst cannot resolve (it has no bibliography;
-  they are counted, and shown as "[key]" by the custom.css of tools/lab_setup.py);
+* every markdown cell is rendered (by jupyterlab-myst) and its text, read with every
+  dropdown opened, shows no raw MyST (``:label:``, ``:class:``, a fence, ``{cite``,
+  a directive jupyterlab-myst does not know, ...; they are counted per chapter), no
+  document link it cannot follow (``{doc}``), and no MyST error mark;
+* every citation reads author-year, "[Ioffe and Szegedy, 2015]", as on the site
+  (jupyterlab-myst has no bibliography; the extension that tools/lab_setup.py writes
+  labels the keys of references.bib): none is left as its key;
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
-  gated solution (``{solution-start}`` ... ``{solution-end}``), the code cells between
-  have their input and outputs hidden, so that the answer is not on screen;
+  gated solution (``{solution-start}`` ... ``{solution-end}``), the cells between (code,
+  and prose in cells of their own) have their input and outputs hidden, so that the
+  answer is not on screen;
 * the notebook is not marked modified after opening (the kernel has started and is
-  idle);
+  idle), even though every copy records another Python in ``language_info`` (as a
+  chapter last run elsewhere does for a reader: JupyterLab writes the kernel's
+  ``language_info`` into the notebook when the kernel starts);
 * no news prompt and no other dialog.
 
 Then each chapter of RUN_CHAPTERS: Run > Run All Cells; every code cell must have
@@ -48,6 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,10 +63,15 @@ from toc import toc_documents  # noqa: E402
 
 # chapters run top to bottom, then their first slider moved (each has a live widget)
 RUN_CHAPTERS = ["01_deriving", "02_gamma_beta"]
+# MyST that jupyterlab-myst left as text: directive options, fences, roles, directives
+# it does not know (it shows "name - Unknown Directive"), substitutions
 RAW_MYST = re.compile(
-    r":label:|:class:|```\{|:::\{|\{(?:cite|exercise|solution|prf|proof|numref|ref|doc|eq|"
-    r"math|figure|note|admonition|margin|code-cell|glue|dropdown)[:}\-]"
+    r":(?:label|class|name|hidden|nonumber|width|align|caption|header-rows):"
+    r"|```|:::|\{(?:cite|exercise|solution|prf|proof|numref|ref|doc|eq|math|figure|note|"
+    r"admonition|margin|code-cell|glue|dropdown|tab-set|tab-item|toggle|only)[:}\-]"
+    r"|Unknown (?:Directive|Role)|\{\{"
 )
+AUTHOR_YEAR = re.compile(r"^\S.*, (\d{4}[a-z]?|n\.d\.)$")
 SOLUTION_START = re.compile(r"(```|:::)\{solution-start\}")
 SOLUTION_END = re.compile(r"(```|:::)\{solution-end\}")
 USER_SETTINGS = {
@@ -171,7 +183,7 @@ class Lab:
         self.log.close()
 
 
-JS_STATE = """() => {
+JS_STATE = r"""() => {
   const cells = Array.from(document.querySelectorAll(
     '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell'));
   const shown = el => !!el && el.getClientRects().length > 0
@@ -189,14 +201,37 @@ JS_STATE = """() => {
       i, type: md ? 'markdown' : (c.classList.contains('jp-CodeCell') ? 'code' : 'raw'),
       rendered: md ? c.classList.contains('jp-mod-rendered') : null,
       myst: !!myst,
-      text: rendered ? rendered.innerText : '',
+      // the text as a reader sees it with every dropdown opened (then closed again)
+      text: rendered ? (() => {
+        const ds = Array.from(rendered.querySelectorAll('details'));
+        const was = ds.map(d => d.open);
+        ds.forEach(d => { d.open = true; });
+        const text = rendered.innerText;
+        ds.forEach((d, k) => { d.open = was[k]; });
+        return text;
+      })() : '',
+      // {doc} links: jupyterlab-myst shows a bare target as its path ("/bibliography")
+      // and links a file name without its extension (a 404)
+      badLinks: rendered ? Array.from(rendered.querySelectorAll('a[href]'))
+        .filter(a => {
+          const path = new URL(a.href, location.href).pathname;
+          const last = path.split('/').pop();
+          return /^\//.test(a.innerText.trim())
+                 || /^\/[^.]*$/.test(a.getAttribute('href'))
+                 || (path.includes('/files/') && last && !last.includes('.'));
+        })
+        .map(a => a.innerText.trim() + ' -> ' + a.getAttribute('href').split('?')[0])
+        : [],
       mystErrors: rendered ? Array.from(rendered.querySelectorAll('[title]'))
         .filter(e => /not found|unknown|error/i.test(e.title)
                      && e.title !== 'Citation Not Found')
         .map(e => e.title + ': ' + e.innerText.slice(0, 60)) : [],
-      cites: rendered ? Array.from(
+      // citations: author-year labels (tools/lab_setup.py), or keys left as they are
+      cites: rendered ? Array.from(rendered.querySelectorAll('.bn-cite'))
+        .map(e => e.innerText.trim()) : [],
+      citeKeys: rendered ? Array.from(
           rendered.querySelectorAll('[title="Citation Not Found"]'))
-        .map(e => getComputedStyle(e, '::before').content) : [],
+        .map(e => e.innerText.trim()) : [],
       details: rendered ? Array.from(rendered.querySelectorAll('details'))
         .map(d => ({open: d.open,
                     summary: (d.querySelector('summary') || {}).innerText || ''})) : [],
@@ -240,19 +275,27 @@ JS_FIGURES = """(cellIndex) => {
 
 
 def gated_solution_cells(nb_path: Path) -> set[int]:
-    """Indices of the code cells inside {solution-start} ... {solution-end}."""
+    """Indices of the cells strictly inside {solution-start} ... {solution-end}: code,
+    and prose in cells of its own (the start cell's own text is in its dropdown)."""
     cells = json.loads(nb_path.read_text())["cells"]
     inside, found = False, set()
     for i, cell in enumerate(cells):
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            if SOLUTION_START.search(src):
-                inside = True
-            if SOLUTION_END.search(src):
-                inside = False
-        elif inside and cell["cell_type"] == "code":
+        start, end = SOLUTION_START.search(src), SOLUTION_END.search(src)
+        if cell["cell_type"] == "markdown" and (start or end):
+            inside = bool(start) and not end
+        elif inside and cell["cell_type"] in ("code", "markdown"):
             found.add(i)
     return found
+
+
+def as_if_run_elsewhere(folder: Path) -> None:
+    """Record another Python version in every notebook of ``folder`` (a copy)."""
+    for path in folder.glob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        info = nb["metadata"].setdefault("language_info", {"name": "python"})
+        info["version"] = "3.0.0"
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def open_notebook(page, lab: Lab, name: str, workspace: str, timeout_ms: float):
@@ -292,24 +335,46 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
     ui = page.evaluate(JS_UI)
     md = [c for c in cells if c["type"] == "markdown"]
     info["markdown cells"] = len(md)
+    raw = []
     for c in md:
         if not c["rendered"]:
             problems.append(f"cell {c['i']}: markdown not rendered")
             continue
-        if not c["myst"]:
+        if not c["myst"] and c["inputShown"]:  # a hidden cell renders when opened
             problems.append(f"cell {c['i']}: not rendered by jupyterlab-myst")
         for m in RAW_MYST.finditer(c["text"]):
+            raw.append(m.group(0))
             s = max(0, m.start() - 40)
             snippet = c["text"][s : m.end() + 40].replace("\n", " ")
             problems.append(f"cell {c['i']}: raw MyST {m.group(0)!r} in '{snippet}'")
+        for link in c["badLinks"]:
+            raw.append("{doc}")
+            problems.append(
+                f"cell {c['i']}: document link JupyterLab cannot follow: {link} "
+                "(write a Markdown link: [chapter 4](04_why_it_works.ipynb))"
+            )
         for err in c["mystErrors"]:
             problems.append(f"cell {c['i']}: MyST error mark: {err}")
-    cites = [x for c in md for x in c["cites"]]
-    info["citations"] = f"{len(cites)}" + (
-        " shown as [key]"
-        if cites and all(x == '"["' for x in cites)
-        else (" (keys in warning style)" if cites else "")
+    info["raw MyST"] = (
+        f"{len(raw)} ("
+        + ", ".join(f"{k} x{v}" for k, v in Counter(raw).most_common())
+        + ")"
+        if raw
+        else "0"
     )
+    cites = [x for c in md for x in c["cites"]]
+    keys = [x for c in md for x in c["citeKeys"]]
+    info["citations"] = f"{len(cites)} author-year" + (
+        f", {len(keys)} shown as keys" if keys else ""
+    )
+    for label in cites:
+        if not AUTHOR_YEAR.match(label):
+            problems.append(f"citation label not author-year: {label!r}")
+    if keys:
+        problems.append(
+            f"{len(keys)} citations shown as their keys (not in references.bib, or "
+            f"tools/lab_setup.py has not run): {sorted(set(keys))[:8]}"
+        )
     solutions = [
         (c["i"], d) for c in md for d in c["details"] if "olution" in d["summary"]
     ]
@@ -323,8 +388,9 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
     for c in cells:
         if c["i"] in gated:
             if c["inputShown"]:
+                what = "code" if c["type"] == "code" else "text"
                 problems.append(
-                    f"cell {c['i']}: code of a solution ({{solution-start}} ... "
+                    f"cell {c['i']}: {what} of a solution ({{solution-start}} ... "
                     "{solution-end}) is shown: hide its input (jupyter.source_hidden)"
                 )
             if c["outputsShown"]:
@@ -333,7 +399,11 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
                     "(jupyter.outputs_hidden)"
                 )
     if ui["dirty"]:
-        problems.append(f"notebook marked modified right after opening: {ui['dirty']}")
+        problems.append(
+            f"notebook marked modified right after opening: {ui['dirty']} "
+            "(kernel name or language_info differ from the saved ones? run "
+            "tools/lab_setup.py)"
+        )
     if any("news" in t.lower() for t in ui["toasts"]):
         problems.append(f"news prompt shown: {ui['toasts']}")
     if ui["dialogs"]:
@@ -488,6 +558,7 @@ def main(argv=None) -> int:
         copy,
         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
     )
+    as_if_run_elsewhere(copy)
     lab = Lab(copy, workdir)
     try:
         lab.wait_ready()
@@ -497,9 +568,7 @@ def main(argv=None) -> int:
         )
         try:
             css = lab.api("/custom/custom.css")[1].decode()
-            served = (
-                "plain citations" if "Citation Not Found" in css else "other content"
-            )
+            served = "citation styles" if "bn-cite" in css else "other content"
             print(f"     custom.css served ({served})")
         except OSError:
             print(

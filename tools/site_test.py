@@ -21,6 +21,9 @@ at 1440 px, light mode
   a scroll box the page marks as deliberate (class ``bn-scroll-x``, which
   _assets/book.js gives to code, printed output, display math and tables); a box that
   scrolls sideways without that mark is reported too;
+* with every dropdown opened, no code scrolls sideways (lines of up to 88 characters fit
+  every code box, solutions' included), and printed output wider than its box shows
+  that it scrolls (``bn-overflows``: a thin bar and a shade; counted as "wide outputs");
 * no inert control: every slider shown (``<input type=range>``, such as the scrubber of
   a matplotlib ``to_jshtml`` animation, or an ipywidgets slider) is moved and some
   image, canvas or SVG of the page must change (ones that change on their own are left
@@ -215,6 +218,38 @@ JS_OVERFLOW = """() => {
     }
   }
   return {column: Math.round(cr.width), offenders};
+}"""
+
+# Sideways scrolling inside the column, with every dropdown opened: code (a code cell, a
+# code block) must fit its box; printed output wider than its box must show that it
+# scrolls (book.js marks it bn-overflows, book.css gives it a bar and a shade).
+JS_CODE_FIT = r"""async () => {
+  const col = document.querySelector('.bd-article');
+  if (!col) return [];
+  const closed = Array.from(col.querySelectorAll('details:not([open])'));
+  const hidden = Array.from(col.querySelectorAll('.toggle-hidden'));
+  closed.forEach(d => { d.open = true; });
+  hidden.forEach(el => el.classList.remove('toggle-hidden'));
+  window.dispatchEvent(new Event('resize'));
+  await new Promise(r => setTimeout(r, 100));
+  const found = [];
+  for (const pre of col.querySelectorAll('pre')) {
+    const box = pre.closest('.bn-scroll-x') || pre;
+    const over = Math.max(pre.scrollWidth, box.scrollWidth) - box.clientWidth;
+    if (over <= 1 || !box.clientWidth) continue;
+    const longest = Math.max(...pre.textContent.split('\n').map(l => l.length));
+    const output = !!pre.closest('.cell_output');
+    const where = `${__bn.section(pre)}: ${longest}-character line, ${over} px beyond `
+                  + `its ${box.clientWidth} px box`;
+    if (!output) found.push(`code scrolls sideways: ${where}`);
+    else if (!box.classList.contains('bn-overflows')
+             && !pre.classList.contains('bn-overflows'))
+      found.push(`output scrolls sideways with nothing showing it: ${where}`);
+    else found.push(`(wide output, scrolls visibly: ${where})`);
+  }
+  closed.forEach(d => { d.open = false; });
+  hidden.forEach(el => el.classList.add('toggle-hidden'));
+  return found;
 }"""
 
 # Per-element fingerprints of every image, canvas and SVG in the article.
@@ -517,6 +552,14 @@ def check_page(page, watch, site, base, name, shots, timeout_ms, link_cache):
     overflow = page.evaluate(JS_OVERFLOW)
     for offender in overflow["offenders"]:
         problems.append(f"1440 px: wider than the column: {offender}")
+    wide_outputs = 0
+    for found in page.evaluate(JS_CODE_FIT):
+        if found.startswith("("):
+            wide_outputs += 1
+        else:
+            problems.append(f"1440 px: {found}")
+    if wide_outputs:
+        info["wide outputs"] = wide_outputs
     # no inert control
     control_problems, n_controls = check_controls(page, timeout_ms)
     if n_controls:
