@@ -30,7 +30,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT_FILES = ["requirements.txt", "pyproject.toml", "Makefile", "tools/lab_setup.py"]
+ROOT_FILES = [
+    "requirements.txt",
+    "pyproject.toml",
+    "Makefile",
+    "tools/lab_setup.py",
+    "references.bib",  # JupyterLab shows citations author-year from it
+]
 TREES = ["bnlib", "tests"]
 README = "tools/course_readme.md"
 SKIP_PARTS = {
