@@ -69,7 +69,7 @@ help:
 	@echo "make serve      serve _build/html on http://localhost:8000"
 	@echo "make lab        open the chapters in JupyterLab"
 	@echo "make site-test  check every built page in headless Chromium, offline"
-	@echo "make lab-test   open every chapter in JupyterLab in headless Chromium; run chapters 1 and 2"
+	@echo "make lab-test   open every chapter in JupyterLab in headless Chromium, run it, move a slider"
 	@echo "make pdf        print the whole book to _build/pdf/book.pdf (linked from the site)"
 	@echo "make bench      bnlib vs PyTorch timings (installs requirements-dev.txt: torch)"
 
@@ -219,8 +219,7 @@ $(LAB_SETUP): $(STAMP) tools/lab_setup.py $(wildcard references.bib)
 
 .PHONY: lab-test pdf
 # JupyterLab (a server of its own on 127.0.0.1, over a copy of chapters/) driven by the same
-# Chromium: every chapter renders its MyST; chapters 1 and 2 run and a slider of each redraws
-# its figure.
+# Chromium: every chapter renders its MyST, runs, and a slider of each redraws its figure.
 lab-test: $(LAB_SETUP)
 	@test -x $(CHROMIUM) || { echo "make lab-test needs Chromium at $(CHROMIUM): apt-get install chromium"; exit 1; }
 	$(VENV_PATH) $(BIN)/python tools/lab_test.py --toc $(TOC) --chromium $(CHROMIUM) --screenshots _build/screenshots/lab

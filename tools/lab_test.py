@@ -61,8 +61,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import OfflineBrowser  # noqa: E402
 from toc import toc_documents  # noqa: E402
 
-# chapters run top to bottom, then their first slider moved (each has a live widget)
-RUN_CHAPTERS = ["01_deriving", "02_gamma_beta"]
+# chapters run top to bottom, then their first slider moved: every chapter has a live
+# widget
+RUN_CHAPTERS = [
+    "01_deriving",
+    "02_gamma_beta",
+    "03_test_time",
+    "04_why_it_works",
+    "05_bn_vs_ln",
+]
 # MyST that jupyterlab-myst left as text: directive options, fences, roles, directives
 # it does not know (it shows "name - Unknown Directive"), substitutions
 RAW_MYST = re.compile(
