@@ -1663,14 +1663,16 @@ answer_key(
 )
 answer_key(
     "ex-ch4-collapse-scale",
-    "the predicted factor by which the sigmoid ratio grows with weight_scale sqrt(3)",
+    "the predicted factor by which the sigmoid ratio grows with weight_scale 4 sqrt(3)",
     0.03,
-    _SQ,
+    4 * _SQ,
     {
         "that is how much the weights' variance grows; the ratio follows "
-        "their spread": 3,
+        "their spread": 48,
+        "that is the slope's share alone; the weights are multiplied by 4 sqrt(3)": 4,
+        "that is the variance-1/fan-in scale; this one makes up for the slope": _SQ,
         "the sigmoid's slope stays, but the weights' factor grows": 1,
-        "that is about the measured change; the question is the prediction": 1.6,
+        "that is about the measured change; the question is the prediction": 3,
     },
     **_REL,
 )
