@@ -900,7 +900,7 @@ SOLUTIONS = {
     "ex-ch4-tanh": (0.25, 1),
     "ex-ch4-collapse-sigmoid": [0.135, 0.136],
     "ex-ch4-collapse-tanh": [0.468, 0.505],
-    "ex-ch4-collapse-scale": 1.73,
+    "ex-ch4-collapse-scale": 6.93,
     "ex-ch5-axes-bn": (1568, 32),
     "ex-ch5-axes-ln": (6272, 8),
     "ex-ch5-axes-in": (196, 256),

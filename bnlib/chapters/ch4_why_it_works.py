@@ -6,7 +6,7 @@
 * :func:`gradient_landscape` measures the loss and the gradient along the gradient
   direction (Santurkar et al., Figure 4): loss range, gradient predictiveness and
   effective beta-smoothness.
-* :func:`probe_every` and :func:`series` attach such measurements to
+* :func:`probe_every` attaches such measurements to
   :func:`bnlib.fit` as ``probes`` and read them back; :func:`percentile_probe` looks at
   the inputs of a network's nonlinearities.
 * Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
@@ -19,6 +19,9 @@
   layer's units still differ from one example to the next.
 * Figures of the chapter: :func:`plot_figure1`, :func:`plot_depth`,
   :func:`plot_noisy_bn`, :func:`plot_landscape`, :func:`plot_effective_lr`.
+* The live learning-rate figure: :func:`lr_smoothness_grid` (precomputed from a
+  sweep), :func:`lr_smoothness_widget` (JupyterLab) and :func:`lr_smoothness_frames`
+  (the site's scrubbable version).
 
 The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 :func:`bnlib.preserved`.
@@ -46,7 +49,6 @@ __all__ = [
     "gradient_landscape",
     "percentile_probe",
     "probe_every",
-    "series",
     "steps_to_accuracy",
     "ics_probe",
     "landscape_probe",
@@ -68,6 +70,10 @@ __all__ = [
     "plot_noisy_bn",
     "plot_landscape",
     "plot_effective_lr",
+    "lr_smoothness_grid",
+    "lr_smoothness_view",
+    "lr_smoothness_frames",
+    "lr_smoothness_widget",
 ]
 
 # --------------------------------------------------------------------------------
@@ -238,7 +244,7 @@ def probe_every(k, fn, x=None, y=None, batch_size=None, rng=None):
     Without data, ``fn(model)`` is called at steps k, 2k, ... With ``x, y`` and
     ``batch_size``, each call draws a fresh random batch (from ``rng``) and calls
     ``fn(model, xb, yb)``, e.g. ``lambda m, xb, yb: internal_covariate_shift(m, xb, yb,
-    lr)``. On other steps the probe returns None; :func:`series` drops those.
+    lr)``. On other steps the probe returns None; ``History.series`` drops those.
     The first call (step 1) is also measured, so curves start at the beginning.
     """
     rng = _rng(rng)
@@ -254,18 +260,6 @@ def probe_every(k, fn, x=None, y=None, batch_size=None, rng=None):
         return fn(model, x[idx], y[idx])
 
     return probe
-
-
-def series(history, name, key=None):
-    """``(steps, values)`` of probe ``name`` in a :class:`~bnlib.History`, skipping the
-    steps where it returned None. With ``key``, each value is ``value[key]`` (for probes
-    that return dicts). ``values`` is stacked into an array (T, ...)."""
-    steps, vals = [], []
-    for s, v in zip(history.step, history.probes[name]):
-        if v is not None:
-            steps.append(s)
-            vals.append(v if key is None else v[key])
-    return np.array(steps), np.array(vals)
 
 
 def steps_to_accuracy(history, target):
@@ -501,6 +495,9 @@ def train_run(spec, x, y, test=None, return_model=False):
     * ``pct_every``, ``pct_x``: :func:`percentile_probe` of every unit of the last
       nonlinearity on the examples ``pct_x`` (probe ``"pct"``);
     * ``loss_every``: the loss on all of x, y in eval mode (probe ``"train_loss"``);
+    * ``curve_every``: loss and accuracy on all of x, y and on ``test``, in eval mode
+      (probe ``"curve"``: an array (4,) of train loss, train accuracy, test loss,
+      test accuracy);
     * ``eval_every``: test evaluations, with ``test = (x_test, y_test)``.
 
     Other keys (e.g. a ``"key"`` naming the run) are ignored. Every run records
@@ -541,6 +538,11 @@ def train_run(spec, x, y, test=None, return_model=False):
         probes["train_loss"] = probe_every(
             spec["loss_every"], lambda m: evaluate(m, x, y)[0]
         )
+    if spec.get("curve_every"):
+        probes["curve"] = probe_every(
+            spec["curve_every"],
+            lambda m: np.array([*evaluate(m, x, y), *evaluate(m, *test)]),
+        )
     hist = fit(
         model,
         SGD(model, spec["lr"]),
@@ -552,7 +554,7 @@ def train_run(spec, x, y, test=None, return_model=False):
         probes=probes,
         rng=spec["order"],
         progress=False,
-        test=test,
+        test=test if spec.get("eval_every") else None,
         eval_every=spec.get("eval_every"),
     )
     return (hist, model) if return_model else hist
@@ -580,9 +582,9 @@ def summarize_landscape(hist, until=None, probe="land"):
     Per checkpoint: the range of L(w - eta g) over the step sizes, the largest
     ||g(w) - g(w - eta g)||, and the effective beta.
     """
-    steps, L = series(hist, probe, "loss")
-    _, G = series(hist, probe, "grad_change")
-    _, B = series(hist, probe, "beta")
+    steps, L = hist.series(probe, "loss")
+    _, G = hist.series(probe, "grad_change")
+    _, B = hist.series(probe, "beta")
     keep = steps <= (np.inf if until is None else until)
     return (
         float((L.max(1) - L.min(1))[keep].mean()),
@@ -612,7 +614,7 @@ def mean_ics(history, name="ics", quantities=("l2", "cosine", "relative")):
 
     Returns ``{quantity: array (L,)}``, one value per layer (see
     :func:`internal_covariate_shift`)."""
-    return {q: series(history, name, q)[1][1:].mean(axis=0) for q in quantities}
+    return {q: history.series(name, q)[1][1:].mean(axis=0) for q in quantities}
 
 
 def train_and_score(model, lr, x, y, test, **fit_kwargs):
@@ -748,9 +750,9 @@ def plot_noisy_bn(runs, pct, move, unit=0, compare=("bn", "noisy_bn")):
 
 
 def _landscape_rows(hist, probe):
-    steps, L = series(hist, probe, "loss")
-    _, G = series(hist, probe, "grad_change")
-    _, B = series(hist, probe, "beta")
+    steps, L = hist.series(probe, "loss")
+    _, G = hist.series(probe, "grad_change")
+    _, B = hist.series(probe, "beta")
     return steps, [L.max(1) - L.min(1), G.max(1), B]
 
 
@@ -831,7 +833,7 @@ def plot_effective_lr(runs, rows):
     shades = plt.cm.viridis(np.linspace(0.0, 0.9, len(runs)))
     eff_final = {}
     for r, shade in zip(runs, shades):
-        steps, w2 = series(r["hist"], "w2")
+        steps, w2 = r["hist"].series("w2")
         eff = r["lr"] / (w2 / rows)  # eta / (mean squared row norm)
         axes[0].semilogy(steps, w2, color=shade, label=f"lr {r['lr']:.2g}")
         axes[1].loglog(steps, eff, color=shade)
@@ -854,6 +856,167 @@ def plot_effective_lr(runs, rows):
     )
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=4)
     return fig, eff_final
+
+
+# --------------------------------------------------------------------------------
+# Live figure: learning rate and smoothness (JupyterLab), with its site version
+
+
+def lr_smoothness_grid(sweep, rows):
+    """Condense an :func:`lr_sweep` whose runs carry a ``"land"`` probe at every rate
+    into what the learning-rate widget draws (precomputed, so a redraw trains nothing).
+
+    Args:
+        sweep: ``{key: [{"lr", "loss", "hist"}, ...]}`` from :func:`lr_sweep` with
+            ``land_rates`` = all its rates.
+        rows: the number of rows w_j of the first weight matrix (its output units).
+
+    Returns:
+        ``{key: [entry, ...]}``, one entry per rate, each a dict: ``"lr"``;
+        ``"final_loss"`` (inf if diverged); ``"mult"`` (C + 1,) the step sizes as
+        multiples of lr, 0 first; ``"land_steps"`` (K,) the probed steps;
+        ``"along"`` (K, C + 1) the loss L(w - c lr g) minus L(w) on the probe batch
+        (NaN where not finite); ``"steps"`` (T,) and ``"eff"`` (T,) the effective
+        learning rate lr / mean_j ||w_j||^2 of the first layer after every step.
+    """
+    grid = {}
+    for key, runs in sweep.items():
+        grid[key] = []
+        for r in runs:
+            h = r["hist"]
+            land_steps, land = h.series("land")
+            mult = np.concatenate([[0.0], land[0]["eta"] / r["lr"]])
+            along = np.array(
+                [np.concatenate([[0.0], d["loss"] - d["loss0"]]) for d in land]
+            )
+            steps, w2 = h.series("w2")
+            with np.errstate(all="ignore"):
+                eff = r["lr"] / (w2 / rows)
+            grid[key].append(
+                dict(
+                    lr=r["lr"],
+                    final_loss=float(r["loss"]),
+                    mult=mult,
+                    land_steps=land_steps,
+                    along=np.where(np.isfinite(along), along, np.nan),
+                    steps=steps,
+                    eff=np.where(np.isfinite(eff), eff, np.nan),
+                )
+            )
+    return grid
+
+
+def _lr_smoothness_figure():
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.4), layout="none")
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.15, top=0.84, wspace=0.32)
+    return fig, axes
+
+
+def _draw_lr_smoothness(fig, axes, grid, log_lr):
+    """Redraw the two panels for the rate of ``grid`` nearest 10**log_lr; returns the
+    stats of that rate: ``{key: {"lr", "final_loss", "eff_last", "along_last"}}``."""
+    a0, a1 = axes
+    a0.clear()
+    a1.clear()
+    rates = np.array([e["lr"] for e in next(iter(grid.values()))])
+    i = int(np.argmin(np.abs(np.log10(rates) - log_lr)))
+    stats = {}
+    for key, entries in grid.items():
+        e = entries[i]
+        color, ls = COLORS[key], "-" if key == "bn" else "--"
+        k = len(e["land_steps"])
+        for j, (step, curve) in enumerate(zip(e["land_steps"], e["along"])):
+            last = j == k - 1
+            a0.plot(
+                e["mult"],
+                curve,
+                color=color,
+                ls=ls,
+                lw=2.0 if last else 0.8,
+                alpha=1.0 if last else 0.25 + 0.5 * j / k,
+                label=f"{LABELS[key]}, step {step}" if last else None,
+            )
+        for other in entries:  # the other rates, faint, for scale
+            if other is not e:
+                a1.plot(other["steps"], other["eff"], color=color, lw=0.5, alpha=0.2)
+        a1.plot(e["steps"], e["eff"], color=color, ls=ls, lw=2.0, label=LABELS[key])
+        stats[key] = dict(
+            lr=e["lr"],
+            final_loss=e["final_loss"],
+            eff_last=float(e["eff"][np.isfinite(e["eff"])][-1]),
+            along_last=e["along"][-1],
+        )
+    a0.axvline(1.0, color=COLORS["reference"], ls=":", lw=1.0)
+    a0.axhline(0.0, color=COLORS["reference"], lw=0.6)
+    a0.set_yscale("symlog", linthresh=0.1)
+    caption_axes(
+        a0,
+        "step along -g, in multiples of the learning rate",
+        "L(w - c·lr·g) - L(w)",
+        "loss along the gradient (faint: earlier)",
+    )
+    caption_axes(
+        a1, "training step", r"lr / mean $\|w_j\|^2$", "effective rate, first layer"
+    )
+    a1.set_yscale("log")
+    a1.set_ylim(1e-3, 1e2)  # a diverged run's rate falls off the panel
+    a0.legend(fontsize=7, loc="upper left")
+    a1.legend(fontsize=8, loc="lower left")
+
+    def fmt(loss):
+        return f"{loss:.2f}" if np.isfinite(loss) else "diverged"
+
+    losses = ", ".join(f"{LABELS[k]} {fmt(s['final_loss'])}" for k, s in stats.items())
+    fig.suptitle(
+        f"lr {rates[i]:.2g}: training loss after the last step: {losses}", fontsize=9
+    )
+    return stats
+
+
+def lr_smoothness_view(grid, log_lr=-0.5):
+    """The widget's figure for the rate nearest 10**log_lr: left, the loss along the
+    gradient direction at each probed step (the last one bold); right, the effective
+    learning rate of the first layer over training. Returns ``(fig, stats)``."""
+    fig, axes = _lr_smoothness_figure()
+    return fig, _draw_lr_smoothness(fig, axes, grid, log_lr)
+
+
+def lr_smoothness_frames(grid):
+    """A figure and ``draw(log_lr)`` for :func:`bnlib.plotting.scrubber`: the site's
+    stand-in for :func:`lr_smoothness_widget`."""
+    fig, axes = _lr_smoothness_figure()
+
+    def draw(log_lr):
+        return _draw_lr_smoothness(fig, axes, grid, log_lr)
+
+    return fig, draw
+
+
+def lr_smoothness_widget(grid):
+    """A log-scale learning-rate slider ("log10 lr") above the live figure of
+    :func:`lr_smoothness_view` (JupyterLab); every move only redraws ``grid``."""
+    from ..plotting import live_figure, slider
+
+    rates = np.log10([e["lr"] for e in next(iter(grid.values()))])
+    step = float(np.round(np.diff(rates).min(), 6))
+    controls = {
+        "log_lr": slider(
+            "log10 lr",
+            -0.5,
+            float(rates.min()),
+            float(rates.max()),
+            step,
+            label="70px",
+            width="320px",
+        )
+    }
+
+    def view(log_lr):
+        return lr_smoothness_view(grid, log_lr)
+
+    return live_figure(view, controls)
 
 
 # ------------------------------------------------------------------ answer keys
@@ -896,14 +1059,16 @@ answer_key(
 )
 answer_key(
     "ex-ch4-collapse-scale",
-    "the predicted factor by which the sigmoid ratio grows with weight_scale sqrt(3)",
+    "the predicted factor by which the sigmoid ratio grows with weight_scale 4 sqrt(3)",
     0.03,
-    _SQ,
+    4 * _SQ,
     {
         "that is how much the weights' variance grows; the ratio follows "
-        "their spread": 3,
+        "their spread": 48,
+        "that is the slope's share alone; the weights are multiplied by 4 sqrt(3)": 4,
+        "that is the variance-1/fan-in scale; this one makes up for the slope": _SQ,
         "the sigmoid's slope stays, but the weights' factor grows": 1,
-        "that is about the measured change; the question is the prediction": 1.6,
+        "that is about the measured change; the question is the prediction": 3,
     },
     rel=True,
 )

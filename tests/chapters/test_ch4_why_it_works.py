@@ -17,7 +17,6 @@ from bnlib.chapters.ch4_why_it_works import (
     loss_and_gradients,
     percentile_probe,
     probe_every,
-    series,
     steps_to_accuracy,
 )
 
@@ -231,11 +230,11 @@ def test_probes_with_fit_percentiles_series_and_steps_to_accuracy():
         progress=False,
         rng=0,
     )
-    steps, p = series(hist, "pct")
+    steps, p = hist.series("pct")
     np.testing.assert_array_equal(steps, [1, 5, 10, 15])
     assert p.shape == (4, 3) and np.all(np.diff(p, axis=1) >= 0)  # 15th <= 50th <= 85th
-    assert series(hist, "all")[1].shape == (4, 3, 8)
-    steps, l2 = series(hist, "ics", "l2")
+    assert hist.series("all")[1].shape == (4, 3, 8)
+    steps, l2 = hist.series("ics", "l2")
     np.testing.assert_array_equal(steps, [1, 10])
     assert l2.shape == (2, 2)
     first = steps_to_accuracy(hist, 0.0)
@@ -449,7 +448,7 @@ def test_figures_draw_and_summarize():
     )
     assert axes.shape == (2,)
     plt.close(fig)
-    pct = {k: series(h, "pct") for k, h in runs.items()}  # (T,), (T, 3, 8)
+    pct = {k: h.series("pct") for k, h in runs.items()}  # (T,), (T, 3, 8)
     move = {k: p.max(0).mean(0) - p.min(0).mean(0) for k, (s, p) in pct.items()}
     fig, axes = ch4.plot_noisy_bn(runs, pct, move, unit=1, compare=("plain", "bn"))
     assert len(axes) == 3
@@ -481,7 +480,7 @@ def test_figures_draw_and_summarize():
     assert len(dashed) == 1  # BN rescaled to its initial weight lengths
     # top panel: the median line over the two runs of the loss range, per checkpoint
     ranges = [
-        (lambda L: L.max(1) - L.min(1))(series(h, "land", "loss")[1])
+        (lambda L: L.max(1) - L.min(1))(h.series("land", "loss")[1])
         for h in land["a", "bn"]
     ]
     bn_line = [ln for ln in axes[0, 0].get_lines() if ln.get_label() == "BatchNorm"]
@@ -491,7 +490,7 @@ def test_figures_draw_and_summarize():
         [0.01, 0.1], [6, 8, 3], "relu", x, y, init=0, order=1, steps=5, batch_size=20
     )
     fig, eff = ch4.plot_effective_lr(sweep["bn"], rows=8)
-    _, w2 = series(sweep["bn"][1]["hist"], "w2")
+    _, w2 = sweep["bn"][1]["hist"].series("w2")
     assert eff[0.1] == pytest.approx(0.1 / (w2[-1] / 8))
     plt.close(fig)
 
@@ -533,7 +532,7 @@ def test_plot_figure1_four_panels():
         test=(x, y),
         eval_every=2,
     )
-    pct = {k: series(h, "pct") for k, h in runs.items()}
+    pct = {k: h.series("pct") for k, h in runs.items()}
     fig, axes = ch4.plot_figure1(runs, pct, unit=1)
     assert axes.shape == (2, 2)
     plt.close(fig)
@@ -577,7 +576,7 @@ def test_train_run_matches_train_mlps():
     np.testing.assert_array_equal(h.loss, runs["bn"].loss)
     np.testing.assert_array_equal(h.test_acc, runs["bn"].test_acc)
     np.testing.assert_array_equal(
-        series(h, "land", "loss")[1], series(runs["bn"], "land", "loss")[1]
+        h.series("land", "loss")[1], runs["bn"].series("land", "loss")[1]
     )
     assert len(h.probes["w2"]) == 10  # the squared norm of W1 after every step
 
@@ -600,10 +599,10 @@ def test_train_run_optional_probes():
         ics_seed=4,
     )
     h, trained = ch4.train_run(spec, x, y, return_model=True)
-    steps, loss = series(h, "train_loss")
+    steps, loss = h.series("train_loss")
     assert list(steps) == [1, 3, 6]
     assert "land" not in h.probes and h.eval_step == []
-    steps, pct = series(h, "pct")
+    steps, pct = h.series("pct")
     assert list(steps) == [1, 2, 4, 6] and pct.shape == (4, 3, 8)
     model = make_mlp([6, 8, 3], "relu", "bn", rng=0)
     bnlib.fit(
@@ -636,9 +635,7 @@ def test_train_run_optional_probes():
         progress=False,
         probes={"ics": probe},
     )
-    np.testing.assert_array_equal(
-        series(h, "ics", "l2")[1], series(want, "ics", "l2")[1]
-    )
+    np.testing.assert_array_equal(h.series("ics", "l2")[1], want.series("ics", "l2")[1])
     pairs = ch4.train_runs([spec, spec], x, y, return_models=True)
     assert all(isinstance(m, bnlib.Sequential) for _, m in pairs)
 
@@ -669,7 +666,7 @@ def test_train_runs_and_lr_sweep_same_in_one_or_two_processes():
         np.testing.assert_array_equal(a.loss, b.loss)
         np.testing.assert_array_equal(a.test_acc, b.test_acc)
         np.testing.assert_array_equal(
-            series(a, "land", "grad_change")[1], series(b, "land", "grad_change")[1]
+            a.series("land", "grad_change")[1], b.series("land", "grad_change")[1]
         )
         assert a.probes["w2"] == b.probes["w2"]
     assert not np.array_equal(one[1].loss, one[3].loss)  # noisy BN differs by seed
@@ -727,3 +724,72 @@ def test_with_row_norms_keeps_the_function_and_sets_the_lengths():
     for got, want in zip(ch4.row_norms(copy_), norms):
         np.testing.assert_allclose(got, want)
     assert not np.allclose(ch4.row_norms(net)[0], 0.5)  # the original is untouched
+
+
+def test_lr_smoothness_grid_widget_and_frames():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(60, 6)), rng.integers(0, 3, size=60)
+    rates = [0.01, 0.1, 1.0]
+    sweep = ch4.lr_sweep(
+        rates,
+        [6, 8, 3],
+        "relu",
+        x,
+        y,
+        init=0,
+        order=1,
+        steps=6,
+        batch_size=20,
+        land_rates=rates,
+        land_every=3,
+        land_seed=2,
+    )
+    grid = ch4.lr_smoothness_grid(sweep, rows=8)
+    assert set(grid) == {"plain", "bn"} and len(grid["bn"]) == 3
+    e = grid["bn"][1]
+    np.testing.assert_array_equal(e["land_steps"], [1, 3, 6])
+    assert e["mult"][0] == 0 and e["along"].shape == (3, len(e["mult"]))
+    assert np.all(e["along"][:, 0] == 0)  # L(w) - L(w) at c = 0
+    # the first curve is the landscape probe at step 1, relative to L(w)
+    land = sweep["bn"][1]["hist"].series("land")[1][0]
+    np.testing.assert_allclose(e["along"][0, 1:], land["loss"] - land["loss0"])
+    np.testing.assert_allclose(e["mult"][1:], land["eta"] / 0.1)
+    _, w2 = sweep["bn"][1]["hist"].series("w2")
+    np.testing.assert_allclose(e["eff"], 0.1 / (w2 / 8))
+    # the widget redraws from the grid; the slider moves between the rates
+    box = ch4.lr_smoothness_widget(grid)
+    before = box.image.value
+    assert box.controls["log_lr"].description == "log10 lr"
+    assert box.last_stats["bn"]["lr"] == pytest.approx(0.1)  # nearest to 10**-0.5
+    box.controls["log_lr"].value = -2.0
+    assert box.image.value != before
+    assert box.last_stats["bn"]["lr"] == pytest.approx(0.01)
+    fig, draw = ch4.lr_smoothness_frames(grid)
+    stats = draw(0.0)
+    assert stats["plain"]["lr"] == pytest.approx(1.0)
+    assert stats["bn"]["eff_last"] == pytest.approx(grid["bn"][2]["eff"][-1])
+    plt.close(fig)
+
+
+def test_train_run_curve_probe_evaluates_train_and_test():
+    x, y = _data()
+    spec = dict(
+        sizes=[6, 8, 3],
+        activation="relu",
+        norm="bn",
+        lr=0.1,
+        init=0,
+        order=1,
+        steps=6,
+        batch_size=20,
+        curve_every=3,
+    )
+    test = (x[:15], y[:15])
+    h, trained = ch4.train_run(spec, x, y, test=test, return_model=True)
+    assert h.eval_step == []  # no eval_every: the test set only feeds the curve
+    steps, curve = h.series("curve")
+    assert list(steps) == [1, 3, 6] and curve.shape == (3, 4)
+    want = [*bnlib.evaluate(trained, x, y), *bnlib.evaluate(trained, *test)]
+    np.testing.assert_allclose(curve[-1], want)
