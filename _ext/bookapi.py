@@ -1,12 +1,11 @@
 """Sphinx helpers for the API reference page (api.md), loaded from _config.yml.
 
-bnlib's docstrings are written to be read as plain text first (``help()`` in a
-notebook), so shapes such as (N, C, *spatial) and norms such as |w| appear outside
-literals. reST would read that ``*`` as the start of emphasis and ``|w|`` as a
-substitution, and -W turns either into a build failure. So, before napoleon converts a
-docstring:
+bnlib's docstrings are valid reST as written (a shape with a star, such as
+``(N, C, *spatial)``, or a norm such as ``||w||``, is a literal); -W fails the build
+otherwise. Before napoleon converts a docstring:
 
-* an unmatched ``*`` and any ``|`` outside literals and roles are escaped;
+* a "Returns:" section listing several ``name: description`` entries is renamed
+  "Return values:", so that napoleon lists them like "Args:";
 * attribute, data and property docstrings are kept as written (napoleon would read
   "text: more text" as "type: description");
 * a reference to a name re-exported at the top level (``bnlib.fit``, or a bare ``fit``
@@ -21,61 +20,6 @@ import re
 import sphinx
 from sphinx.errors import ExtensionError
 from sphinx.ext.napoleon import docstring as napoleon_docstring
-
-# literals and roles are left alone: ``x``, `x`, :role:`x`
-_PROTECTED = re.compile(r"(``.+?``|:[\w:+-]+:`[^`]*`|`[^`]*`_{0,2})")
-_OPENERS = " \t([{<'\"/:-"
-_CLOSERS = " \t)]}>'\".,;:!?/-"
-
-
-def _escape_stars(seg: str) -> str:
-    out, i, n = [], 0, len(seg)
-    while i < n:
-        if seg[i] != "*":
-            out.append(seg[i])
-            i += 1
-            continue
-        run = 2 if seg.startswith("**", i) else 1
-        token = "*" * run
-        can_open = (
-            (i == 0 or seg[i - 1] in _OPENERS)
-            and i + run < n
-            and not seg[i + run].isspace()
-        )
-        if can_open:
-            # look for a matching closing token: preceded by non-space, followed by a
-            # closer
-            j = i + run
-            close = -1
-            while True:
-                j = seg.find(token, j)
-                if j < 0:
-                    break
-                after = j + run
-                if not seg[j - 1].isspace() and (after >= n or seg[after] in _CLOSERS):
-                    close = j
-                    break
-                j += 1
-            if close >= 0:  # a genuine *emphasis* or **strong** pair: keep it
-                out.append(seg[i : close + run])
-                i = close + run
-                continue
-            out.append("\\*" * run)
-        else:
-            out.append(token)
-        i += run
-    return "".join(out)
-
-
-def _escape_line(line: str) -> str:
-    stripped = line.lstrip()
-    if stripped.startswith(("|", "+")):  # grid tables and line blocks
-        return line
-    parts = _PROTECTED.split(line)
-    for k in range(0, len(parts), 2):  # even indices: plain text
-        parts[k] = _escape_stars(parts[k]).replace("|", "\\|")
-    return "".join(parts)
-
 
 _NAMED_ENTRY = re.compile(r"^\s*[A-Za-z_][\w]*(\s*,\s*[A-Za-z_][\w]*)*\s*:(\s|$)")
 
@@ -103,19 +47,8 @@ def _name_several_returns(lines):
             lines[idx] = line.replace("Returns:", "Return values:")
 
 
-def _escape_docstring(app, what, name, obj, options, lines):
+def _name_returns(app, what, name, obj, options, lines):
     _name_several_returns(lines)
-    in_block = False
-    block_indent = 0
-    for idx, line in enumerate(lines):
-        indent = len(line) - len(line.lstrip())
-        if in_block and line.strip() and indent <= block_indent:
-            in_block = False
-        if not in_block:
-            lines[idx] = _escape_line(line)
-        # literal blocks, doctests, directives
-        if line.rstrip().endswith("::") or line.lstrip().startswith((">>>", ".. ")):
-            in_block, block_indent = True, indent
 
 
 def _keep_attribute_docstring(self):
@@ -187,6 +120,6 @@ def _patch_attribute_docstring():
 def setup(app):
     _patch_attribute_docstring()
     # priority 400: before napoleon converts the docstring
-    app.connect("autodoc-process-docstring", _escape_docstring, priority=400)
+    app.connect("autodoc-process-docstring", _name_returns, priority=400)
     app.connect("missing-reference", _resolve_reexport)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -127,8 +127,8 @@ def internal_covariate_shift(model, x, y, lr, loss_fn=softmax_cross_entropy):
     Returns:
         dict of arrays with one entry per layer (see :func:`layer_groups`; the first
         layer has no preceding layers, so its l2 is 0 and its cosine 1):
-        ``"l2"`` ||G_i - G'_i||, ``"cosine"`` cos(G_i, G'_i), ``"relative"``
-        ||G_i - G'_i|| / ||G_i||, ``"grad_norm"`` ||G_i||.
+        ``"l2"`` ``||G_i - G'_i||``, ``"cosine"`` cos(G_i, G'_i), ``"relative"``
+        ``||G_i - G'_i|| / ||G_i||``, ``"grad_norm"`` ``||G_i||``.
         The model is left exactly as it was.
     """
     groups = layer_groups(model)
@@ -184,10 +184,10 @@ def gradient_landscape(
 
     Returns a dict:
         ``"eta"`` (K,) step sizes; ``"loss"`` (K,) L(w - eta g); ``"loss0"`` L(w);
-        ``"grad_change"`` (K,) ||g(w) - g(w - eta g)|| (gradient predictiveness: small
-        means the gradient here predicts the gradient there);
+        ``"grad_change"`` (K,) ``||g(w) - g(w - eta g)||`` (gradient predictiveness:
+        small means the gradient here predicts the gradient there);
         ``"beta"`` the effective beta-smoothness, ``max_eta ||g(w) - g(w - eta g)|| /
-        ||eta g||``; ``"grad_norm"`` ||g(w)||.
+        ||eta g||``; ``"grad_norm"`` ``||g(w)||``.
         The model is left exactly as it was.
     """
     etas = lr * np.asarray(multipliers, dtype=np.float64)
@@ -342,8 +342,8 @@ def with_row_norms(model, norms):
 
 
 def first_weight_sq_norm(model):
-    """A probe: the squared Frobenius norm ||W1||^2 (a float) of ``model[0]``'s weight
-    (out, in)."""
+    """A probe: the squared Frobenius norm ``||W1||^2`` (a float) of ``model[0]``'s
+    weight (out, in)."""
     return float(np.sum(model[0].params["weight"] ** 2))
 
 
@@ -594,9 +594,9 @@ def summarize_landscape(hist, until=None, probe="land"):
 
 
 def weight_grad_norms(model, x, y, loss_fn=softmax_cross_entropy):
-    """The norm ||dL/dW|| of every Linear weight of ``model`` (input side first) on the
-    batch x (N, d_in), y (N,), in training mode. Returns an array (L,); the model is
-    left exactly as it was."""
+    """The norm ``||dL/dW||`` of every Linear weight of ``model`` (input side first) on
+    the batch x (N, d_in), y (N,), in training mode. Returns an array (L,); the model
+    is left exactly as it was."""
     with preserved(model):
         _, grads = loss_and_gradients(model, x, y, loss_fn)
     return np.array(
@@ -819,8 +819,8 @@ def plot_landscape(land, keys=("plain", "bn"), show=None):
 
 
 def plot_effective_lr(runs, rows):
-    """Weight norm ||W1||^2 and effective learning rate ``lr / (||W1||^2 / rows)`` (the
-    step size relative to the mean squared row norm) over training, for the
+    """Weight norm ``||W1||^2`` and effective learning rate ``lr / (||W1||^2 / rows)``
+    (the step size relative to the mean squared row norm) over training, for the
     :func:`lr_sweep` entries ``runs`` (list of ``{"lr", "hist"}`` with a ``"w2"``
     probe), with one legend below the panels.
 
@@ -877,7 +877,7 @@ def lr_smoothness_grid(sweep, rows):
         multiples of lr, 0 first; ``"land_steps"`` (K,) the probed steps;
         ``"along"`` (K, C + 1) the loss L(w - c lr g) minus L(w) on the probe batch
         (NaN where not finite); ``"steps"`` (T,) and ``"eff"`` (T,) the effective
-        learning rate lr / mean_j ||w_j||^2 of the first layer after every step.
+        learning rate ``lr / mean_j ||w_j||^2`` of the first layer after every step.
     """
     grid = {}
     for key, runs in sweep.items():
