@@ -42,9 +42,6 @@ def as_generator(rng) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-_rng = as_generator  # the old private name, until every chapter module uses the new
-
-
 class Module:
     """Base class: parameter and gradient dicts, train/eval mode, state, checks.
 

@@ -33,7 +33,7 @@ from .. import functional as F
 from ..exercises import answer_key
 from ..losses import mse_loss
 from ..models import make_mlp
-from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, _rng
+from ..modules import BatchNorm1d, Linear, ReLU, Sequential, Sigmoid, as_generator
 from ..optim import SGD, Adam
 from ..plotting import COLORS, live_figure, markdown_table, slider
 from ..surgery import batchnorm_layers, capture_inputs
@@ -118,7 +118,7 @@ def sample_skewed(n, mean=0.0, spread=1.0, skew=0.0, rng=None):
     """
     if spread <= 0:
         raise ValueError(f"sample_skewed: spread must be positive, got {spread}")
-    rng = _rng(rng)
+    rng = as_generator(rng)
     if abs(skew) < 1e-6:
         z = rng.standard_normal(n)
     else:
@@ -484,7 +484,7 @@ def plot_sigmoid_regime(gammas, betas=(0.0, 2.0), rel_tol=0.1, n=20000, rng=0):
     import matplotlib.pyplot as plt
 
     z_lin = sigmoid_linear_bound(rel_tol)
-    x_hat = _rng(rng).standard_normal(n)
+    x_hat = as_generator(rng).standard_normal(n)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 3.8), layout="constrained")
     z = np.linspace(-8, 8, 401)
     a0.axvspan(
@@ -650,7 +650,7 @@ def mean_shift_task(shift, n=256, d=10, k=2, rng=0):
     Returns:
         ``(x, t)``, shapes (n, d) and (n, k).
     """
-    rng = _rng(rng)
+    rng = as_generator(rng)
     x = rng.standard_normal((n, d))
     u = rng.standard_normal((d, k)) / np.sqrt(d)
     return x, np.tanh(x @ u) + shift
@@ -664,7 +664,7 @@ def mean_shift_model(bn, d=10, h=32, k=2, depth=2, rng=1):
     beta alone. The hidden layers are identical (same seed) in both, so only the
     parameterization of the layer whose mean must move differs.
     """
-    rng = _rng(rng)
+    rng = as_generator(rng)
     layers, n_in = [], d
     for _ in range(depth):
         layers += [Linear(n_in, h, rng=rng), Sigmoid()]
@@ -948,7 +948,7 @@ def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
     """
     import matplotlib.pyplot as plt
 
-    x_hat = _rng(seed).standard_normal(n)
+    x_hat = as_generator(seed).standard_normal(n)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 2.9), layout="constrained")
     active = draw_relu_panel(a0, x_hat, gamma, beta)
     b = np.linspace(-4, 4, 201)
@@ -1036,7 +1036,7 @@ def active_fractions_in_training(model, x, batch_size, passes=5, rng=0):
     unit is active in *training mode*, over ``passes`` reshuffled epochs of batches of
     ``batch_size`` (each batch normalized with its own statistics; model unchanged).
     List of arrays (C,)."""
-    rng = _rng(rng)
+    rng = as_generator(rng)
     counts, seen = None, 0
     for _ in range(passes):
         order = rng.permutation(len(x))

@@ -36,7 +36,16 @@ import numpy as np
 from ..exercises import answer_key
 from ..losses import softmax_cross_entropy
 from ..models import make_mlp
-from ..modules import BatchNorm1d, Conv1d, Linear, Module, ReLU, Sigmoid, Tanh, _rng
+from ..modules import (
+    BatchNorm1d,
+    Conv1d,
+    Linear,
+    Module,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    as_generator,
+)
 from ..optim import SGD
 from ..plotting import COLORS, LABELS, caption_axes
 from ..surgery import capture_inputs, preserved
@@ -247,7 +256,7 @@ def probe_every(k, fn, x=None, y=None, batch_size=None, rng=None):
     lr)``. On other steps the probe returns None; ``History.series`` drops those.
     The first call (step 1) is also measured, so curves start at the beginning.
     """
-    rng = _rng(rng)
+    rng = as_generator(rng)
     count = [0]
 
     def probe(model):
