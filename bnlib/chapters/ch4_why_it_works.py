@@ -823,7 +823,7 @@ def plot_landscape(land, keys=("plain", "bn"), show=None):
         ncol=2,
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.set_layout_engine("tight")  # the style default is constrained
     return fig, axes
 
 
