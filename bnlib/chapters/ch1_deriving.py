@@ -445,8 +445,8 @@ def plot_weight_scale_sweep(scales, loss, norm, first_step, figsize=(7.5, 6.0)):
 # --- layer diagnostics (Karpathy's makemore part 3) ---------------------------------
 
 #: A sigmoid output s is *saturated* when it lies within this distance of 0 or 1. It is
-#: Karpathy's cut |tanh| > 0.97 carried over to the sigmoid, since
-#: sigmoid(z) = (1 + tanh(z / 2)) / 2: there the slope s (1 - s) is below 6 % of its
+#: Karpathy's cut ``|tanh| > 0.97`` carried over to the sigmoid, since
+#: ``sigmoid(z) = (1 + tanh(z / 2)) / 2``: there the slope s (1 - s) is below 6 % of its
 #: maximum 1/4.
 SATURATION_TOL = 0.015
 
