@@ -9,6 +9,10 @@
 Both return a :class:`CheckResult`. A failure shows the failing case and the call that
 recreates it (:func:`case`). No checker prints the answer or raises, whatever it gets.
 
+A checker used by one chapter lives in that chapter's module, built from the same
+parts: :func:`never_raises`, :func:`judge_cases`, :func:`call_reader`,
+:func:`reader_outputs`, :func:`reader_name` and :func:`copy_array`.
+
     >>> result = check_batchnorm_forward(my_batchnorm_forward)
     >>> result            # prints the report
     >>> assert result.passed
@@ -40,8 +44,6 @@ __all__ = [
     "check_layernorm_backward",
     "check_rmsnorm_backward",
     "check_instancenorm_forward",
-    "check_batchnorm_layer",
-    "check_fold",
     "check_gradient_change",
     "check_weight_decay_runs",
     "check_answer",
@@ -49,6 +51,12 @@ __all__ = [
     "answer_key",
     "DMU_TERM",
     "DVAR_TERM",
+    "never_raises",
+    "judge_cases",
+    "call_reader",
+    "reader_outputs",
+    "reader_name",
+    "copy_array",
 ]
 
 TOL64, TOL32 = 1e-6, 1e-4  # largest difference over largest entry, by precision
@@ -87,8 +95,9 @@ class _Fail(Exception):
         self.message, self.cause, self.hint = message, cause, hint
 
 
-def _never_raises(check):
-    """A checker that reports, rather than raises, on anything it is given."""
+def never_raises(check):
+    """Decorate a checker so that it reports, rather than raises, on anything it is
+    given; a starter's ``...`` or empty skeleton is reported as not answered yet."""
 
     @functools.wraps(check)
     def guarded(*args, **kwargs):
@@ -132,13 +141,15 @@ def _is_stub(fn) -> bool:
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _who(role, fn):
+def reader_name(role, fn):
+    """How reports name the reader's function: ``"your forward (my_forward)"``."""
     name = getattr(fn, "__name__", "")
     return f"your {role}" + (f" ({name})" if name.isidentifier() else "")
 
 
-def _call(who, fn, *args, **kwargs):
-    """``fn(*args)``; an exception becomes a _Fail naming ``who`` and the line."""
+def call_reader(who, fn, *args, **kwargs):
+    """``fn(*args)``; an exception becomes a failed check naming ``who`` and the line
+    of the reader's code that raised."""
     if not callable(fn):
         raise _Fail(
             f"{who} is not callable (got {type(fn).__name__}): pass the function "
@@ -182,7 +193,7 @@ def _forward_out(result, shape, who):
     return result, None
 
 
-def _outputs(result, names, required, who):
+def reader_outputs(result, names, required, who):
     """The reader's outputs as a tuple (a bare array is one output); a _Fail if there
     are fewer than ``required`` or more than ``names``."""
     spec = f"({', '.join(names)})" if len(names) > 1 else names[0]
@@ -313,7 +324,7 @@ def _describe(kind, c):
 
 
 # ------------------------------------------------------------------ judging outputs
-def _check(name, kind, outputs, run, reference, mistakes, doc, compare_with):
+def judge_cases(name, kind, outputs, run, reference, mistakes, doc, compare_with):
     """Run the reader's code on every case of ``kind`` and judge each output.
 
     outputs: [(name, its expected shape in words)], in return order.
@@ -673,11 +684,11 @@ def _backward_mistakes(kind):
 
 def _check_forward(name, kind, fn, doc):
     """Check the reader's forward of ``kind`` against bnlib's."""
-    who, affine = _who("forward", fn), kind != "instancenorm"
+    who, affine = reader_name("forward", fn), kind != "instancenorm"
 
     def run(c):
         args = (c["gamma"].copy(), c["beta"].copy()) if affine else ()
-        out = _call(who, fn, c["x"].copy(), *args, c["eps"])
+        out = call_reader(who, fn, c["x"].copy(), *args, c["eps"])
         return (_forward_out(out, c["x"].shape, who)[0],)
 
     library = (
@@ -689,7 +700,7 @@ def _check_forward(name, kind, fn, doc):
         }[kind]
     )
     compare = f"Recreate the case and compare your mu, var, x_hat with {library}[1]"
-    return _check(
+    return judge_cases(
         name,
         kind,
         [("out", "the shape of x")],
@@ -712,23 +723,23 @@ def _check_backward(name, kind, backward, forward, doc):
     """Check the reader's backward of ``kind`` (with their forward, if given)."""
     outputs = _GRAD_OUTPUTS[:2] if kind == "rmsnorm" else _GRAD_OUTPUTS
     names, required = [o[0] for o in outputs], 1 if kind == "rmsnorm" else 3
-    who_b, who_f = _who("backward", backward), _who("forward", forward)
+    who_b, who_f = reader_name("backward", backward), reader_name("forward", forward)
 
     def run(c):
         if forward is None:
-            got, cache = (), _LIBRARY[kind]({k: _copy(v) for k, v in c.items()})[1]
+            got, cache = (), _LIBRARY[kind]({k: copy_array(v) for k, v in c.items()})[1]
         else:
             args = [
                 c[f].copy() for f in ("x", "gamma", "beta") if f in CASE_FIELDS[kind]
             ]
             got = _forward_out(
-                _call(who_f, forward, *args, c["eps"]), c["x"].shape, who_f
+                call_reader(who_f, forward, *args, c["eps"]), c["x"].shape, who_f
             )
             if got[1] is None:
                 raise _Fail(f"{who_f} returned out alone; return (out, cache)")
             got, cache = got[:1], got[1]
-        result = _call(who_b, backward, c["dout"].copy(), cache)
-        return got + _outputs(result, names, required, who_b)
+        result = call_reader(who_b, backward, c["dout"].copy(), cache)
+        return got + reader_outputs(result, names, required, who_b)
 
     def reference(c):
         out, cache = _LIBRARY[kind](c)
@@ -748,14 +759,16 @@ def _check_backward(name, kind, backward, forward, doc):
         else "batchnorm_backward_staged(dout, cache, trace={}), which returns the "
         "gradient of every node in trace"
     )
-    return _check(name, kind, outputs, run, reference, mistakes, doc, compare)
+    return judge_cases(name, kind, outputs, run, reference, mistakes, doc, compare)
 
 
-def _copy(v):
+def copy_array(v):
+    """A copy of ``v`` if it is an array (the reader's code cannot change a case),
+    else ``v`` itself."""
     return v.copy() if isinstance(v, np.ndarray) else v
 
 
-@_never_raises
+@never_raises
 def check_batchnorm_forward(fn):
     """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``): training-mode
     BatchNorm, x (m, n) normalized with the mean and biased variance of its batch
@@ -763,7 +776,7 @@ def check_batchnorm_forward(fn):
     return _check_forward("batchnorm forward", "batchnorm", fn, _doc())
 
 
-@_never_raises
+@never_raises
 def check_layernorm_forward(fn):
     """Check ``fn(x, gamma, beta, eps) -> out`` (or ``(out, cache)``): LayerNorm, each
     row of x (m, n) normalized over its n features (axis -1); gamma, beta (n,); out
@@ -771,7 +784,7 @@ def check_layernorm_forward(fn):
     return _check_forward("layernorm forward", "layernorm", fn, _doc())
 
 
-@_never_raises
+@never_raises
 def check_instancenorm_forward(fn):
     """Check ``fn(x, eps) -> out`` (or ``(out, cache)``): InstanceNorm without gamma
     and beta, each channel of each example of x (N, C, L) normalized over its L
@@ -779,7 +792,7 @@ def check_instancenorm_forward(fn):
     return _check_forward("instancenorm forward", "instancenorm", fn, _doc())
 
 
-@_never_raises
+@never_raises
 def check_batchnorm_backward(backward, forward=None, training=True):
     """Check ``backward(dout, cache) -> (dx, dgamma, dbeta)`` of BatchNorm: x, dout and
     dx (m, n); dgamma, dbeta (n,) ((1, n) accepted). The cache is
@@ -795,7 +808,7 @@ def check_batchnorm_backward(backward, forward=None, training=True):
     return _check_backward(name, kind, backward, None, _doc())
 
 
-@_never_raises
+@never_raises
 def check_layernorm_backward(backward, forward=None):
     """Check ``backward(dout, cache) -> (dx, dgamma, dbeta)`` of LayerNorm over the
     last axis: x, dout and dx (m, n); dgamma, dbeta (n,). The cache is
@@ -807,7 +820,7 @@ def check_layernorm_backward(backward, forward=None):
     return _check_backward(name, kind, backward, forward, _doc())
 
 
-@_never_raises
+@never_raises
 def check_rmsnorm_backward(backward, forward=None):
     """Check ``backward(dout, cache) -> dx`` (or ``(dx, dgamma)``) of RMSNorm of each
     row of x (m, d): ``r = sqrt(mean(x**2) + eps)``, ``x_hat = x / r``,
@@ -822,216 +835,6 @@ def check_rmsnorm_backward(backward, forward=None):
 def _doc():
     """The docstring of the public checker that calls this (the interface)."""
     return globals()[sys._getframe(1).f_code.co_name].__doc__
-
-
-# ------------------------------------------------------------------ a layer of your own
-_LAYER_OUTPUTS = [
-    (f"{q} after training step {t}", doc)
-    for t in (1, 2, 3)
-    for q, doc in (
-        ("out", "(m, n)"),
-        ("dx", "(m, n)"),
-        ("grads['weight']", "(n,), dL/dgamma"),
-        ("grads['bias']", "(n,), dL/dbeta"),
-        ("running_mean", "(n,)"),
-        ("running_var", "(n,)"),
-    )
-] + [
-    ("out in evaluation mode", "(m, n)"),
-    ("running_mean after the evaluation forward", "(n,)"),
-    ("running_var after the evaluation forward", "(n,)"),
-]
-
-
-def _drive(layer, c, name):
-    """Three training steps (forward, backward), then eval() and one forward; returns
-    what the layer shows after each, in the order of :data:`_LAYER_OUTPUTS`."""
-
-    def read(what, get):
-        return _copy(_call(f"{name}.{what}", get))
-
-    for key, value in (("weight", c["gamma"]), ("bias", c["beta"])):
-        _call(
-            f"setting {name}.params[{key!r}][...]",
-            lambda k=key, v=value: np.copyto(layer.params[k], v, casting="unsafe"),
-        )
-    stats = [
-        *(lambda k=k: layer.grads[k] for k in ("weight", "bias")),
-        lambda: layer.running_mean,
-        lambda: layer.running_var,
-    ]
-    trace = []
-    for x, dout in zip(c["xs"][:3], c["douts"]):
-        trace.append(read("forward", lambda x=x: layer(x.copy())))
-        trace.append(read("backward", lambda d=dout: layer.backward(d.copy())))
-        trace += [
-            read(o[0].split(" after")[0], get)
-            for o, get in zip(_LAYER_OUTPUTS[2:6], stats)
-        ]
-    _call(f"{name}.eval()", lambda: layer.eval())
-    trace.append(read("forward in evaluation mode", lambda: layer(c["xs"][3].copy())))
-    return tuple(
-        trace
-        + [read(k, get) for k, get in zip(("running_mean", "running_var"), stats[2:])]
-    )
-
-
-def _layer_trace(
-    c,
-    ddof=1,
-    keras=False,
-    batch_in_eval=False,
-    update_in_eval=False,
-    var0=1.0,
-    momentum=None,
-    eps=None,
-):
-    """What :func:`_drive` sees of a layer with one deliberate mistake."""
-    k = c["momentum"] if momentum is None else momentum
-    k, eps = (1 - k if keras else k), (c["eps"] if eps is None else eps)
-    rm, rv = np.zeros_like(c["gamma"]), np.full_like(c["gamma"], var0)
-    trace = []
-    for t, x in enumerate(c["xs"]):
-        if t < 3 or update_in_eval:
-            rm = (1 - k) * rm + k * x.mean(0)
-            rv = (1 - k) * rv + k * x.var(0, ddof=ddof)
-        stats = None if t < 3 or batch_in_eval else (rm, rv)
-        out, cache = F.batchnorm_forward(x, c["gamma"], c["beta"], eps, stats=stats)
-        trace.append(out)
-        trace += F.batchnorm_backward(c["douts"][t], cache) if t < 3 else ()
-        trace += [rm, rv]
-    return tuple(trace)
-
-
-_LAYER_MISTAKES = {
-    "running_var stores the biased batch variance; PyTorch stores the unbiased one, "
-    "var * m / (m - 1) (and normalizes with the biased one)": dict(ddof=0),
-    "used Keras's convention running = momentum * running + (1 - momentum) * batch; "
-    "PyTorch's momentum is the weight of the new batch": dict(keras=True),
-    "ignored the momentum argument and used 0.1": dict(momentum=0.1),
-    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
-    "running_var starts at 0; PyTorch starts it at 1 (and running_mean at 0)": dict(
-        var0=0.0
-    ),
-    "evaluation mode still normalizes with the batch statistics; when not "
-    "self.training, use running_mean and running_var": dict(batch_in_eval=True),
-    "evaluation mode updates the running statistics too; only training mode does": dict(
-        update_in_eval=True
-    ),
-}
-
-
-@_never_raises
-def check_batchnorm_layer(cls):
-    """Check a layer class ``cls(n, eps=1e-5, momentum=0.1)`` following bnlib's Module
-    contract, against :class:`bnlib.BatchNorm1d` on (m, n) batches: ``params`` and
-    ``grads`` with keys "weight" and "bias" (n,); ``forward(x) -> y``;
-    ``backward(dout) -> dx`` filling ``grads``; ``running_mean`` (from 0) and
-    ``running_var`` (from 1, stores the unbiased batch variance), updated in training
-    as ``running = (1 - momentum) * running + momentum * batch``; after ``eval()`` the
-    running statistics normalize. Three training steps, then one evaluation forward."""
-    from .modules import BatchNorm1d
-
-    name = getattr(cls, "__name__", "your layer")
-
-    def run(c):
-        n, eps, mom = len(c["gamma"]), c["eps"], c["momentum"]
-        who = f"{name}({n}, eps={eps:g}, momentum={mom:g})"
-        return _drive(_call(who, cls, n, eps=eps, momentum=mom), c, name)
-
-    def reference(c):
-        layer = BatchNorm1d(len(c["gamma"]), eps=c["eps"], momentum=c["momentum"])
-        return _drive(layer, c, "BatchNorm1d")
-
-    mistakes = {
-        cause: functools.partial(_layer_trace, **kw)
-        for cause, kw in _LAYER_MISTAKES.items()
-    }
-    compare = (
-        "Run bnlib.BatchNorm1d(n, eps=eps, momentum=momentum), with its params set to "
-        "the case's gamma and beta, on the same batches"
-    )
-    return _check(
-        "batchnorm layer",
-        "layer",
-        _LAYER_OUTPUTS,
-        run,
-        reference,
-        mistakes,
-        _doc(),
-        compare,
-    )
-
-
-# ------------------------------------------------------------------ folding by hand
-def _fold(
-    c,
-    eps=None,
-    den="sqrt",
-    cols=False,
-    no_gamma=False,
-    no_b=False,
-    raw_mean=False,
-    no_beta=False,
-    keep_W=False,
-):
-    """(W', b') of Linear (W, b) and evaluation-mode BN, with one deliberate mistake."""
-    eps = c["eps"] if eps is None else eps
-    s = (1.0 if no_gamma else c["gamma"]) / (
-        np.sqrt(c["var"] + eps) if den == "sqrt" else c["var"] + eps
-    )
-    W = c["W"] if keep_W else c["W"] * s if cols else s[:, None] * c["W"]
-    b = s * (0.0 if no_b else c["b"]) - (1 if raw_mean else s) * c["mean"]
-    return W, b + (0.0 if no_beta else c["beta"])
-
-
-_FOLD_MISTAKES = {
-    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
-    "left eps out of sqrt(var + eps)": dict(eps=0.0),
-    "divided by var + eps instead of its square root": dict(den="var"),
-    "scaled the columns of W; each BN unit's scale belongs to the output unit it "
-    "normalizes, a row of W (shape (out, in))": dict(cols=True),
-    "left gamma out of the scale s = gamma / sqrt(var + eps)": dict(no_gamma=True),
-    "left the Linear layer's bias b out of b'": dict(no_b=True),
-    "did not scale the mean by s: the mean is subtracted before the scaling": dict(
-        raw_mean=True
-    ),
-    "left beta out of b'": dict(no_beta=True),
-    "left W unchanged; W' = s * W, row by row": dict(keep_W=True),
-}
-
-
-def _fold_reference(c):
-    """(W', b') of :func:`bnlib.fold_batchnorm` on layers holding the case's values."""
-    from .modules import BatchNorm1d, Linear
-    from .surgery import fold_batchnorm
-
-    out, n_in = c["W"].shape
-    lin, bn = Linear(n_in, out), BatchNorm1d(out, eps=c["eps"])
-    lin.params.update(weight=c["W"], bias=c["b"])
-    bn.params.update(weight=c["gamma"], bias=c["beta"])
-    bn.running_mean, bn.running_var = c["mean"], c["var"]
-    folded = fold_batchnorm(lin, bn)
-    return folded.params["weight"], folded.params["bias"]
-
-
-@_never_raises
-def check_fold(fn):
-    """Check ``fn(W, b, gamma, beta, mean, var, eps) -> (W2, b2)``: a Linear layer (W
-    (out, in), b (out,)) followed by evaluation-mode BatchNorm (gamma, beta, running
-    mean and var, each (out,)) folded into one Linear, W2 (out, in) and b2 (out,)."""
-    who = _who("function", fn)
-
-    def run(c):
-        args = [_copy(c[f]) for f in CASE_FIELDS["fold"]]
-        return _outputs(_call(who, fn, *args), ["W2", "b2"], 2, who)
-
-    mistakes = {k: functools.partial(_fold, **kw) for k, kw in _FOLD_MISTAKES.items()}
-    outputs = [("W2", "(out, in), the shape of W"), ("b2", "(out,), the shape of b")]
-    compare = "Recreate the case and compare with bnlib.fold_batchnorm(linear, bn)"
-    return _check(
-        "fold", "fold", outputs, run, _fold_reference, mistakes, _doc(), compare
-    )
 
 
 # ------------------------------------------------------------------ ICS by hand
@@ -1053,7 +856,7 @@ def _gradient_change(c, step=(0,), keys=("weight", "bias"), sign=-1, lr=None):
     return before, g2()
 
 
-@_never_raises
+@never_raises
 def check_gradient_change(fn):
     """Check ``fn(model, x, y, lr) -> (G2, G2_after)`` of the ICS-by-hand exercise:
     model = ``make_mlp([3, 4, 2], "sigmoid", None)`` (Linear, Sigmoid, Linear), x
@@ -1061,11 +864,11 @@ def check_gradient_change(fn):
     y (m,) labels; G2 (2, 4) the gradient of the mean softmax cross-entropy with
     respect to the second Linear's weight; G2_after the same after one SGD step
     ``p -= lr * grad`` on the first Linear's weight and bias, from the same pass."""
-    who = _who("function", fn)
+    who = reader_name("function", fn)
 
     def run(c):
-        result = _call(who, fn, c["model"], c["x"].copy(), c["y"].copy(), c["lr"])
-        return _outputs(result, ["G2", "G2_after"], 2, who)
+        result = call_reader(who, fn, c["model"], c["x"].copy(), c["y"].copy(), c["lr"])
+        return reader_outputs(result, ["G2", "G2_after"], 2, who)
 
     mistakes = {
         "G2_after equals G2: the first layer did not move, or G2_after was not "
@@ -1086,7 +889,7 @@ def check_gradient_change(fn):
         "Recreate the case and compare with model[2].grads['weight'] after "
         "model.backward(bnlib.softmax_cross_entropy(model(x), y)[1])"
     )
-    return _check(
+    return judge_cases(
         "gradient change",
         "gradient-change",
         outputs,
@@ -1099,7 +902,7 @@ def check_gradient_change(fn):
 
 
 # ------------------------------------------------------------------ weight decay runs
-@_never_raises
+@never_raises
 def check_weight_decay_runs(plain, decayed):
     """Check the two series of ``||W1||^2`` (one value after every step) of the
     weight-decay exercise against what scale invariance implies. With BN right after
@@ -1184,7 +987,7 @@ def _value(v):
     return np.asarray(v() if callable(v) else v)
 
 
-@_never_raises
+@never_raises
 def check_answer(label, value):
     """Judge ``value`` (a number, or a list, tuple or array of numbers; a dict where
     the key says so, e.g. a table row) for the
@@ -1263,33 +1066,3 @@ def _answer_hint(v, want, close, what, is_bool, key_any_order=False):
         )
         return f"{len(right)} of {v.size} values are right{which}"
     return "not one of the common mistakes; rework it from the exercise text"
-
-
-_FOLD_EXAMPLE = dict(
-    W=np.array([[1.0, 2.0], [-1.0, 0.0]]),
-    b=np.array([0.5, 1.0]),
-    gamma=np.array([2.0, 1.0]),
-    beta=np.array([0.0, -1.0]),
-    mean=np.array([1.5, -1.0]),
-    var=np.array([4.0, 0.25]),
-    eps=0.0,
-)
-
-# The answer keys of chapter 3's folding exercise share check_fold's mistakes; every
-# other chapter's keys live in its chapter module.
-_FOLD_PARTS = {  # the mistakes that change W' or b' (eps is 0 in the exercise)
-    "W": {"den", "cols", "no_gamma", "keep_W"},
-    "b": {"den", "no_gamma", "no_b", "raw_mean", "no_beta"},
-}
-for _i, (_part, _kinds) in enumerate(_FOLD_PARTS.items()):
-    answer_key(
-        f"ex-ch3-fold-{_part}",
-        f"the folded {_part}' of the exercise, the shape of {_part}",
-        1e-6,
-        lambda i=_i: _fold_reference(_FOLD_EXAMPLE)[i],
-        {
-            k: lambda i=_i, kw=kw: _fold(_FOLD_EXAMPLE, **kw)[i]
-            for k, kw in _FOLD_MISTAKES.items()
-            if set(kw) & _kinds
-        },
-    )

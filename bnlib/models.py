@@ -32,7 +32,7 @@ from .modules import (
     Tanh,
     as_generator,
 )
-from .variants import GhostBatchNorm1d, LastStep, NoisyBatchNorm1d, NormRNN
+from .variants import GhostBatchNorm1d, NoisyBatchNorm1d
 
 __all__ = [
     "ACTIVATIONS",
@@ -40,7 +40,6 @@ __all__ = [
     "norm_layer",
     "make_mlp",
     "conv1d_net",
-    "rnn_classifier",
 ]
 
 #: Activation names accepted by :func:`make_mlp` (``"linear"`` means no nonlinearity).
@@ -183,23 +182,3 @@ def conv1d_net(
         layers += ([normalize] if normalize is not None else []) + [ReLU()]
         c_in, size = channels, (size + 2 * pad - kernel_size) // 2 + 1
     return Sequential(*layers, Flatten(), Linear(channels * size, num_classes, rng=rng))
-
-
-def rnn_classifier(
-    input_size,
-    hidden_size,
-    num_classes,
-    norm="ln",
-    max_len=None,
-    rng=None,
-    **rnn_kwargs,
-) -> Sequential:
-    """``Sequential(NormRNN, LastStep, Linear)``: (N, T, D) -> logits (N, num_classes).
-
-    ``norm`` is ``"ln"``, ``"bn"`` (statistics per time step: give ``max_len``) or None.
-    """
-    rng = as_generator(rng)
-    rnn = NormRNN(
-        input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs
-    )
-    return Sequential(rnn, LastStep(), Linear(hidden_size, num_classes, rng=rng))

@@ -1,32 +1,27 @@
 """Working on a trained model's batch-norm layers: find them, recompute their
-statistics, fold them into the layer before, look at their inputs, and undo what a probe
-changed.
+statistics, look at their inputs, and undo what a probe changed.
 
 * :func:`batchnorm_layers`: every BatchNorm-like layer with running statistics.
 * :func:`precise_bn`: recompute the running statistics over many batches ("precise BN",
   Wu & Johnson 2021; AdaBN, Li et al. 2016, on target-domain data; the cure for
   dropout's variance shift, Li et al. 2019).
-* :func:`fold_batchnorm`: an eval-mode BatchNorm folded into the Linear/Conv1d before
-  it.
 * :func:`capture_inputs`: the inputs of chosen layers of a Sequential.
 * :func:`preserved`: a context that restores a model exactly after a probe ran on it.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from contextlib import contextmanager
 
 import numpy as np
 
 from . import functional as F
-from .modules import BatchNormBase, Conv1d, Linear, Module, Sequential
+from .modules import BatchNormBase, Module, Sequential
 
 __all__ = [
     "batchnorm_layers",
     "precise_bn",
-    "fold_batchnorm",
     "capture_inputs",
     "preserved",
 ]
@@ -163,63 +158,6 @@ def precise_bn(
         layer.running_mean, layer.running_var = acc.result(variance)
         layer.num_batches_tracked = acc.batches
     return model
-
-
-def fold_batchnorm(layer: Linear | Conv1d, bn: BatchNormBase) -> Linear | Conv1d:
-    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine
-    map.
-
-    In evaluation BatchNorm is per-channel affine: ``y = s * (z - running_mean) + beta``
-    with ``s = gamma / sqrt(running_var + eps)``. Folding it into the layer before gives
-    ``W' = s * W`` (row c of W scaled by s_c) and
-    ``b' = s * (b - running_mean) + beta``.
-
-    Args:
-        layer: a ``Linear`` (in, out) followed by BatchNorm1d(out) on (N, out), or a
-            ``Conv1d`` (C_in -> C_out) followed by BatchNorm1d(C_out) on (N, C_out, L);
-            with or without a bias.
-        bn: the BatchNorm layer (its running statistics and affine parameters are used,
-            whatever its train/eval mode).
-
-    Returns:
-        a new Linear/Conv1d with a bias, same shapes, float64 parameters; the inputs are
-        not modified.
-    """
-    if not isinstance(bn, BatchNormBase):
-        raise ValueError(
-            f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}"
-        )
-    if not bn.track_running_stats:
-        raise ValueError(
-            "fold_batchnorm: the BatchNorm layer keeps no running statistics "
-            "(track_running_stats=False); nothing to fold"
-        )
-    if isinstance(layer, Linear):
-        out_ch = layer.out_features
-    elif isinstance(layer, Conv1d):
-        out_ch = layer.out_channels
-    else:
-        raise ValueError(
-            f"fold_batchnorm: expected a Linear or Conv1d layer, "
-            f"got {type(layer).__name__}"
-        )
-    if bn.num_features != out_ch:
-        raise ValueError(
-            f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
-            f"layer expects {bn.num_features} channels"
-        )
-    gamma = bn.params.get("weight", np.ones(out_ch)).astype(np.float64)
-    beta = bn.params.get("bias", np.zeros(out_ch)).astype(np.float64)
-    scale = gamma / np.sqrt(np.asarray(bn.running_var, np.float64) + bn.eps)
-    w = layer.params["weight"].astype(np.float64)
-    b = layer.params.get("bias", np.zeros(out_ch)).astype(np.float64)
-    folded = copy.deepcopy(layer)  # same hyper-parameters (padding, stride ...)
-    folded.params = {
-        "weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
-        "bias": scale * (b - bn.running_mean) + beta,
-    }
-    folded.zero_grad()
-    return folded
 
 
 def _snapshot(model: Module) -> list[dict]:

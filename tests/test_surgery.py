@@ -1,5 +1,4 @@
-"""bnlib.surgery: finding BN layers, precise BN, folding, capturing inputs, restoring a
-model."""
+"""bnlib.surgery: finding BN layers, precise BN, capturing inputs, restoring a model."""
 
 import copy
 
@@ -9,13 +8,10 @@ import pytest
 import bnlib
 from bnlib import (
     BatchNorm1d,
-    BatchRenorm1d,
-    Conv1d,
     Linear,
     ReLU,
     Sequential,
     capture_inputs,
-    fold_batchnorm,
     make_mlp,
     precise_bn,
 )
@@ -116,72 +112,7 @@ def test_precise_bn_bad_input():
         precise_bn(bn, [np.ones((4, 2))], variance="unbiased")
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_fold_linear_matches_unfolded_pair_float32(bias):
-    rng = np.random.default_rng(3)
-    lin = Linear(10, 6, bias=bias, rng=rng)
-    bn = BatchNorm1d(6)
-    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 6)
-    bn.params["bias"][:] = rng.normal(size=6)
-    bn.running_mean = rng.normal(size=6)
-    bn.running_var = rng.uniform(0.2, 3.0, 6)
-    bn.eval()
-    folded = fold_batchnorm(lin, bn)
-    assert isinstance(folded, Linear) and folded is not lin and "bias" in folded.params
-    x = rng.normal(size=(32, 10)).astype(np.float32)
-    ref = bn(lin(x))
-    out = folded(x)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(
-        folded(x.astype(np.float64)),
-        bn(lin(x.astype(np.float64))),
-        rtol=1e-12,
-        atol=1e-12,
-    )
-    assert ("bias" in lin.params) == bias  # the original layer is unchanged
-
-
-def test_fold_conv1d_matches_unfolded_pair():
-    rng = np.random.default_rng(4)
-    conv = Conv1d(3, 4, 5, stride=2, padding=1, rng=rng)
-    bn = BatchNorm1d(4)
-    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 4)
-    bn.params["bias"][:] = rng.normal(size=4)
-    x = rng.normal(size=(8, 3, 20))
-    for _ in range(3):  # real running statistics from a few training batches
-        bn(conv(x + rng.normal(size=x.shape)))
-    bn.eval()
-    folded = fold_batchnorm(conv, bn)
-    assert isinstance(folded, Conv1d) and (folded.stride, folded.padding) == (2, 1)
-    np.testing.assert_allclose(folded(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
-    x32 = x.astype(np.float32)
-    np.testing.assert_allclose(folded(x32), bn(conv(x32)), rtol=1e-6, atol=1e-6)
-
-
-def test_fold_bad_input():
-    with pytest.raises(ValueError, match="4 outputs"):
-        fold_batchnorm(Linear(3, 4, rng=0), BatchNorm1d(5))
-    with pytest.raises(ValueError, match="Linear or Conv1d"):
-        fold_batchnorm(ReLU(), BatchNorm1d(5))
-    with pytest.raises(ValueError, match="BatchNorm"):
-        fold_batchnorm(Linear(3, 4, rng=0), Linear(4, 4, rng=0))
-
-
-def test_renorm_float32_and_precise_bn():
-    rng = np.random.default_rng(12)
-    model = Sequential(Linear(4, 3, rng=rng), BatchRenorm1d(3), ReLU())
-    x = rng.normal(size=(40, 4)).astype(np.float32)
-    assert model(x).dtype == np.float32
-    precise_bn(model, [x[:20], x[20:]], variance="population")
-    h = model[0](x.astype(np.float64))
-    np.testing.assert_allclose(
-        model[1].running_mean, h.mean(axis=0), rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(model[1].running_var, h.var(axis=0), rtol=1e-5)
-
-
-def test_renorm_and_precise_bn_parity_with_torch():
+def test_precise_bn_parity_with_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(13)
     xs = rng.normal(1.0, 2.0, (5, 8, 3))
@@ -192,28 +123,6 @@ def test_renorm_and_precise_bn_parity_with_torch():
     precise_bn(bn, list(xs), variance="batch_mean")  # momentum=None is Algorithm 2
     np.testing.assert_allclose(bn.running_mean, tbn.running_mean.numpy(), rtol=1e-12)
     np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=1e-12)
-    lin = torch.nn.Linear(3, 2, dtype=torch.float64)
-    tbn2 = torch.nn.BatchNorm1d(2, dtype=torch.float64)
-    with torch.no_grad():
-        tbn2.running_mean[:] = torch.tensor([0.3, -1.0])
-        tbn2.running_var[:] = torch.tensor([2.0, 0.5])
-        tbn2.weight[:] = torch.tensor([1.5, 0.7])
-        tbn2.bias[:] = torch.tensor([0.1, 0.2])
-    tbn2.eval()
-    ours_lin = Linear(3, 2, rng=0)
-    ours_lin.params["weight"] = lin.weight.detach().numpy().copy()
-    ours_lin.params["bias"] = lin.bias.detach().numpy().copy()
-    ours_bn = BatchNorm1d(2)
-    ours_bn.running_mean = tbn2.running_mean.numpy().copy()
-    ours_bn.running_var = tbn2.running_var.numpy().copy()
-    ours_bn.params["weight"] = tbn2.weight.detach().numpy().copy()
-    ours_bn.params["bias"] = tbn2.bias.detach().numpy().copy()
-    x = rng.normal(size=(5, 3))
-    with torch.no_grad():
-        ref = tbn2(lin(torch.from_numpy(x))).numpy()
-    np.testing.assert_allclose(
-        fold_batchnorm(ours_lin, ours_bn)(x), ref, rtol=1e-12, atol=1e-12
-    )
 
 
 def test_bn_mlp_hidden_output_invariant_to_weight_scale():

@@ -6,11 +6,13 @@
 the training loop itself is on the chapter's page), the layer diagnostics of a deeper
 network (:func:`record_layers`, :func:`saturated_fraction`, :func:`layer_summary`,
 :func:`plot_layer_profiles`),
-and :func:`wrap_report` for checker reports in outputs.
+and :func:`wrap_report` for checker reports in outputs; :func:`check_batchnorm_layer`
+checks the reader's own BatchNorm1d layer.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 from statistics import NormalDist
@@ -19,9 +21,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import functional as F
-from ..exercises import answer_key
+from ..exercises import (
+    answer_key,
+    call_reader,
+    copy_array,
+    judge_cases,
+    never_raises,
+)
 from ..losses import softmax_cross_entropy
-from ..modules import Sigmoid
+from ..modules import BatchNorm1d, Sigmoid
 from ..plotting import COLORS
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "saturated_fraction",
     "layer_summary",
     "plot_layer_profiles",
+    "check_batchnorm_layer",
 ]
 
 #: Node name -> label drawn in the graph (inputs first, then the STAGED_NODES nodes).
@@ -554,6 +563,145 @@ def plot_layer_profiles(profiles, figsize=(7.5, 3.4)):
         ax.set_title(title)
     fig.legend(handles=handles, loc="outside upper center", ncols=2, fontsize=9)
     return fig
+
+
+# ------------------------------------------------------------------ a layer of your own
+# The checker of the exercise that writes a BatchNorm1d layer (its cases come from
+# bnlib.exercises.case("layer", k)).
+_LAYER_OUTPUTS = [
+    (f"{q} after training step {t}", doc)
+    for t in (1, 2, 3)
+    for q, doc in (
+        ("out", "(m, n)"),
+        ("dx", "(m, n)"),
+        ("grads['weight']", "(n,), dL/dgamma"),
+        ("grads['bias']", "(n,), dL/dbeta"),
+        ("running_mean", "(n,)"),
+        ("running_var", "(n,)"),
+    )
+] + [
+    ("out in evaluation mode", "(m, n)"),
+    ("running_mean after the evaluation forward", "(n,)"),
+    ("running_var after the evaluation forward", "(n,)"),
+]
+
+
+def _drive(layer, c, name):
+    """Three training steps (forward, backward), then eval() and one forward; returns
+    what the layer shows after each, in the order of :data:`_LAYER_OUTPUTS`."""
+
+    def read(what, get):
+        return copy_array(call_reader(f"{name}.{what}", get))
+
+    for key, value in (("weight", c["gamma"]), ("bias", c["beta"])):
+        call_reader(
+            f"setting {name}.params[{key!r}][...]",
+            lambda k=key, v=value: np.copyto(layer.params[k], v, casting="unsafe"),
+        )
+    stats = [
+        *(lambda k=k: layer.grads[k] for k in ("weight", "bias")),
+        lambda: layer.running_mean,
+        lambda: layer.running_var,
+    ]
+    trace = []
+    for x, dout in zip(c["xs"][:3], c["douts"]):
+        trace.append(read("forward", lambda x=x: layer(x.copy())))
+        trace.append(read("backward", lambda d=dout: layer.backward(d.copy())))
+        trace += [
+            read(o[0].split(" after")[0], get)
+            for o, get in zip(_LAYER_OUTPUTS[2:6], stats)
+        ]
+    call_reader(f"{name}.eval()", lambda: layer.eval())
+    trace.append(read("forward in evaluation mode", lambda: layer(c["xs"][3].copy())))
+    return tuple(
+        trace
+        + [read(k, get) for k, get in zip(("running_mean", "running_var"), stats[2:])]
+    )
+
+
+def _layer_trace(
+    c,
+    ddof=1,
+    keras=False,
+    batch_in_eval=False,
+    update_in_eval=False,
+    var0=1.0,
+    momentum=None,
+    eps=None,
+):
+    """What :func:`_drive` sees of a layer with one deliberate mistake."""
+    k = c["momentum"] if momentum is None else momentum
+    k, eps = (1 - k if keras else k), (c["eps"] if eps is None else eps)
+    rm, rv = np.zeros_like(c["gamma"]), np.full_like(c["gamma"], var0)
+    trace = []
+    for t, x in enumerate(c["xs"]):
+        if t < 3 or update_in_eval:
+            rm = (1 - k) * rm + k * x.mean(0)
+            rv = (1 - k) * rv + k * x.var(0, ddof=ddof)
+        stats = None if t < 3 or batch_in_eval else (rm, rv)
+        out, cache = F.batchnorm_forward(x, c["gamma"], c["beta"], eps, stats=stats)
+        trace.append(out)
+        trace += F.batchnorm_backward(c["douts"][t], cache) if t < 3 else ()
+        trace += [rm, rv]
+    return tuple(trace)
+
+
+_LAYER_MISTAKES = {
+    "running_var stores the biased batch variance; PyTorch stores the unbiased one, "
+    "var * m / (m - 1) (and normalizes with the biased one)": dict(ddof=0),
+    "used Keras's convention running = momentum * running + (1 - momentum) * batch; "
+    "PyTorch's momentum is the weight of the new batch": dict(keras=True),
+    "ignored the momentum argument and used 0.1": dict(momentum=0.1),
+    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
+    "running_var starts at 0; PyTorch starts it at 1 (and running_mean at 0)": dict(
+        var0=0.0
+    ),
+    "evaluation mode still normalizes with the batch statistics; when not "
+    "self.training, use running_mean and running_var": dict(batch_in_eval=True),
+    "evaluation mode updates the running statistics too; only training mode does": dict(
+        update_in_eval=True
+    ),
+}
+
+
+@never_raises
+def check_batchnorm_layer(cls):
+    """Check a layer class ``cls(n, eps=1e-5, momentum=0.1)`` following bnlib's Module
+    contract, against :class:`bnlib.BatchNorm1d` on (m, n) batches: ``params`` and
+    ``grads`` with keys "weight" and "bias" (n,); ``forward(x) -> y``;
+    ``backward(dout) -> dx`` filling ``grads``; ``running_mean`` (from 0) and
+    ``running_var`` (from 1, stores the unbiased batch variance), updated in training
+    as ``running = (1 - momentum) * running + momentum * batch``; after ``eval()`` the
+    running statistics normalize. Three training steps, then one evaluation forward."""
+    name = getattr(cls, "__name__", "your layer")
+
+    def run(c):
+        n, eps, mom = len(c["gamma"]), c["eps"], c["momentum"]
+        who = f"{name}({n}, eps={eps:g}, momentum={mom:g})"
+        return _drive(call_reader(who, cls, n, eps=eps, momentum=mom), c, name)
+
+    def reference(c):
+        layer = BatchNorm1d(len(c["gamma"]), eps=c["eps"], momentum=c["momentum"])
+        return _drive(layer, c, "BatchNorm1d")
+
+    mistakes = {
+        cause: functools.partial(_layer_trace, **kw)
+        for cause, kw in _LAYER_MISTAKES.items()
+    }
+    compare = (
+        "Run bnlib.BatchNorm1d(n, eps=eps, momentum=momentum), with its params set to "
+        "the case's gamma and beta, on the same batches"
+    )
+    return judge_cases(
+        "batchnorm layer",
+        "layer",
+        _LAYER_OUTPUTS,
+        run,
+        reference,
+        mistakes,
+        check_batchnorm_layer.__doc__,
+        compare,
+    )
 
 
 # ------------------------------------------------------------------ answer keys

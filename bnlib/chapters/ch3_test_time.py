@@ -4,10 +4,10 @@ Renormalization (chapter 3).
 * ``ema_weights``, ``ema``, ``effective_window``, ``keras_to_torch_momentum``,
   ``torch_to_keras_momentum``: the exponential moving average that BatchNorm keeps.
 * ``simulate_drift``, ``ema_tracking_error``: an EMA following a drifting statistic.
-* ``precise_bn``: recompute every BatchNorm layer's running statistics over given
-  batches (Wu & Johnson 2021; with unlabeled target data it is AdaBN, Li et al. 2016).
-* ``fold_batchnorm``: merge an eval-mode BatchNorm into the Linear/Conv1d before it.
-* ``BatchRenorm1d``: Batch Renormalization (Ioffe 2017).
+* ``fold_batchnorm``: merge an eval-mode BatchNorm into the Linear/Conv1d before it;
+  ``check_fold`` checks the reader's folding by hand.
+* ``BatchRenorm1d``: Batch Renormalization (Ioffe 2017), batch statistics corrected
+  towards the running ones by r and d, held constant in the backward pass.
 * ``covariate_shift``: a gain/offset/noise change of the inputs, for deployment
   experiments.
 * ``draw_batch_dependence``, ``draw_drift``: the figures behind the chapter's two
@@ -24,26 +24,38 @@ Renormalization (chapter 3).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import numpy as np
 
 from .. import functional as F
 from ..data import minibatches
-from ..exercises import answer_key
+from ..exercises import (
+    CASE_FIELDS,
+    answer_key,
+    call_reader,
+    copy_array,
+    judge_cases,
+    never_raises,
+    reader_name,
+    reader_outputs,
+)
 from ..gradcheck import numerical_gradient
 from ..models import make_mlp
-from ..modules import BatchNorm1d
+from ..modules import BatchNorm1d, BatchNormBase, Conv1d, Linear
 from ..optim import SGD
 from ..plotting import COLORS, caption_axes
 from ..surgery import batchnorm_layers, precise_bn
 from ..train import evaluate, fit, train_step
-from ..variants import BatchRenorm1d
 
 #: Layer widths of the chapter's MNIST-1D network: two hidden layers of 128.
 MLP_SIZES = [40, 128, 128, 10]
 
 __all__ = [
+    "fold_batchnorm",
+    "check_fold",
+    "BatchRenorm1d",
     "MLP_SIZES",
     "ema_weights",
     "ema",
@@ -785,7 +797,191 @@ def frozen_bn_tail(data, batch_size, init_seed, shuffle_seed, steps=1000, tail=2
     return out
 
 
+# ------------------------------------------------------------------------------ folding
+
+
+def fold_batchnorm(layer: Linear | Conv1d, bn: BatchNormBase) -> Linear | Conv1d:
+    """A new layer computing ``bn(layer(x))`` of an eval-mode BatchNorm in one affine
+    map.
+
+    In evaluation BatchNorm is per-channel affine: ``y = s * (z - running_mean) + beta``
+    with ``s = gamma / sqrt(running_var + eps)``. Folding it into the layer before gives
+    ``W' = s * W`` (row c of W scaled by s_c) and
+    ``b' = s * (b - running_mean) + beta``.
+
+    Args:
+        layer: a ``Linear`` (in, out) followed by BatchNorm1d(out) on (N, out), or a
+            ``Conv1d`` (C_in -> C_out) followed by BatchNorm1d(C_out) on (N, C_out, L);
+            with or without a bias.
+        bn: the BatchNorm layer (its running statistics and affine parameters are used,
+            whatever its train/eval mode).
+
+    Returns:
+        a new Linear/Conv1d with a bias, same shapes, float64 parameters; the inputs are
+        not modified.
+    """
+    if not isinstance(bn, BatchNormBase):
+        raise ValueError(
+            f"fold_batchnorm: expected a BatchNorm layer, got {type(bn).__name__}"
+        )
+    if not bn.track_running_stats:
+        raise ValueError(
+            "fold_batchnorm: the BatchNorm layer keeps no running statistics "
+            "(track_running_stats=False); nothing to fold"
+        )
+    if isinstance(layer, Linear):
+        out_ch = layer.out_features
+    elif isinstance(layer, Conv1d):
+        out_ch = layer.out_channels
+    else:
+        raise ValueError(
+            f"fold_batchnorm: expected a Linear or Conv1d layer, "
+            f"got {type(layer).__name__}"
+        )
+    if bn.num_features != out_ch:
+        raise ValueError(
+            f"fold_batchnorm: the layer has {out_ch} outputs but the BatchNorm "
+            f"layer expects {bn.num_features} channels"
+        )
+    gamma = bn.params.get("weight", np.ones(out_ch)).astype(np.float64)
+    beta = bn.params.get("bias", np.zeros(out_ch)).astype(np.float64)
+    scale = gamma / np.sqrt(np.asarray(bn.running_var, np.float64) + bn.eps)
+    w = layer.params["weight"].astype(np.float64)
+    b = layer.params.get("bias", np.zeros(out_ch)).astype(np.float64)
+    folded = copy.deepcopy(layer)  # same hyper-parameters (padding, stride ...)
+    folded.params = {
+        "weight": w * scale.reshape((-1,) + (1,) * (w.ndim - 1)),
+        "bias": scale * (b - bn.running_mean) + beta,
+    }
+    folded.zero_grad()
+    return folded
+
+
 # ------------------------------------------------------------------------- Batch Renorm
+
+
+class BatchRenorm1d(BatchNormBase):
+    """Batch Renormalization (Ioffe 2017) for (N, C) or (N, C, L) inputs.
+
+    Training, per channel, with batch mean ``mu_B``, ``sigma_B = sqrt(var_B + eps)``
+    (biased batch variance) and the running estimates ``mu``, ``sigma``::
+
+        # r, d: constants in the backward (no gradient flows through them)
+        r = clip(sigma_B / sigma, 1/r_max, r_max)
+        d = clip((mu_B - mu) / sigma, -d_max, d_max)
+        x_hat = (x - mu_B) / sigma_B * r + d
+        y = gamma * x_hat + beta
+
+    Unclipped, ``x_hat = (x - mu) / sigma``: the training output is the evaluation
+    output. With ``r_max = 1, d_max = 0`` it is BatchNorm. Evaluation:
+    ``y = gamma (x - mu) / sigma + beta``.
+
+    Running statistics, after r and d are computed (a = momentum, None = cumulative):
+
+    * ``running="std"`` (the paper): ``sigma <- sigma + a (sigma_B - sigma)``, an EMA of
+      the batch *standard deviations* (eps included). It is stored as
+      ``running_var = sigma**2 - eps``, so that the usual ``sqrt(running_var + eps)`` is
+      sigma; ``running_std`` gives sigma directly.
+    * ``running="var"``: PyTorch's BatchNorm rule, an EMA of the unbiased batch
+      variances, ``sigma = sqrt(running_var + eps)``. Then ``r_max=1, d_max=0``
+      reproduces ``BatchNorm1d`` exactly, running statistics included.
+
+    The paper starts with r_max = 1, d_max = 0 and relaxes them during training;
+    ``r_max`` and ``d_max`` are plain attributes, so a training loop can change them.
+    After a training forward, ``last_r`` and ``last_d`` (shape (C,)) hold the values
+    used.
+    """
+
+    _ranks = (2, 3)
+    _shape_doc = "a 2-D (N, C) or 3-D (N, C, L) input"
+
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        r_max=3.0,
+        d_max=5.0,
+        affine=True,
+        running="std",
+    ):
+        if r_max < 1.0 or d_max < 0.0:
+            raise ValueError(
+                f"BatchRenorm1d: expected r_max >= 1 and d_max >= 0, "
+                f"got r_max={r_max}, d_max={d_max}"
+            )
+        if running not in ("std", "var"):
+            raise ValueError(
+                f"BatchRenorm1d: running must be 'std' or 'var', got {running!r}"
+            )
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(
+                f"BatchRenorm1d: expected momentum in [0, 1] (or None), got {momentum}"
+            )
+        super().__init__(num_features, eps, momentum, affine)
+        self.r_max, self.d_max, self.running = float(r_max), float(d_max), running
+        self.last_r = self.last_d = None
+
+    @property
+    def running_std(self):
+        """sigma, the running standard deviation used to normalize:
+        ``sqrt(running_var + eps)``."""
+        return np.sqrt(self.running_var + self.eps)
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x)
+        m = x.size // x.shape[1]
+        if m <= 1:
+            raise ValueError(
+                f"BatchRenorm1d: expected more than 1 value per channel when "
+                f"training, got input of shape {x.shape} (m = {m})"
+            )
+        axes = F.batch_axes(x.ndim)
+        mu_b = x.mean(axis=axes).astype(np.float64)
+        sigma_b = np.sqrt(x.var(axis=axes).astype(np.float64) + self.eps)
+        sigma = self.running_std
+        r = np.clip(sigma_b / sigma, 1.0 / self.r_max, self.r_max)
+        d = np.clip((mu_b - self.running_mean) / sigma, -self.d_max, self.d_max)
+        gamma, beta = self._affine()
+        g = np.ones(self.num_features) if gamma is None else gamma
+        b = np.zeros(self.num_features) if beta is None else beta
+        # gamma * (x_hat0 * r + d) + beta == (gamma r) * x_hat0 + (gamma d + beta)
+        out, cache = F.batchnorm_forward(x, g * r, g * d + b, self.eps)
+        self._cache, self.last_r, self.last_d = cache, r, d
+        if self.track_running_stats:
+            self._update_running(cache)
+        return out
+
+    def _update_running(self, cache):
+        if self.running == "var":
+            return super()._update_running(cache)
+        mean = cache["mu"].reshape(-1).astype(np.float64)
+        sigma_b = np.sqrt(cache["var"].reshape(-1).astype(np.float64) + self.eps)
+        self.num_batches_tracked += 1
+        w = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        self.running_mean = (1 - w) * self.running_mean + w * mean
+        sigma = (1 - w) * self.running_std + w * sigma_b
+        self.running_var = sigma**2 - self.eps
+
+    def backward(self, dout):
+        if not self.training:
+            return super().backward(dout)
+        cache = self._need_cache()
+        self._check_dout(dout, cache["x"].shape)
+        # r and d are constants: the BatchNorm backward with effective gamma = gamma * r
+        dx, dgamma_eff, dbeta = F.batchnorm_backward(dout, cache)
+        # d/dgamma of gamma * (r x_hat0 + d) summed:
+        # r * sum(dout x_hat0) + d * sum(dout)
+        self._store_grads(self.last_r * dgamma_eff + self.last_d * dbeta, dbeta)
+        return dx
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"r_max={self.r_max}, d_max={self.d_max}, running={self.running!r}"
+        )
 
 
 def renorm_gradients(layer, x, dout, h=1e-5):
@@ -868,6 +1064,83 @@ def device_mean_noise(x, device_batch_sizes, devices=8, rng=None, repeats=50):
         out["per_device"].append(float(np.sqrt(np.mean(errs_dev))))
         out["synced"].append(float(np.sqrt(np.mean(errs_sync))))
     return {k: np.array(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ folding by hand
+# The checker of the folding exercise (its cases come from
+# bnlib.exercises.case("fold", k)).
+def _fold(
+    c,
+    eps=None,
+    den="sqrt",
+    cols=False,
+    no_gamma=False,
+    no_b=False,
+    raw_mean=False,
+    no_beta=False,
+    keep_W=False,
+):
+    """(W', b') of Linear (W, b) and evaluation-mode BN, with one deliberate mistake."""
+    eps = c["eps"] if eps is None else eps
+    s = (1.0 if no_gamma else c["gamma"]) / (
+        np.sqrt(c["var"] + eps) if den == "sqrt" else c["var"] + eps
+    )
+    W = c["W"] if keep_W else c["W"] * s if cols else s[:, None] * c["W"]
+    b = s * (0.0 if no_b else c["b"]) - (1 if raw_mean else s) * c["mean"]
+    return W, b + (0.0 if no_beta else c["beta"])
+
+
+_FOLD_MISTAKES = {
+    "ignored the eps argument and used 1e-5": dict(eps=1e-5),
+    "left eps out of sqrt(var + eps)": dict(eps=0.0),
+    "divided by var + eps instead of its square root": dict(den="var"),
+    "scaled the columns of W; each BN unit's scale belongs to the output unit it "
+    "normalizes, a row of W (shape (out, in))": dict(cols=True),
+    "left gamma out of the scale s = gamma / sqrt(var + eps)": dict(no_gamma=True),
+    "left the Linear layer's bias b out of b'": dict(no_b=True),
+    "did not scale the mean by s: the mean is subtracted before the scaling": dict(
+        raw_mean=True
+    ),
+    "left beta out of b'": dict(no_beta=True),
+    "left W unchanged; W' = s * W, row by row": dict(keep_W=True),
+}
+
+
+def _fold_reference(c):
+    """(W', b') of :func:`fold_batchnorm` on layers holding the case's values."""
+    out, n_in = c["W"].shape
+    lin, bn = Linear(n_in, out), BatchNorm1d(out, eps=c["eps"])
+    lin.params.update(weight=c["W"], bias=c["b"])
+    bn.params.update(weight=c["gamma"], bias=c["beta"])
+    bn.running_mean, bn.running_var = c["mean"], c["var"]
+    folded = fold_batchnorm(lin, bn)
+    return folded.params["weight"], folded.params["bias"]
+
+
+@never_raises
+def check_fold(fn):
+    """Check ``fn(W, b, gamma, beta, mean, var, eps) -> (W2, b2)``: a Linear layer (W
+    (out, in), b (out,)) followed by evaluation-mode BatchNorm (gamma, beta, running
+    mean and var, each (out,)) folded into one Linear, W2 (out, in) and b2 (out,)."""
+    who = reader_name("function", fn)
+
+    def run(c):
+        args = [copy_array(c[f]) for f in CASE_FIELDS["fold"]]
+        return reader_outputs(call_reader(who, fn, *args), ["W2", "b2"], 2, who)
+
+    mistakes = {k: functools.partial(_fold, **kw) for k, kw in _FOLD_MISTAKES.items()}
+    outputs = [("W2", "(out, in), the shape of W"), ("b2", "(out,), the shape of b")]
+    compare = "Recreate the case and compare with ch3.fold_batchnorm(linear, bn)"
+    return judge_cases(
+        "fold",
+        "fold",
+        outputs,
+        run,
+        _fold_reference,
+        mistakes,
+        check_fold.__doc__,
+        compare,
+    )
 
 
 # ------------------------------------------------------------------ answer keys
@@ -996,3 +1269,32 @@ answer_key(
         "evaluation mode's, and the variance estimates are off by about 1/8": 8,
     },
 )
+
+
+_FOLD_EXAMPLE = dict(
+    W=np.array([[1.0, 2.0], [-1.0, 0.0]]),
+    b=np.array([0.5, 1.0]),
+    gamma=np.array([2.0, 1.0]),
+    beta=np.array([0.0, -1.0]),
+    mean=np.array([1.5, -1.0]),
+    var=np.array([4.0, 0.25]),
+    eps=0.0,
+)
+
+# The keys of the folding exercise share check_fold's mistakes.
+_FOLD_PARTS = {  # the mistakes that change W' or b' (eps is 0 in the exercise)
+    "W": {"den", "cols", "no_gamma", "keep_W"},
+    "b": {"den", "no_gamma", "no_b", "raw_mean", "no_beta"},
+}
+for _i, (_part, _kinds) in enumerate(_FOLD_PARTS.items()):
+    answer_key(
+        f"ex-ch3-fold-{_part}",
+        f"the folded {_part}' of the exercise, the shape of {_part}",
+        1e-6,
+        lambda i=_i: _fold_reference(_FOLD_EXAMPLE)[i],
+        {
+            k: lambda i=_i, kw=kw: _fold(_FOLD_EXAMPLE, **kw)[i]
+            for k, kw in _FOLD_MISTAKES.items()
+            if set(kw) & _kinds
+        },
+    )

@@ -4,7 +4,7 @@
   entries of an ``(N, C, *spatial)`` tensor share one mean and variance under BN, LN,
   IN, GN, RMSNorm.
 * :func:`invariance_table`: the numerical checks behind Table 1 of Ba, Kiros & Hinton
-  (2016), with :class:`bnlib.WeightNormLinear`.
+  (2016), with :class:`WeightNormLinear`.
 * :func:`statistics_pool`, :func:`entry_statistics`, :func:`which_axes_view`,
   :func:`which_axes_frames`, :func:`which_axes_widget`: the live "which axes" figure
   (one value's statistics across random batches).
@@ -13,7 +13,8 @@
   Standardization.
 * :func:`make_drift_task`: a synthetic sequence classification task of any length;
   :func:`drift_test_sets`, :func:`rnn_length_experiment`: BN per time step vs LN
-  (:class:`bnlib.NormRNN`) on lengths seen and unseen in training;
+  (:class:`NormRNN`, :class:`LastStep`,
+  :func:`rnn_classifier`) on lengths seen and unseen in training;
   :func:`bayes_accuracy` (the best possible accuracy) and their figure.
 * :func:`batch_size_sweep_seeds` runs :func:`batch_size_sweep` over several seeds in
   parallel processes; ``python -m bnlib.chapters.ch5_bn_vs_ln --help`` runs it from the
@@ -33,13 +34,17 @@ import numpy as np
 
 from .. import functional as F
 from ..exercises import answer_key
-from ..models import conv1d_net, rnn_classifier
-from ..modules import Conv1d
+from ..models import conv1d_net
+from ..modules import Conv1d, Linear, Module, Sequential, as_generator
 from ..optim import SGD, Adam
 from ..plotting import COLORS, LABELS, markdown_table
 from ..train import evaluate, fit, parallel_map
 
 __all__ = [
+    "NormRNN",
+    "LastStep",
+    "rnn_classifier",
+    "WeightNormLinear",
     "plot_norm_axes",
     "statistics_pool",
     "entry_statistics",
@@ -341,6 +346,247 @@ def normalized_mask(
     return np.broadcast_to(same.reshape((n, c) + (1,) * (len(shape) - 2)), shape).copy()
 
 
+# ---------------------------------------------------------- sequences: recurrent layers
+
+
+class NormRNN(Module):
+    """Elman RNN with the summed inputs normalized at every time step.
+
+    For x of shape (N, T, D) and h_0 = 0, at each step t::
+
+        a_t = x_t W_ih^T + h_{t-1} W_hh^T         (N, H)   summed inputs
+        z_t = gamma * norm_t(a_t) + beta                    (no norm: z_t = a_t + beta)
+        h_t = tanh(z_t)
+
+    ``norm="ln"``: LayerNorm over the H units of each example (Ba et al. 2016), the same
+    computation at every step, in training and evaluation. ``norm="bn"``: BatchNorm over
+    the examples of the batch, *separately for each time step*, with one pair of running
+    statistics per step (Cooijmans et al. 2017), each of shape (max_len, H); gamma and
+    beta are shared by all steps. In evaluation a step ``t >= max_len`` has no
+    statistics: ``extrapolate="error"`` raises, ``"last"`` reuses those of step
+    ``max_len - 1``.
+
+    Variable lengths: a sequence that has ended is padded with NaN. From its first NaN
+    step on it is *inactive*: its hidden state is carried unchanged (so the last output
+    is the state after its own last step) and it takes no part in the step's BatchNorm
+    statistics. A step with a single active sequence in training normalizes it with its
+    own statistics (x_hat = 0: its information is erased; PyTorch's BatchNorm would
+    refuse) and does not update the running statistics.
+
+    Parameters: ``weight_ih`` (H, D), ``weight_hh`` (H, H), ``weight`` (gamma, (H,),
+    absent without a norm), ``bias`` (beta, (H,)). Output: all hidden states, (N, T, H).
+    """
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        norm="ln",
+        max_len=None,
+        eps=1e-5,
+        momentum=0.1,
+        extrapolate="error",
+        gamma_init=1.0,
+        rng=None,
+    ):
+        super().__init__()
+        if norm not in ("bn", "ln", None):
+            raise ValueError(f"norm must be 'bn', 'ln' or None, got {norm!r}")
+        if norm == "bn" and not max_len:
+            raise ValueError("norm='bn' keeps statistics per time step: give max_len")
+        if extrapolate not in ("error", "last"):
+            raise ValueError(
+                f"extrapolate must be 'error' or 'last', got {extrapolate!r}"
+            )
+        rng = np.random.default_rng(rng)
+        self.input_size, self.hidden_size, self.norm = input_size, hidden_size, norm
+        self.max_len, self.eps, self.momentum, self.extrapolate = (
+            max_len,
+            eps,
+            momentum,
+            extrapolate,
+        )
+        bound = 1.0 / np.sqrt(input_size)
+        self.params["weight_ih"] = rng.uniform(-bound, bound, (hidden_size, input_size))
+        q, r = np.linalg.qr(rng.normal(size=(hidden_size, hidden_size)))
+        self.params["weight_hh"] = q * np.sign(np.diag(r))  # orthogonal
+        if norm is not None:
+            self.params["weight"] = np.full(hidden_size, float(gamma_init))
+        self.params["bias"] = np.zeros(hidden_size)
+        self.zero_grad()
+        if norm == "bn":
+            self.running_mean = np.zeros((max_len, hidden_size))
+            self.running_var = np.ones((max_len, hidden_size))
+            self.active_counts = np.zeros(max_len, dtype=np.int64)  # seen per step
+
+    def buffer_names(self):
+        if self.norm != "bn":
+            return ()
+        return ("running_mean", "running_var", "active_counts")
+
+    def _stats(self, t):
+        if t >= self.max_len:
+            if self.extrapolate == "error":
+                raise ValueError(
+                    f"NormRNN(norm='bn'): no running statistics for time step {t}; "
+                    f"they exist for steps 0..{self.max_len - 1} "
+                    f"(max_len={self.max_len}). "
+                    "Use extrapolate='last' to reuse the last step's statistics"
+                )
+            t = self.max_len - 1
+        return self.running_mean[t], self.running_var[t]
+
+    def _normalize(self, a, t):
+        gamma, beta = self.params.get("weight"), self.params["bias"]
+        if self.norm is None:
+            return a + beta, None
+        if self.norm == "ln":
+            return F.norm_forward(a, gamma, beta, (1,), self.eps)
+        stats = None if self.training else self._stats(t)
+        z, cache = F.norm_forward(a, gamma, beta, (0,), self.eps, stats=stats)
+        if self.training:
+            self._update_running(t, cache["mu"][0], cache["var"][0], len(a))
+        return z, cache
+
+    def _update_running(self, t, mu, var, n):
+        """Step t's running statistics after a training batch of n active sequences
+        (none from a single one: it has no variance to estimate)."""
+        if n > 1:
+            mom = self.momentum
+            self.running_mean[t] = (1 - mom) * self.running_mean[t] + mom * mu
+            self.running_var[t] = (1 - mom) * self.running_var[t] + mom * var * n / (
+                n - 1
+            )
+        self.active_counts[t] += n
+
+    def _active_steps(self, x):
+        """Check x (N, T, D) and return which steps each sequence takes part in,
+        a boolean array (N, T): False from its first NaN (padding) on."""
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(
+                f"NormRNN: expected input (N, T, {self.input_size}), got {x.shape}"
+            )
+        n, steps, _ = x.shape
+        if self.norm == "bn" and self.training:
+            if steps > self.max_len:
+                raise ValueError(
+                    f"NormRNN(norm='bn'): training sequence of {steps} steps is "
+                    f"longer than max_len={self.max_len}"
+                )
+            if n < 2:
+                raise ValueError(
+                    f"NormRNN(norm='bn'): expected more than 1 example per batch "
+                    f"when training, got N={n}"
+                )
+        active = ~np.isnan(x).any(axis=2)
+        if np.any(active[:, 1:] & ~active[:, :-1]):
+            raise ValueError(
+                "NormRNN: NaN padding must come after a sequence's last step"
+            )
+        return active
+
+    def forward(self, x):
+        active = self._active_steps(x)
+        n, steps, _ = x.shape
+        w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
+        h = np.zeros((n, self.hidden_size), dtype=x.dtype)
+        out = np.empty((n, steps, self.hidden_size), dtype=x.dtype)
+        caches = []
+        for t in range(steps):
+            idx = np.flatnonzero(active[:, t])
+            full = len(idx) == n  # no sequence has ended: no row selection
+            x_t, h_prev = (x[:, t], h) if full else (x[idx, t], h[idx])
+            if len(idx):
+                z, nc = self._normalize(x_t @ w_ih.T + h_prev @ w_hh.T, t)
+                h_act = np.tanh(z)
+                h = h_act if full else h.copy()
+                if not full:
+                    h[idx] = h_act
+            else:
+                nc, h_act = None, h_prev
+            out[:, t] = h
+            caches.append((None if full else idx, x_t, h_prev, nc, h_act))
+        self._cache = caches
+        return out
+
+    def backward(self, dout):
+        """Backpropagation through time. dout: dL/dh_t for every step, (N, T, H).
+        Fills ``grads`` and returns dL/dx, (N, T, D) (zero at padded steps)."""
+        caches = self._need_cache()
+        n, steps = dout.shape[0], len(caches)
+        self._check_dout(dout, (n, steps, self.hidden_size))
+        w_ih, w_hh = self.params["weight_ih"], self.params["weight_hh"]
+        grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        dx = np.zeros((n, steps, self.input_size), dtype=dout.dtype)
+        dh = np.zeros((n, self.hidden_size), dtype=dout.dtype)  # from later steps
+        for t in reversed(range(steps)):
+            idx, x_t, h_prev, nc, h_act = caches[t]
+            dh = dh + dout[:, t]
+            if len(x_t) == 0:
+                continue  # nobody active: h passes through
+            dh_act = dh if idx is None else dh[idx]
+            dz = dh_act * (1.0 - h_act**2)  # through tanh
+            if self.norm is None:
+                da = dz
+                grads["bias"] += dz.sum(axis=0)
+            else:
+                da, dgamma, dbeta = F.norm_backward(dz, nc)  # through the normalization
+                grads["weight"] += dgamma
+                grads["bias"] += dbeta
+            grads["weight_ih"] += da.T @ x_t
+            grads["weight_hh"] += da.T @ h_prev
+            dh_prev = da @ w_hh  # to the previous step
+            if idx is None:
+                dx[:, t] = da @ w_ih
+                dh = dh_prev
+            else:
+                dx[idx, t] = da @ w_ih
+                dh = dh.copy()
+                dh[idx] = dh_prev  # inactive rows: carried as is
+        self.grads = grads
+        return dx
+
+    def extra_repr(self):
+        return f"{self.input_size}, {self.hidden_size}, norm={self.norm!r}" + (
+            f", max_len={self.max_len}" if self.norm == "bn" else ""
+        )
+
+
+class LastStep(Module):
+    """(N, T, H) -> (N, H): the hidden state after the last step; backward puts the
+    gradient at that step and zeros elsewhere."""
+
+    def forward(self, x):
+        self._cache = x.shape
+        return x[:, -1]
+
+    def backward(self, dout):
+        shape = self._need_cache()
+        dx = np.zeros(shape, dtype=dout.dtype)
+        dx[:, -1] = dout
+        return dx
+
+
+def rnn_classifier(
+    input_size,
+    hidden_size,
+    num_classes,
+    norm="ln",
+    max_len=None,
+    rng=None,
+    **rnn_kwargs,
+) -> Sequential:
+    """``Sequential(NormRNN, LastStep, Linear)``: (N, T, D) -> logits (N, num_classes).
+
+    ``norm`` is ``"ln"``, ``"bn"`` (statistics per time step: give ``max_len``) or None.
+    """
+    rng = as_generator(rng)
+    rnn = NormRNN(
+        input_size, hidden_size, norm=norm, max_len=max_len, rng=rng, **rnn_kwargs
+    )
+    return Sequential(rnn, LastStep(), Linear(hidden_size, num_classes, rng=rng))
+
+
 def make_drift_task(
     num_samples, length, rng=None, drift=0.15, noise=1.0, min_length=None
 ):
@@ -454,6 +700,45 @@ def rnn_length_experiment(
     return {
         name: {t: np.array([r[name][t] for r in reps]) for t in tests} for name in runs
     }
+
+
+class WeightNormLinear(Linear):
+    """Weight-normalized linear layer (Salimans & Kingma 2016): ``y = x W^T + b`` with
+    each row ``W_i = g_i v_i / ||v_i||``.
+
+    Parameters ``v`` (out, in), ``g`` (out,), ``bias`` (out,); input (..., in) ->
+    output (..., out). The output does not change when a row of v is rescaled.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        Module.__init__(self)
+        bound = 1.0 / np.sqrt(in_features)
+        rng = np.random.default_rng(rng)
+        v = rng.uniform(-bound, bound, (out_features, in_features))
+        self.params["v"] = v
+        self.params["g"] = np.linalg.norm(v, axis=1)  # starts equal to the plain layer
+        if bias:
+            self.params["bias"] = np.zeros(out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.zero_grad()
+
+    def weight(self):
+        """The effective weight matrix W, shape (out, in)."""
+        v = self.params["v"]
+        return self.params["g"][:, None] * v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    _weight = weight
+
+    def _store_weight_grad(self, dw):
+        """``dL/dg_i = dW_i . v_i / ||v_i||`` and
+        ``dL/dv_i = g_i / ||v_i|| (dW_i - dL/dg_i v_hat_i)``: the part of dW_i
+        orthogonal to v_i, scaled."""
+        v, g = self.params["v"], self.params["g"]
+        norm = np.linalg.norm(v, axis=1, keepdims=True)
+        v_hat = v / norm
+        dg = np.sum(dw * v_hat, axis=1)
+        self.grads["g"] = dg
+        self.grads["v"] = g[:, None] / norm * (dw - dg[:, None] * v_hat)
 
 
 def _transform(name, w, x, rng):

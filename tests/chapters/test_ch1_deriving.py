@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+import bnlib  # noqa: E402
 from bnlib import functional as F  # noqa: E402
 from bnlib import make_mlp, numerical_gradient  # noqa: E402
 from bnlib.chapters import ch1_deriving as ch1  # noqa: E402
@@ -273,3 +274,119 @@ def test_backward_geometry_widget_redraws_and_frames_draw():
     g = draw((1.0, 0.8, 0.6, -1.0))
     np.testing.assert_allclose(g["trend_passed"], 0.8 * g["leak"], rtol=1e-9)
     plt.close(fig)
+
+
+# ------------------------------------------------------------ check_batchnorm_layer
+class MyBatchNorm1d(bnlib.Module):
+    """The chapter 1 layer, with switches for the mistakes of the catalogue."""
+
+    def __init__(self, n, eps=1e-5, momentum=0.1, mistake=None):
+        super().__init__()
+        self.eps, self.momentum, self.mistake = eps, momentum, mistake
+        self.params = {"weight": np.ones(n), "bias": np.zeros(n)}
+        self.grads = {k: np.zeros(n) for k in self.params}
+        var0 = 0.0 if mistake == "var0" else 1.0
+        self.running_mean, self.running_var = np.zeros(n), np.full(n, var0)
+
+    def forward(self, x):
+        gamma, beta = self.params["weight"], self.params["bias"]
+        k = 0.1 if self.mistake == "fixed_momentum" else self.momentum
+        k = 1 - k if self.mistake == "keras" else k
+        if self.training or self.mistake == "eval_updates":
+            ddof = 0 if self.mistake == "biased" else 1
+            self.running_mean = (1 - k) * self.running_mean + k * x.mean(axis=0)
+            self.running_var = (1 - k) * self.running_var + k * x.var(0, ddof=ddof)
+        if not self.training and self.mistake != "eval_batch":
+            stats = (self.running_mean, self.running_var)
+            return F.batchnorm_forward(x, gamma, beta, self.eps, stats=stats)[0]
+        out, self.cache = F.batchnorm_forward(x, gamma, beta, self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.batchnorm_backward(dout, self.cache)
+        if self.mistake != "no_grads":
+            self.grads["weight"], self.grads["bias"] = dgamma.ravel(), dbeta.ravel()
+        return dx
+
+
+class NoKeywords(MyBatchNorm1d):
+    def __init__(self, n):
+        super().__init__(n)
+
+
+LAYER_RIGHT = [MyBatchNorm1d, bnlib.BatchNorm1d]
+LAYER_WRONG = [
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="biased", **kw),
+        "running_var stores the biased",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="keras", **kw),
+        "used Keras's convention",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="fixed_momentum", **kw),
+        "ignored the momentum argument",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="var0", **kw),
+        "running_var starts at 0",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="eval_batch", **kw),
+        "evaluation mode still normalizes",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="eval_updates", **kw),
+        "evaluation mode updates",
+    ),
+    (
+        lambda n, **kw: MyBatchNorm1d(n, mistake="no_grads", **kw),
+        "grads['weight'] after training step 1 is all zeros: compute it",
+    ),
+    (NoKeywords, "raised TypeError"),
+]
+
+
+@pytest.mark.parametrize(
+    "answer,named",
+    [(a, None) for a in LAYER_RIGHT] + LAYER_WRONG,
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_check_batchnorm_layer_catalogue(answer, named, checker_contract):
+    """The layers the catalogue writes as a reader would: the right ones pass, each
+    mistake is named."""
+    checker_contract.judges(ch1.check_batchnorm_layer(answer), named)
+    assert len(LAYER_RIGHT) >= 2 and len(LAYER_WRONG) >= 5
+
+
+def test_check_batchnorm_layer_never_raises(checker_contract):
+    checker_contract.rejects_odd_input(ch1.check_batchnorm_layer)
+    checker_contract.rejects_junk_returned(ch1.check_batchnorm_layer)
+
+
+def test_a_layer_without_eval_is_reported():
+    class Plain:
+        def __init__(self, n, eps=1e-5, momentum=0.1):
+            self.layer = bnlib.BatchNorm1d(n, eps=eps, momentum=momentum)
+            self.params, self.grads = self.layer.params, self.layer.grads
+
+        def __call__(self, x):
+            return self.layer(x)
+
+        def backward(self, d):
+            return self.layer.backward(d)
+
+        running_mean = property(lambda self: self.layer.running_mean)
+        running_var = property(lambda self: self.layer.running_var)
+
+    result = ch1.check_batchnorm_layer(Plain)
+    assert not result.passed and "Plain.eval() raised AttributeError" in result.report
+
+
+def test_an_unwritten_layer_is_not_judged():
+    class MyLayer(bnlib.Module):
+        def forward(self, x): ...
+
+    result = ch1.check_batchnorm_layer(MyLayer)
+    assert not result.passed and "NO ANSWER YET" in result.report

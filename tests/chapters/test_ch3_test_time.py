@@ -20,11 +20,28 @@ import numpy as np
 import pytest
 
 import bnlib
-from bnlib import BatchNorm1d, BatchRenorm1d
+from bnlib import (
+    BatchNorm1d,
+    Conv1d,
+    Linear,
+    ReLU,
+    Sequential,
+    check_module_gradients,
+    numerical_gradient,
+    precise_bn,
+    rel_error,
+)
+from bnlib import functional as F
 from bnlib.chapters import ch3_test_time as ch3
-from bnlib.chapters.ch3_test_time import ema, ema_weights
+from bnlib.chapters.ch3_test_time import (
+    BatchRenorm1d,
+    ema,
+    ema_weights,
+    fold_batchnorm,
+)
 
 GRAD_TOL = 1e-7
+RENORM_GRAD_TOL = 1e-6  # finite differences through the clipped r and d
 
 
 # ----------------------------------------------------------------------------- EMA
@@ -84,6 +101,88 @@ def test_drift_simulation_matches_theory():
     np.testing.assert_allclose(lag, -0.45)
 
 
+# ------------------------------------------------------------------------------ folding
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_linear_matches_unfolded_pair_float32(bias):
+    rng = np.random.default_rng(3)
+    lin = Linear(10, 6, bias=bias, rng=rng)
+    bn = BatchNorm1d(6)
+    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 6)
+    bn.params["bias"][:] = rng.normal(size=6)
+    bn.running_mean = rng.normal(size=6)
+    bn.running_var = rng.uniform(0.2, 3.0, 6)
+    bn.eval()
+    folded = fold_batchnorm(lin, bn)
+    assert isinstance(folded, Linear) and folded is not lin and "bias" in folded.params
+    x = rng.normal(size=(32, 10)).astype(np.float32)
+    ref = bn(lin(x))
+    out = folded(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        folded(x.astype(np.float64)),
+        bn(lin(x.astype(np.float64))),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    assert ("bias" in lin.params) == bias  # the original layer is unchanged
+
+
+def test_fold_conv1d_matches_unfolded_pair():
+    rng = np.random.default_rng(4)
+    conv = Conv1d(3, 4, 5, stride=2, padding=1, rng=rng)
+    bn = BatchNorm1d(4)
+    bn.params["weight"][:] = rng.uniform(0.5, 2.0, 4)
+    bn.params["bias"][:] = rng.normal(size=4)
+    x = rng.normal(size=(8, 3, 20))
+    for _ in range(3):  # real running statistics from a few training batches
+        bn(conv(x + rng.normal(size=x.shape)))
+    bn.eval()
+    folded = fold_batchnorm(conv, bn)
+    assert isinstance(folded, Conv1d) and (folded.stride, folded.padding) == (2, 1)
+    np.testing.assert_allclose(folded(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(folded(x32), bn(conv(x32)), rtol=1e-6, atol=1e-6)
+
+
+def test_fold_bad_input():
+    with pytest.raises(ValueError, match="4 outputs"):
+        fold_batchnorm(Linear(3, 4, rng=0), BatchNorm1d(5))
+    with pytest.raises(ValueError, match="Linear or Conv1d"):
+        fold_batchnorm(ReLU(), BatchNorm1d(5))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        fold_batchnorm(Linear(3, 4, rng=0), Linear(4, 4, rng=0))
+
+
+def test_fold_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    lin = torch.nn.Linear(3, 2, dtype=torch.float64)
+    tbn2 = torch.nn.BatchNorm1d(2, dtype=torch.float64)
+    with torch.no_grad():
+        tbn2.running_mean[:] = torch.tensor([0.3, -1.0])
+        tbn2.running_var[:] = torch.tensor([2.0, 0.5])
+        tbn2.weight[:] = torch.tensor([1.5, 0.7])
+        tbn2.bias[:] = torch.tensor([0.1, 0.2])
+    tbn2.eval()
+    ours_lin = Linear(3, 2, rng=0)
+    ours_lin.params["weight"] = lin.weight.detach().numpy().copy()
+    ours_lin.params["bias"] = lin.bias.detach().numpy().copy()
+    ours_bn = BatchNorm1d(2)
+    ours_bn.running_mean = tbn2.running_mean.numpy().copy()
+    ours_bn.running_var = tbn2.running_var.numpy().copy()
+    ours_bn.params["weight"] = tbn2.weight.detach().numpy().copy()
+    ours_bn.params["bias"] = tbn2.bias.detach().numpy().copy()
+    x = rng.normal(size=(5, 3))
+    with torch.no_grad():
+        ref = tbn2(lin(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(
+        fold_batchnorm(ours_lin, ours_bn)(x), ref, rtol=1e-12, atol=1e-12
+    )
+
+
 # ------------------------------------------------------------------------- Batch Renorm
 
 
@@ -119,6 +218,125 @@ def test_renorm_reduces_to_batchnorm(shape):
     bn.eval(), brn.eval()
     x = rng.normal(size=shape)
     np.testing.assert_allclose(brn(x), bn(x), rtol=1e-12, atol=1e-12)
+
+
+def test_renorm_float32_and_precise_bn():
+    rng = np.random.default_rng(12)
+    model = Sequential(Linear(4, 3, rng=rng), BatchRenorm1d(3), ReLU())
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    assert model(x).dtype == np.float32
+    precise_bn(model, [x[:20], x[20:]], variance="population")
+    h = model[0](x.astype(np.float64))
+    np.testing.assert_allclose(
+        model[1].running_mean, h.mean(axis=0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(model[1].running_var, h.var(axis=0), rtol=1e-5)
+
+
+def test_renorm_running_std_follows_the_paper():
+    rng = np.random.default_rng(6)
+    brn = BatchRenorm1d(3, eps=1e-3, momentum=0.2)  # running="std"
+    sigma, mu = np.sqrt(1.0 + 1e-3) * np.ones(3), np.zeros(3)
+    np.testing.assert_allclose(brn.running_var, 1.0)
+    for _ in range(5):
+        x = rng.normal(1.0, 2.0, (10, 3))
+        brn(x)
+        mu = 0.8 * mu + 0.2 * x.mean(axis=0)
+        sigma = 0.8 * sigma + 0.2 * np.sqrt(x.var(axis=0) + 1e-3)
+    np.testing.assert_allclose(brn.running_mean, mu, rtol=1e-12)
+    np.testing.assert_allclose(brn.running_std, sigma, rtol=1e-12)
+    np.testing.assert_allclose(brn.running_var, sigma**2 - 1e-3, rtol=1e-12)
+    brn.eval()
+    x = rng.normal(size=(4, 3))
+    expected = brn.params["weight"] * (x - mu) / sigma + brn.params["bias"]
+    np.testing.assert_allclose(brn(x), expected, rtol=1e-12)
+
+
+def test_renorm_unclipped_training_output_equals_eval_output():
+    rng = np.random.default_rng(7)
+    brn = BatchRenorm1d(3, r_max=100.0, d_max=100.0)
+    brn.running_mean, brn.running_var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    brn.params["weight"][:] = rng.uniform(0.5, 2.0, 3)
+    x = rng.normal(0.5, 1.5, (6, 3))
+    expected = copy.deepcopy(brn).eval()(x)
+    np.testing.assert_allclose(brn(x), expected, rtol=1e-10, atol=1e-12)
+    assert np.all(brn.last_r != 1.0) and np.all(brn.last_d != 0.0)
+
+
+def test_renorm_clips_r_and_d():
+    brn = BatchRenorm1d(2, r_max=2.0, d_max=0.5)
+    brn.running_mean, brn.running_var = np.array([5.0, -5.0]), np.array([100.0, 1e-4])
+    brn(np.random.default_rng(8).normal(size=(16, 2)))
+    np.testing.assert_allclose(brn.last_r, [0.5, 2.0])
+    np.testing.assert_allclose(brn.last_d, [-0.5, 0.5])
+
+
+def test_renorm_gradient_check_clipped():
+    """Where r and d sit at their clip limits they are locally constant, so the
+    stop-gradient backward is the true gradient of the forward."""
+    rng = np.random.default_rng(9)
+    brn = BatchRenorm1d(
+        3, momentum=0.0, r_max=2.0, d_max=0.5
+    )  # momentum 0: stats fixed
+    brn.running_mean, brn.running_var = (
+        np.array([5.0, -5.0, 5.0]),
+        np.array([100.0, 100.0, 1e-3]),
+    )
+    brn.params["weight"][:] = rng.uniform(0.5, 2.0, 3)
+    brn.params["bias"][:] = rng.normal(size=3)
+    errors = check_module_gradients(brn, rng.normal(size=(6, 3)), rng=1)
+    assert brn.last_r[0] == 0.5 and brn.last_d[1] == 0.5
+    assert max(errors.values()) < RENORM_GRAD_TOL, errors
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5)])
+def test_renorm_gradient_check_with_r_d_held_constant(shape):
+    rng = np.random.default_rng(10)
+    brn = BatchRenorm1d(3, momentum=0.0, r_max=10.0, d_max=10.0)
+    brn.running_mean, brn.running_var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    gamma, beta = rng.uniform(0.5, 2.0, 3), rng.normal(size=3)
+    brn.params["weight"][:], brn.params["bias"][:] = gamma, beta
+    x = rng.normal(1.0, 2.0, shape)
+    dout = rng.normal(size=shape)
+    brn(x)
+    r, d = brn.last_r, brn.last_d
+    assert np.all(
+        (r > 0.1) & (r < 10.0)
+    )  # interior: the clip is not what holds them fixed
+    dx = brn.backward(dout)
+
+    def loss():
+        return float(
+            np.sum(F.batchnorm_forward(x, gamma * r, gamma * d + beta)[0] * dout)
+        )
+
+    assert rel_error(dx, numerical_gradient(loss, x)) < RENORM_GRAD_TOL
+    assert (
+        rel_error(brn.grads["weight"], numerical_gradient(loss, gamma))
+        < RENORM_GRAD_TOL
+    )
+    assert (
+        rel_error(brn.grads["bias"], numerical_gradient(loss, beta)) < RENORM_GRAD_TOL
+    )
+
+
+def test_renorm_eval_gradient_check_and_bad_input():
+    rng = np.random.default_rng(11)
+    brn = BatchRenorm1d(3)
+    brn.running_mean, brn.running_var = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    brn.params["weight"][:] = rng.uniform(0.5, 2.0, 3)
+    brn.eval()
+    assert (
+        max(check_module_gradients(brn, rng.normal(size=(4, 3)), rng=2).values())
+        < RENORM_GRAD_TOL
+    )
+    brn.train()
+    with pytest.raises(ValueError, match="more than 1 value"):
+        brn(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="3 channels"):
+        brn(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="r_max"):
+        BatchRenorm1d(3, r_max=0.5)
 
 
 # ----------------------------------------------------------------------------- shift
@@ -420,6 +638,59 @@ def test_frozen_bn_tail_small():
     out = ch3.frozen_bn_tail(data, 4, init_seed=0, shuffle_seed=1, steps=12, tail=4)
     assert list(out) == ["bn", "frozen"]
     assert all(0.0 <= a <= 1.0 for a in out.values())
+
+
+# ------------------------------------------------------------ check_fold
+def fold(W, b, gamma, beta, mean, var, eps, *, mistake=None):
+    s = (1 if mistake == "no_gamma" else gamma) / (
+        var + eps
+        if mistake == "var"
+        else np.sqrt(var + (0 if mistake == "no_eps" else eps))
+    )
+    W2 = W if mistake == "keep_W" else s[:, None] * W
+    b_in = 0 if mistake == "no_b" else b
+    shift = mean if mistake == "raw_mean" else s * mean
+    return W2, s * b_in - shift + (0 if mistake == "no_beta" else beta)
+
+
+def fold_with_bnlib(W, b, gamma, beta, mean, var, eps):
+    lin = bnlib.Linear(W.shape[1], W.shape[0])
+    lin.params["weight"], lin.params["bias"] = W, b
+    bn = bnlib.BatchNorm1d(W.shape[0], eps=eps)
+    bn.params["weight"], bn.params["bias"] = gamma, beta
+    bn.running_mean, bn.running_var = mean, var
+    folded = fold_batchnorm(lin, bn)
+    return [folded.params["weight"], folded.params["bias"]]
+
+
+FOLD_RIGHT = [fold, fold_with_bnlib]
+FOLD_WRONG = [
+    (lambda *a: fold(*a, mistake="no_eps"), "left eps out"),
+    (lambda *a: fold(*a, mistake="var"), "divided by var + eps"),
+    (lambda *a: fold(*a, mistake="no_gamma"), "left gamma out of the scale"),
+    (lambda *a: fold(*a, mistake="no_b"), "bias b out"),
+    (lambda *a: fold(*a, mistake="raw_mean"), "did not scale the mean"),
+    (lambda *a: fold(*a, mistake="no_beta"), "left beta out"),
+    (lambda *a: fold(*a, mistake="keep_W"), "left W unchanged"),
+    (lambda *a: fold(*a[:-1], 1e-5), "ignored the eps argument"),
+    (lambda *a: fold(*a)[::-1], "W2 has shape (3,), expected (3, 4)"),
+]
+
+
+@pytest.mark.parametrize(
+    "answer,named",
+    [(a, None) for a in FOLD_RIGHT] + FOLD_WRONG,
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_check_fold_catalogue(answer, named, checker_contract):
+    """Folds written as a reader would: the right ones pass, each mistake is named."""
+    checker_contract.judges(ch3.check_fold(answer), named)
+    assert len(FOLD_RIGHT) >= 2 and len(FOLD_WRONG) >= 5
+
+
+def test_check_fold_never_raises(checker_contract):
+    checker_contract.rejects_odd_input(ch3.check_fold)
+    checker_contract.rejects_junk_returned(ch3.check_fold)
 
 
 # ------------------------------------------------------------ PyTorch and Keras recipes
