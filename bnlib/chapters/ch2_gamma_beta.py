@@ -937,10 +937,42 @@ def draw_relu_panel(ax, x_hat, gamma, beta, bins=60):
     return active
 
 
-def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
-    """The ReLU widget's picture: :func:`draw_relu_panel` on n standard normal x_hat,
-    and the curve ``Phi(beta / |gamma|)`` against beta for this gamma with the measured
-    point.
+def _draw_relu(axes, x_hat, gamma, beta, gammas_curve):
+    """The two panels of the ReLU figure, redrawn: :func:`draw_relu_panel` on x_hat
+    (m,) at the left; at the right ``Phi(beta / |gamma|)`` against beta for each gamma
+    of ``gammas_curve`` and for ``gamma``, with the measured active share as a dot.
+    Returns the measured share."""
+    a0, a1 = axes
+    a0.clear()
+    a1.clear()
+    active = draw_relu_panel(a0, x_hat, gamma, beta)
+    b = np.linspace(-4, 4, 201)
+    for i, gc in enumerate(gammas_curve):
+        a1.plot(
+            b,
+            relu_active_fraction(gc, b),
+            color=COLORS["reference"],
+            ls=("--", "-.", ":")[i % 3],
+            label=rf"$\gamma$={gc:g}",
+        )
+    a1.plot(
+        b,
+        relu_active_fraction(gamma, b),
+        color=COLORS["bn"],
+        label=rf"this $\gamma$={gamma:g}",
+    )
+    a1.plot([beta], [active], "o", color="black", label="measured")
+    a1.set_xlabel(r"$\beta$")
+    a1.set_ylabel("fraction of inputs active")
+    a1.set_ylim(-0.02, 1.02)
+    a1.set_title("Φ(β/|γ|)", fontsize=10)
+    a1.legend(fontsize=8, loc="upper left")
+    return active
+
+
+def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0, gammas_curve=(0.5, 1.0, 2.0)):
+    """The ReLU widget's picture (the one :func:`relu_frames` draws) on n standard
+    normal x_hat.
 
     Returns:
         ``(fig, stats)``, stats = {"active": measured,
@@ -949,20 +981,8 @@ def relu_view(gamma=1.0, beta=0.0, n=4000, seed=0):
     import matplotlib.pyplot as plt
 
     x_hat = as_generator(seed).standard_normal(n)
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(7.5, 2.9), layout="constrained")
-    active = draw_relu_panel(a0, x_hat, gamma, beta)
-    b = np.linspace(-4, 4, 201)
-    a1.plot(
-        b,
-        relu_active_fraction(gamma, b),
-        color=COLORS["bn"],
-        label=rf"Φ(β/|γ|), $\gamma$={gamma:g}",
-    )
-    a1.plot([beta], [active], "o", color="black", label="measured")
-    a1.set_xlabel(r"$\beta$")
-    a1.set_ylabel("fraction of inputs active")
-    a1.set_ylim(-0.02, 1.02)
-    a1.legend(loc="upper left", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.9), layout="constrained")
+    active = _draw_relu(axes, x_hat, gamma, beta, gammas_curve)
     return fig, {"active": active, "predicted": relu_active_fraction(gamma, beta)}
 
 
@@ -982,45 +1002,18 @@ def relu_widget(gamma=1.0, beta=0.0, n=4000, seed=0):
 
 def relu_frames(x_hat, gammas_curve=(0.5, 1.0, 2.0), figsize=(7.5, 2.9)):
     """A figure and a ``draw((gamma, beta))`` for :func:`bnlib.plotting.scrubber`, the
-    site's stand-in for :func:`relu_widget`: left, :func:`draw_relu_panel` on ``x_hat``
-    (m,); right, ``Phi(beta / |gamma|)`` against beta for each gamma of ``gammas_curve``
-    (and for the frame's gamma) with the measured active share as a dot.
+    site's stand-in for :func:`relu_widget`: the picture of :func:`relu_view` on
+    ``x_hat`` (m,).
 
     Returns:
         ``(fig, draw)``; ``draw`` returns the measured active share.
     """
     import matplotlib.pyplot as plt
 
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, layout="constrained")
-    b = np.linspace(-3, 3, 201)
-    styles = ("--", "-.", ":")
+    fig, axes = plt.subplots(1, 2, figsize=figsize, layout="constrained")
 
     def draw(setting):
-        g, beta = setting
-        a0.clear()
-        a1.clear()
-        active = draw_relu_panel(a0, x_hat, g, beta)
-        for i, gc in enumerate(gammas_curve):
-            a1.plot(
-                b,
-                relu_active_fraction(gc, b),
-                color=COLORS["reference"],
-                ls=styles[i % 3],
-                label=rf"$\gamma$={gc:g}",
-            )
-        a1.plot(
-            b,
-            relu_active_fraction(g, b),
-            color=COLORS["bn"],
-            label=rf"this frame, $\gamma$={g:g}",
-        )
-        a1.plot([beta], [active], "o", color="black", label="measured")
-        a1.set_xlabel(r"$\beta$")
-        a1.set_ylabel("fraction active")
-        a1.set_ylim(-0.02, 1.02)
-        a1.set_title("Φ(β/|γ|)", fontsize=10)
-        a1.legend(fontsize=9, loc="upper left")
-        return active
+        return _draw_relu(axes, x_hat, *setting, gammas_curve)
 
     return fig, draw
 

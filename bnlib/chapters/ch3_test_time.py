@@ -515,6 +515,26 @@ def train_mode_accuracy(net, x, y, batch_size):
     return float(np.mean(np.concatenate(preds) == y))
 
 
+def _train_mlp(data, norm, batch_size, init_seed, shuffle_seed, steps, lr=0.01):
+    """``make_mlp(MLP_SIZES, "relu", norm)`` initialized from ``init_seed``, trained
+    with SGD (momentum 0.9) for ``steps`` steps of ``batch_size`` examples of
+    ``data.x_train``, shuffled from ``shuffle_seed``: ``(net, opt, history)``."""
+    net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
+    opt = SGD(net, lr=lr, momentum=0.9)
+    hist = fit(
+        net,
+        opt,
+        data.x_train,
+        data.y_train,
+        epochs=1,
+        batch_size=batch_size,
+        rng=shuffle_seed,
+        progress=False,
+        max_steps=steps,
+    )
+    return net, opt, hist
+
+
 def tiny_batch_runs(
     data,
     batch_sizes=(2, 4),
@@ -548,18 +568,8 @@ def tiny_batch_runs(
     runs = {}
     for m in batch_sizes:
         for key, norm in norms.items():
-            net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
-            opt = SGD(net, lr=lr, momentum=0.9)
-            hist = fit(
-                net,
-                opt,
-                data.x_train,
-                data.y_train,
-                epochs=1,
-                batch_size=m,
-                rng=shuffle_seed,
-                progress=False,
-                max_steps=max_steps,
+            net, _, hist = _train_mlp(
+                data, norm, m, init_seed, shuffle_seed, max_steps, lr
             )
             runs[key, m] = (
                 float(np.mean(hist.acc[-last:])),
@@ -777,11 +787,10 @@ def frozen_bn_tail(data, batch_size, init_seed, shuffle_seed, steps=1000, tail=2
     def norm(c):
         return BatchNorm1d(c, momentum=0.01)
 
-    net = make_mlp(MLP_SIZES, "relu", norm=norm, rng=init_seed)
-    opt = SGD(net, lr=0.01, momentum=0.9)
-    args = dict(epochs=1, batch_size=batch_size, progress=False)
+    net, opt, _ = _train_mlp(
+        data, norm, batch_size, init_seed, shuffle_seed, steps - tail
+    )
     x, y = data.x_train, data.y_train
-    fit(net, opt, x, y, max_steps=steps - tail, rng=shuffle_seed, **args)
     out = {}
     for key in ("bn", "frozen"):
         run, run_opt = copy.deepcopy((net, opt))  # the optimizer points into run
