@@ -2,7 +2,6 @@
 
 * MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package's
   generator and cached on disk;
-* scikit-learn's bundled 8x8 digits;
 * synthetic Gaussian classes (for tests and quick experiments).
 """
 
@@ -20,7 +19,6 @@ __all__ = [
     "Dataset",
     "minibatches",
     "load_mnist1d",
-    "load_digits",
     "make_gaussian_classes",
 ]
 
@@ -222,19 +220,6 @@ def hash_str(s: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little")
-
-
-def load_digits(test_fraction=0.25, seed=0, dtype=np.float64):
-    """scikit-learn's bundled 8x8 digits (1797 images, no download), flattened to
-    (N, 64) and scaled to [0, 1], split at random with ``seed``."""
-    from sklearn.datasets import load_digits as _load
-
-    d = _load()
-    x, y = (d.data / 16.0).astype(dtype), d.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(test_fraction * len(x)))
-    te, tr = order[:n_test], order[n_test:]
-    return Dataset(x[tr], y[tr], x[te], y[te])
 
 
 def make_gaussian_classes(

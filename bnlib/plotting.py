@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
-import numpy as np
 
 __all__ = [
     "slider",
@@ -18,7 +17,6 @@ __all__ = [
     "use_style",
     "color",
     "caption_axes",
-    "small_multiples",
     "scrubber",
     "figure_png",
     "live_figure",
@@ -130,25 +128,6 @@ def caption_axes(ax, xlabel, ylabel, title=None):
     if title:
         ax.set_title(title)
     return ax
-
-
-def small_multiples(n, ncols=2, panel_size=(3.75, 2.6), sharex=True, sharey=True):
-    """A grid of ``n`` panels (the static counterpart of a widget sweep), two per row
-    by default so that the figure fits a 7.5 in column.
-    Returns ``(fig, axes)`` with ``axes`` flat and unused panels hidden."""
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-        sharex=sharex,
-        sharey=sharey,
-        squeeze=False,
-    )
-    axes = axes.ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
 
 
 def scrubber(fig, draw, values, interval=500):

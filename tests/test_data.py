@@ -173,20 +173,7 @@ def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     assert D.cache_dir() == tmp_path / "x" / "y" and (tmp_path / "x" / "y").is_dir()
 
 
-# ------------------------------------------------------------------ other sets
-def test_load_digits():
-    d = bnlib.load_digits()
-    assert d.x_train.shape == (1348, 64) and d.x_test.shape == (449, 64)
-    assert d.x_train.dtype == np.float64 and d.y_train.dtype == np.int64
-    assert 0.0 <= d.x_train.min() and d.x_train.max() == 1.0
-    assert d.num_classes == 10
-    again = bnlib.load_digits()
-    np.testing.assert_array_equal(again.x_test, d.x_test)
-    other = bnlib.load_digits(seed=1, test_fraction=0.5, dtype=np.float32)
-    assert other.x_test.shape == (898, 64) and other.x_test.dtype == np.float32
-    assert len(np.unique(np.concatenate([d.x_train, d.x_test]), axis=0)) == len(
-        np.unique(np.concatenate([other.x_train, other.x_test]), axis=0)
-    )
+# ------------------------------------------------------------------ mini-batches
 
 
 def test_minibatches_cover_the_data_once_in_a_seeded_order():

@@ -29,13 +29,6 @@ def test_scrubber_has_one_frame_per_value_and_a_slider():
     assert not plt.fignum_exists(fig.number)  # closed: not drawn a second time
 
 
-def test_small_multiples_hides_unused_panels():
-    fig, axes = plotting.small_multiples(5, ncols=3)
-    assert len(axes) == 5
-    assert sum(ax.get_visible() for ax in fig.axes) == 5
-    plt.close(fig)
-
-
 def test_figure_png_is_twice_the_figure_and_closes_it():
     import struct
 

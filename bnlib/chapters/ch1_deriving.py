@@ -5,7 +5,7 @@
 :func:`plot_weight_scale_sweep` (scale invariance: larger weights get smaller updates;
 the training loop itself is on the chapter's page), the layer diagnostics of a deeper
 network (:func:`record_layers`, :func:`saturated_fraction`, :func:`layer_summary`,
-:func:`plot_layer_profiles`),
+:func:`plot_layer_profiles`) on scikit-learn's digits (:func:`load_digits`),
 and :func:`wrap_report` for checker reports in outputs; :func:`check_batchnorm_layer`
 checks the reader's own BatchNorm1d layer.
 """
@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import functional as F
+from ..data import Dataset
 from ..exercises import (
     answer_key,
     call_reader,
@@ -48,6 +49,7 @@ __all__ = [
     "saturated_fraction",
     "layer_summary",
     "plot_layer_profiles",
+    "load_digits",
     "check_batchnorm_layer",
 ]
 
@@ -563,6 +565,22 @@ def plot_layer_profiles(profiles, figsize=(7.5, 3.4)):
         ax.set_title(title)
     fig.legend(handles=handles, loc="outside upper center", ncols=2, fontsize=9)
     return fig
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_digits(test_fraction=0.25, seed=0, dtype=np.float64):
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), flattened to
+    (N, 64) and scaled to [0, 1], split at random with ``seed``."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x, y = (d.data / 16.0).astype(dtype), d.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    te, tr = order[:n_test], order[n_test:]
+    return Dataset(x[tr], y[tr], x[te], y[te])
 
 
 # ------------------------------------------------------------------ a layer of your own

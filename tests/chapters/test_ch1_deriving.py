@@ -276,6 +276,24 @@ def test_backward_geometry_widget_redraws_and_frames_draw():
     plt.close(fig)
 
 
+# ------------------------------------------------------------------ digits
+
+
+def test_load_digits():
+    d = ch1.load_digits()
+    assert d.x_train.shape == (1348, 64) and d.x_test.shape == (449, 64)
+    assert d.x_train.dtype == np.float64 and d.y_train.dtype == np.int64
+    assert 0.0 <= d.x_train.min() and d.x_train.max() == 1.0
+    assert d.num_classes == 10
+    again = ch1.load_digits()
+    np.testing.assert_array_equal(again.x_test, d.x_test)
+    other = ch1.load_digits(seed=1, test_fraction=0.5, dtype=np.float32)
+    assert other.x_test.shape == (898, 64) and other.x_test.dtype == np.float32
+    assert len(np.unique(np.concatenate([d.x_train, d.x_test]), axis=0)) == len(
+        np.unique(np.concatenate([other.x_train, other.x_test]), axis=0)
+    )
+
+
 # ------------------------------------------------------------ check_batchnorm_layer
 class MyBatchNorm1d(bnlib.Module):
     """The chapter 1 layer, with switches for the mistakes of the catalogue."""
