@@ -10,7 +10,8 @@ Every builder takes ``norm=``, one of:
   ``lambda c: BatchNorm1d(c, momentum=0.01)``.
 
 :func:`norm_layer` turns any of them into a layer. When a normalization follows a Linear
-or Conv1d, that layer has no bias: beta does its job.
+or Conv1d, that layer has no bias: beta does its job. A chapter module adds a name of
+its own with :func:`register_norm`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ACTIVATIONS",
     "NORMS",
     "norm_layer",
+    "register_norm",
     "make_mlp",
     "conv1d_net",
 ]
@@ -50,6 +52,19 @@ NORMS = ("bn", "ln", "gn", "in", "ghost_bn", "noisy_bn")
 
 Norm = str | Callable[[int], Module] | None
 
+#: Names added by :func:`register_norm`: name -> factory(num_features, **options).
+_REGISTERED: dict[str, Callable[..., Module]] = {}
+
+
+def register_norm(name: str, factory: Callable[..., Module]):
+    """Let every builder's ``norm=`` accept ``name``, for a normalization that one
+    chapter studies (its module registers it on import). ``factory(num_features,
+    rng=rng, **options)`` builds the layer; ``options`` are the keyword arguments of
+    :func:`norm_layer` that it does not use itself."""
+    if name in NORMS:
+        raise ValueError(f"register_norm: {name!r} is built in")
+    _REGISTERED[name] = factory
+
 
 def norm_layer(
     norm: Norm,
@@ -59,13 +74,17 @@ def norm_layer(
     ghost_size: int = 16,
     noise: dict | None = None,
     rng=None,
+    **options,
 ) -> Module | None:
     """The normalization layer ``norm`` names for ``num_features`` channels, or None.
 
     ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise``
     (keyword arguments of :class:`~bnlib.NoisyBatchNorm1d`) and ``rng`` by
-    ``"noisy_bn"``. Inputs of the layers: (N, C) or (N, C, L).
+    ``"noisy_bn"``; ``rng`` and ``options`` go to a name added by
+    :func:`register_norm`. Inputs of the layers: (N, C) or (N, C, L).
     """
+    if options and norm not in _REGISTERED:
+        raise TypeError(f"norm_layer: unexpected {sorted(options)} for norm={norm!r}")
     if norm is None:
         return None
     if callable(norm):
@@ -82,7 +101,10 @@ def norm_layer(
         return GhostBatchNorm1d(num_features, ghost_size)
     if norm == "noisy_bn":
         return NoisyBatchNorm1d(num_features, rng=rng, **(noise or {}))
-    raise ValueError(f"norm must be None, a callable or one of {NORMS}, got {norm!r}")
+    if norm in _REGISTERED:
+        return _REGISTERED[norm](num_features, rng=rng, **options)
+    names = NORMS + tuple(_REGISTERED)
+    raise ValueError(f"norm must be None, a callable or one of {names}, got {norm!r}")
 
 
 def make_mlp(

@@ -47,6 +47,29 @@ def test_norm_layer_kinds():
         norm_layer("batch", 8)
 
 
+def test_a_registered_norm_is_built_by_every_builder(monkeypatch):
+    monkeypatch.setattr(bnlib.models, "_REGISTERED", {})
+    built = []
+
+    def factory(c, rng=None, scale=1.0):
+        built.append((c, scale, rng is not None))
+        return bnlib.BatchNorm1d(c)
+
+    bnlib.register_norm("my_bn", factory)
+    net = make_mlp([4, 6, 5, 2], "relu", "my_bn", rng=0, scale=2.0)
+    assert isinstance(net[1], bnlib.BatchNorm1d)
+    assert built == [(6, 2.0, True), (5, 2.0, True)]
+    assert isinstance(
+        conv1d_net("my_bn", channels=3, num_layers=1)[1], bnlib.BatchNorm1d
+    )
+    with pytest.raises(ValueError, match="built in"):
+        bnlib.register_norm("bn", factory)
+    with pytest.raises(TypeError, match="unexpected"):
+        make_mlp([4, 6, 2], "relu", "bn", scale=2.0)
+    with pytest.raises(ValueError, match="my_bn"):
+        norm_layer("batch", 8)
+
+
 @pytest.mark.parametrize("norm", ["bn", "ln", "gn", "in", None])
 def test_conv1d_net_shapes_and_gradients(norm):
     rng = np.random.default_rng(11)
