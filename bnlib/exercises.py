@@ -99,18 +99,18 @@ def never_raises(check):
     """Decorate a checker so that it reports, rather than raises, on anything it is
     given; a starter's ``...`` or empty skeleton is reported as not answered yet."""
 
+    name = check.__name__.removeprefix("check_").replace("_", " ")
+
     @functools.wraps(check)
     def guarded(*args, **kwargs):
         unwritten = [a for a in args if a is Ellipsis or _is_stub(a)]
         if unwritten and check.__name__ != "check_answer":  # a starter, as it comes
-            name = check.__name__.removeprefix("check_").replace("_", " ")
             what = getattr(unwritten[0], "__name__", "the ...")
             return CheckResult(name, False, [f"fill in {what}"], UNANSWERED)
         try:
             with np.errstate(all="ignore"):
                 return check(*args, **kwargs)
         except Exception as err:  # an input no rule foresaw: say so plainly
-            name = check.__name__.removeprefix("check_").replace("_", " ")
             why = f"could not judge this answer ({type(err).__name__}: {err})"
             return CheckResult(name, False, [why])
 

@@ -231,6 +231,16 @@ def _check_size(module, x, axis, expected, what):
         )
 
 
+def _init_uniform(module, shape, fan_in, bias, rng):
+    """PyTorch's default initialization of a Linear or Conv1d: weight of ``shape`` and
+    bias (shape[0],) from U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound, rng = 1.0 / np.sqrt(fan_in), as_generator(rng)
+    module.params["weight"] = rng.uniform(-bound, bound, shape)
+    if bias:
+        module.params["bias"] = rng.uniform(-bound, bound, shape[0])
+    module.zero_grad()
+
+
 class Linear(Module):
     """``y = x W^T + b`` on (..., in_features); weight (out, in), bias (out,).
 
@@ -240,12 +250,7 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        bound = 1.0 / np.sqrt(in_features)
-        rng = as_generator(rng)
-        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features))
-        if bias:
-            self.params["bias"] = rng.uniform(-bound, bound, out_features)
-        self.zero_grad()
+        _init_uniform(self, (out_features, in_features), in_features, bias, rng)
 
     def forward(self, x):
         x = self._check_float(x)
@@ -301,14 +306,8 @@ class Conv1d(Module):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        bound = 1.0 / np.sqrt(in_channels * kernel_size)
-        rng = as_generator(rng)
-        self.params["weight"] = rng.uniform(
-            -bound, bound, (out_channels, in_channels, kernel_size)
-        )
-        if bias:
-            self.params["bias"] = rng.uniform(-bound, bound, out_channels)
-        self.zero_grad()
+        shape = (out_channels, in_channels, kernel_size)
+        _init_uniform(self, shape, in_channels * kernel_size, bias, rng)
 
     def _columns(self, x):
         """(N, C, L) -> windows (N, L_out, C, K), a strided view of the padded input."""
