@@ -294,7 +294,7 @@ def test_load_digits():
     )
 
 
-# ------------------------------------------------------------ check_batchnorm_layer
+# -------------------------------------------------------------- check_batchnorm_layer
 class MyBatchNorm1d(bnlib.Module):
     """The chapter 1 layer, with switches for the mistakes of the catalogue."""
 

@@ -640,7 +640,7 @@ def test_frozen_bn_tail_small():
     assert all(0.0 <= a <= 1.0 for a in out.values())
 
 
-# ------------------------------------------------------------ check_fold
+# --------------------------------------------------------------------------- check_fold
 def fold(W, b, gamma, beta, mean, var, eps, *, mistake=None):
     s = (1 if mistake == "no_gamma" else gamma) / (
         var + eps
