@@ -11,9 +11,12 @@
   the inputs of a network's nonlinearities.
 * Experiment drivers: :func:`train_mlps` (the same network with and without BN, same
   seeds), :func:`lr_sweep`, :func:`train_run` and :func:`train_runs` (independent
-  runs, each described by a dict, spread over processes), :func:`train_and_score`,
-  :func:`weight_grad_norms`, :func:`mean_ics`, with the probe factories
-  :func:`ics_probe` and :func:`landscape_probe`.
+  runs, each described by a :class:`Run`, spread over processes),
+  :func:`train_and_score`, :func:`weight_grad_norms`, :func:`mean_ics`, with the
+  probe factories :func:`ics_probe` and :func:`landscape_probe`.
+* Residual networks: :func:`residual_mlp` (BN, no normalization or SkipInit), built
+  from :class:`ResidualBlock`, and :func:`residual_stream` (the stream's growth at
+  initialization).
 * :func:`summarize_landscape` condenses landscape probes into one number per run.
 * :func:`spread_across_examples` measures signal collapse: how much the inputs of a
   layer's units still differ from one example to the next.
@@ -30,6 +33,7 @@ The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +46,7 @@ from ..modules import (
     Linear,
     Module,
     ReLU,
+    Sequential,
     Sigmoid,
     Tanh,
     as_generator,
@@ -64,6 +69,7 @@ __all__ = [
     "first_weight_sq_norm",
     "train_mlps",
     "lr_sweep",
+    "Run",
     "train_run",
     "train_runs",
     "summarize_landscape",
@@ -83,6 +89,9 @@ __all__ = [
     "lr_smoothness_view",
     "lr_smoothness_frames",
     "lr_smoothness_widget",
+    "ResidualBlock",
+    "residual_mlp",
+    "residual_stream",
 ]
 
 # --------------------------------------------------------------------------------
@@ -488,83 +497,86 @@ def _sweep_task(task):
     return {"loss": loss, "hist": hist}
 
 
-def train_run(spec, x, y, test=None, return_model=False):
-    """Train one :func:`make_mlp` network with plain SGD, as ``spec`` describes.
+@dataclass(kw_only=True)
+class Run:
+    """One training run: a :func:`make_mlp` network trained with plain SGD, and what
+    to record along the way. :func:`train_run` carries it out.
 
-    ``spec`` is a dict with ``sizes``, ``activation``, ``norm``, ``lr``, ``init`` (the
-    ``rng`` of :func:`make_mlp`), ``order`` (the ``rng`` of :func:`bnlib.fit`),
-    ``steps`` and ``batch_size``. Optional keys:
-
-    * ``mlp``: more keyword arguments of :func:`make_mlp`, e.g. ``{"noise": {...}}``;
-    * ``land_every``, ``land_seed``: :func:`landscape_probe` every ``land_every``
-      steps, on batches drawn from ``land_seed`` (probe ``"land"``); with
-      ``land_rescaled`` true, also on the model with its scale-invariant rows
-      rescaled to their initial norms (probe ``"land_rescaled"``, same batches);
-    * ``ics_every``, ``ics_seed``: :func:`ics_probe` likewise (probe ``"ics"``);
-    * ``pct_every``, ``pct_x``: :func:`percentile_probe` of every unit of the last
-      nonlinearity on the examples ``pct_x`` (probe ``"pct"``);
-    * ``loss_every``: the loss on all of x, y in eval mode (probe ``"train_loss"``);
-    * ``curve_every``: loss and accuracy on all of x, y and on ``test``, in eval mode
-      (probe ``"curve"``: an array (4,) of train loss, train accuracy, test loss,
-      test accuracy);
-    * ``eval_every``: test evaluations, with ``test = (x_test, y_test)``.
-
-    Other keys (e.g. a ``"key"`` naming the run) are ignored. Every run records
-    ``"w2"`` (:func:`first_weight_sq_norm`) after each step. Returns the History, or
-    ``(History, trained model)`` with ``return_model=True``.
+    Every run records ``"w2"`` (:func:`first_weight_sq_norm`) after each step. The
+    optional probes, off by default, are named after the History entry they fill.
     """
-    model = make_mlp(
-        spec["sizes"],
-        spec["activation"],
-        spec["norm"],
-        rng=spec["init"],
-        **spec.get("mlp", {}),
-    )
+
+    sizes: list  #: layer widths, input first, passed to :func:`make_mlp`
+    activation: str  #: ``"sigmoid"``, ``"relu"``, ``"tanh"`` or ``"linear"``
+    norm: str | None  #: ``None`` (plain) or a :func:`make_mlp` norm, e.g. ``"bn"``
+    lr: float  #: the SGD learning rate
+    init: int  #: seed of the initial weights (``rng`` of :func:`make_mlp`)
+    order: int  #: seed of the batch order (``rng`` of :func:`bnlib.fit`)
+    steps: int  #: SGD steps
+    batch_size: int
+    mlp: dict = field(default_factory=dict)  #: more keyword arguments of make_mlp
+    key: str = ""  #: names the run in tables and legends, e.g. ``"bn"``
+    setting: str = ""  #: a label shared by a group of runs, e.g. ``"ReLU, lr 1"``
+    eval_every: int | None = None  #: test accuracy every so many steps (``test``)
+    pct_every: int | None = None  #: ``"pct"``: :func:`percentile_probe` ...
+    pct_x: np.ndarray | None = None  #: ... of the last nonlinearity, on these inputs
+    ics_every: int | None = None  #: ``"ics"``: :func:`ics_probe` ...
+    ics_seed: int | None = None  #: ... on batches drawn from this seed
+    land_every: int | None = None  #: ``"land"``: :func:`landscape_probe` ...
+    land_seed: int | None = None  #: ... on batches drawn from this seed
+    land_rescaled: bool = False  #: also ``"land_rescaled"``: rows at initial norms
+    loss_every: int | None = None  #: ``"train_loss"``: loss on all of x, eval mode
+    curve_every: int | None = None  #: ``"curve"``: train and test loss and accuracy
+
+
+def _probes(run, model, x, y, test):
+    """The probes ``run`` asks for, on a freshly built ``model``."""
     probes = {"w2": first_weight_sq_norm}
-    if spec.get("pct_every"):
+    if run.pct_every:
         probes["pct"] = probe_every(
-            spec["pct_every"], percentile_probe(spec["pct_x"], unit=None)
+            run.pct_every, percentile_probe(run.pct_x, unit=None)
         )
-    if spec.get("ics_every"):
+    if run.ics_every:
         probes["ics"] = ics_probe(
-            spec["ics_every"], spec["lr"], x, y, spec["batch_size"], spec["ics_seed"]
+            run.ics_every, run.lr, x, y, run.batch_size, run.ics_seed
         )
-    if spec.get("land_every"):
-        probes["land"] = landscape_probe(
-            spec["land_every"], spec["lr"], x, y, spec["batch_size"], spec["land_seed"]
-        )
-    if spec.get("land_rescaled"):  # the same probe batches, initial weight lengths
-        probes["land_rescaled"] = landscape_probe(
-            spec["land_every"],
-            spec["lr"],
-            x,
-            y,
-            spec["batch_size"],
-            spec["land_seed"],
-            rescale_to=row_norms(model),
-        )
-    if spec.get("loss_every"):
+    if run.land_every:
+        land = (run.land_every, run.lr, x, y, run.batch_size, run.land_seed)
+        probes["land"] = landscape_probe(*land)
+        if run.land_rescaled:  # the same probe batches, initial weight lengths
+            probes["land_rescaled"] = landscape_probe(
+                *land, rescale_to=row_norms(model)
+            )
+    if run.loss_every:
         probes["train_loss"] = probe_every(
-            spec["loss_every"], lambda m: evaluate(m, x, y)[0]
+            run.loss_every, lambda m: evaluate(m, x, y)[0]
         )
-    if spec.get("curve_every"):
+    if run.curve_every:  # (4,): train loss, train accuracy, test loss, test accuracy
         probes["curve"] = probe_every(
-            spec["curve_every"],
+            run.curve_every,
             lambda m: np.array([*evaluate(m, x, y), *evaluate(m, *test)]),
         )
+    return probes
+
+
+def train_run(run, x, y, test=None, return_model=False):
+    """Carry out one :class:`Run` on x (N, d_in), y (N,), with ``test = (x_test,
+    y_test)`` for ``eval_every`` and ``curve_every``. Returns the History, or
+    ``(History, trained model)`` with ``return_model=True``."""
+    model = make_mlp(run.sizes, run.activation, run.norm, rng=run.init, **run.mlp)
     hist = fit(
         model,
-        SGD(model, spec["lr"]),
+        SGD(model, run.lr),
         x,
         y,
-        epochs=-(-spec["steps"] // (len(x) // spec["batch_size"])),  # enough for steps
-        max_steps=spec["steps"],
-        batch_size=spec["batch_size"],
-        probes=probes,
-        rng=spec["order"],
+        epochs=-(-run.steps // (len(x) // run.batch_size)),  # enough for the steps
+        max_steps=run.steps,
+        batch_size=run.batch_size,
+        probes=_probes(run, model, x, y, test),
+        rng=run.order,
         progress=False,
-        test=test if spec.get("eval_every") else None,
-        eval_every=spec.get("eval_every"),
+        test=test if run.eval_every else None,
+        eval_every=run.eval_every,
     )
     return (hist, model) if return_model else hist
 
@@ -573,13 +585,13 @@ def _train_task(task):
     return train_run(*task)
 
 
-def train_runs(specs, x, y, test=None, jobs=1, return_models=False):
-    """:func:`train_run` for every dict of ``specs``, on ``jobs`` processes
-    (:func:`bnlib.parallel_map`). Each run is seeded by its own spec, so the
+def train_runs(runs, x, y, test=None, jobs=1, return_models=False):
+    """:func:`train_run` for every :class:`Run` of ``runs``, on ``jobs`` processes
+    (:func:`bnlib.parallel_map`). Each run is seeded by its own fields, so the
     Histories (or ``(History, model)`` pairs with ``return_models=True``), returned in
-    the order of ``specs``, are the same for any ``jobs``. The processes take the runs
+    the order of ``runs``, are the same for any ``jobs``. The processes take the runs
     in this order, so the slowest ones are best put first."""
-    tasks = [(s, x, y, test, return_models) for s in specs]
+    tasks = [(r, x, y, test, return_models) for r in runs]
     return parallel_map(_train_task, tasks, jobs)
 
 
@@ -1026,6 +1038,90 @@ def lr_smoothness_widget(grid):
         return lr_smoothness_view(grid, log_lr)
 
     return live_figure(view, controls)
+
+
+# ------------------------------------------------------------------ residual networks
+RESIDUAL_VARIANTS = ("bn", "plain", "skipinit")
+
+
+def _he_linear(d_in, d_out, rng):
+    """A Linear with He-normal weights (std sqrt(2 / d_in)) and zero bias: it keeps the
+    second moment of ReLU outputs (He et al. 2015)."""
+    lin = Linear(d_in, d_out, rng=rng)
+    lin.params["weight"][...] = rng.normal(0.0, np.sqrt(2.0 / d_in), (d_out, d_in))
+    lin.params["bias"][...] = 0.0
+    return lin
+
+
+class ResidualBlock(Module):
+    """``x + F(x)`` on (N, d), pre-activation: F = [BN] ReLU Linear [BN] ReLU Linear.
+
+    ``norm=True`` puts a :class:`bnlib.BatchNorm1d` before each ReLU of the branch.
+    ``skipinit=True`` (De & Smith 2020) multiplies the branch by a learned scalar
+    ``params["alpha"]`` (shape (1,)) that starts at 0, so the block starts as the
+    identity.
+    """
+
+    def __init__(self, d, norm=False, skipinit=False, rng=None):
+        super().__init__()
+        rng = as_generator(rng)
+        layers = []
+        for _ in range(2):
+            layers += [BatchNorm1d(d)] if norm else []
+            layers += [ReLU(), _he_linear(d, d, rng)]
+        self.branch = Sequential(*layers)
+        if skipinit:
+            self.params["alpha"] = np.zeros(1)
+        self.zero_grad()
+
+    def children(self):
+        return [self.branch]
+
+    def forward(self, x):
+        f = self.branch(x)
+        self._cache = f
+        return x + self.params["alpha"] * f if "alpha" in self.params else x + f
+
+    def backward(self, dout):
+        if "alpha" not in self.params:
+            return dout + self.branch.backward(dout)
+        self.grads["alpha"] = np.array([np.sum(dout * self._need_cache())])
+        return dout + self.branch.backward(self.params["alpha"] * dout)
+
+
+def residual_mlp(depth, variant, width=64, d_in=40, classes=10, rng=None):
+    """A residual MLP on (N, d_in): a He-normal stem Linear(d_in, width), ``depth``
+    blocks (:class:`ResidualBlock`), then [BN] ReLU Linear(width, classes).
+
+    ``variant``: ``"bn"`` (BN in every branch and before the head), ``"plain"`` (no
+    normalization) or ``"skipinit"`` (no normalization, each branch scaled by a
+    learned alpha starting at 0).
+    """
+    if variant not in RESIDUAL_VARIANTS:
+        raise ValueError(f"variant must be one of {RESIDUAL_VARIANTS}, got {variant!r}")
+    rng = as_generator(rng)
+    norm, skipinit = variant == "bn", variant == "skipinit"
+    blocks = [ResidualBlock(width, norm, skipinit, rng) for _ in range(depth)]
+    head = [BatchNorm1d(width)] if norm else []
+    head += [ReLU(), Linear(width, classes, rng=rng)]
+    return Sequential(_he_linear(d_in, width, rng), *blocks, *head)
+
+
+def residual_stream(model, x):
+    """How the residual stream grows at initialization, on one batch x (N, d_in).
+
+    Returns ``(stream, branch)``: ``stream`` (depth + 1,) is the variance of the
+    stream after the stem and after each block; ``branch`` (depth,) is the variance
+    of each block's branch output F(x) before any alpha, over the same batch.
+    """
+    blocks = [m for m in model.layers if isinstance(m, ResidualBlock)]
+    h = model.layers[0](x)
+    stream, branch = [h.var()], []
+    for block in blocks:
+        h = block(h)
+        branch.append(block._cache.var())
+        stream.append(h.var())
+    return np.array(stream), np.array(branch)
 
 
 # ------------------------------------------------------------------ answer keys

@@ -455,7 +455,7 @@ def test_figures_draw_and_summarize():
     plt.close(fig)
     land = {}  # two runs per network, each with its own seeds
     specs = [
-        dict(
+        ch4.Run(
             key=k,
             sizes=[6, 8, 3],
             activation="relu",
@@ -473,7 +473,7 @@ def test_figures_draw_and_summarize():
         for k, n in (("plain", None), ("bn", "bn"))
     ]
     for spec, h in zip(specs, ch4.train_runs(specs, x, y)):
-        land.setdefault(("a", spec["key"]), []).append(h)
+        land.setdefault(("a", spec.key), []).append(h)
     fig, axes = ch4.plot_landscape(land)
     assert axes.shape == (3, 1)
     dashed = [ln for ln in axes[2, 0].get_lines() if ln.get_linestyle() == "--"]
@@ -540,7 +540,7 @@ def test_plot_figure1_four_panels():
 
 def test_train_run_matches_train_mlps():
     x, y = _data()
-    spec = dict(
+    spec = ch4.Run(
         key="bn",
         sizes=[6, 8, 3],
         activation="sigmoid",
@@ -583,7 +583,7 @@ def test_train_run_matches_train_mlps():
 
 def test_train_run_optional_probes():
     x, y = _data()
-    spec = dict(
+    spec = ch4.Run(
         sizes=[6, 8, 3],
         activation="relu",
         norm="bn",
@@ -643,7 +643,7 @@ def test_train_run_optional_probes():
 def test_train_runs_and_lr_sweep_same_in_one_or_two_processes():
     x, y = _data()
     specs = [
-        dict(
+        ch4.Run(
             sizes=[6, 8, 3],
             activation="sigmoid",
             norm=norm,
@@ -775,7 +775,7 @@ def test_lr_smoothness_grid_widget_and_frames():
 
 def test_train_run_curve_probe_evaluates_train_and_test():
     x, y = _data()
-    spec = dict(
+    spec = ch4.Run(
         sizes=[6, 8, 3],
         activation="relu",
         norm="bn",
@@ -793,3 +793,66 @@ def test_train_run_curve_probe_evaluates_train_and_test():
     assert list(steps) == [1, 3, 6] and curve.shape == (3, 4)
     want = [*bnlib.evaluate(trained, x, y), *bnlib.evaluate(trained, *test)]
     np.testing.assert_allclose(curve[-1], want)
+
+
+# ------------------------------------------------------------------ residual networks
+@pytest.mark.parametrize(
+    "norm, skipinit", [(False, False), (True, False), (False, True)]
+)
+def test_residual_block_gradients(norm, skipinit):
+    rng = np.random.default_rng(0)
+    block = ch4.ResidualBlock(5, norm=norm, skipinit=skipinit, rng=rng)
+    if skipinit:
+        block.params["alpha"][:] = 0.7  # at 0 the branch would get no gradient
+    x = rng.normal(size=(8, 5))
+    errors = bnlib.check_module_gradients(block, x, rng=1)
+    assert max(errors.values()) < 1e-6, errors
+    r = np.random.default_rng(2).normal(size=(8, 5))
+    block(x)
+    block.backward(r)
+    lin = block.branch[-1]  # the branch's last Linear, a child's parameter
+    want = bnlib.numerical_gradient(
+        lambda: float(np.sum(block(x) * r)), lin.params["weight"]
+    )
+    assert bnlib.rel_error(lin.grads["weight"], want) < 1e-6
+
+
+def test_skipinit_starts_as_identity_and_bn_stream_grows_linearly():
+    x = np.random.default_rng(0).normal(size=(256, 40))
+    skip = ch4.residual_mlp(8, "skipinit", width=32, rng=1)
+    h = skip[0](x)
+    np.testing.assert_array_equal(_blocks(skip, h), h)  # every alpha is 0
+    stream, branch = ch4.residual_stream(ch4.residual_mlp(32, "bn", width=64, rng=2), x)
+    assert stream.shape == (33,) and branch.shape == (32,)
+    np.testing.assert_allclose(
+        branch, 1.0, rtol=0.15
+    )  # BN: each branch has variance ~1
+    # ... and adds it: linear growth, not exponential
+    np.testing.assert_allclose(stream[-1] - stream[0], branch.sum(), rtol=0.2)
+    stream, _ = ch4.residual_stream(ch4.residual_mlp(16, "plain", rng=3), x)
+    assert np.all(stream[1:] / stream[:-1] > 1.5)  # no normalization: about doubles
+    with pytest.raises(ValueError, match="variant must be one of"):
+        ch4.residual_mlp(4, "ln")
+
+
+def _blocks(model, h):
+    for block in model.layers[1:-2]:
+        h = block(h)
+    return h
+
+
+def test_run_needs_named_fields():
+    with pytest.raises(TypeError):
+        ch4.Run([6, 8, 3], "relu", None, 0.1, 0, 1, 8, 20)  # positional: refused
+    with pytest.raises(TypeError):
+        ch4.Run(
+            sizes=[6, 3],
+            activation="relu",
+            norm=None,
+            lr=0.1,
+            init=0,
+            order=1,
+            steps=8,
+            batch_size=20,
+            land_evry=4,
+        )  # a misspelt probe: refused
