@@ -44,8 +44,6 @@ __all__ = [
     "check_layernorm_backward",
     "check_rmsnorm_backward",
     "check_instancenorm_forward",
-    "check_gradient_change",
-    "check_weight_decay_runs",
     "check_answer",
     "ANSWERS",
     "answer_key",
@@ -835,130 +833,6 @@ def check_rmsnorm_backward(backward, forward=None):
 def _doc():
     """The docstring of the public checker that calls this (the interface)."""
     return globals()[sys._getframe(1).f_code.co_name].__doc__
-
-
-# ------------------------------------------------------------------ ICS by hand
-def _gradient_change(c, step=(0,), keys=("weight", "bias"), sign=-1, lr=None):
-    """(G2, G2 after the step) on a fresh copy of the case's model, with one mistake:
-    the layers that ``step``, the parameters that move, the ``sign`` of the step."""
-    from .losses import softmax_cross_entropy
-
-    model, lr = _draw("gradient-change", c["k"])["model"], lr or c["lr"]
-
-    def g2():
-        model.backward(softmax_cross_entropy(model(c["x"]), c["y"])[1])
-        return model[2].grads["weight"].copy()
-
-    before = g2()
-    for i in step:
-        for key in keys:
-            model[i].params[key] += sign * lr * model[i].grads[key]
-    return before, g2()
-
-
-@never_raises
-def check_gradient_change(fn):
-    """Check ``fn(model, x, y, lr) -> (G2, G2_after)`` of the ICS-by-hand exercise:
-    model = ``make_mlp([3, 4, 2], "sigmoid", None)`` (Linear, Sigmoid, Linear), x
-    (m, 3),
-    y (m,) labels; G2 (2, 4) the gradient of the mean softmax cross-entropy with
-    respect to the second Linear's weight; G2_after the same after one SGD step
-    ``p -= lr * grad`` on the first Linear's weight and bias, from the same pass."""
-    who = reader_name("function", fn)
-
-    def run(c):
-        result = call_reader(who, fn, c["model"], c["x"].copy(), c["y"].copy(), c["lr"])
-        return reader_outputs(result, ["G2", "G2_after"], 2, who)
-
-    mistakes = {
-        "G2_after equals G2: the first layer did not move, or G2_after was not "
-        "recomputed by a new forward and backward after the step": dict(step=()),
-        "stepped both Linear layers; only the layers before layer 2 move": dict(
-            step=(0, 2)
-        ),
-        "stepped up the gradient; an SGD step subtracts lr * grad": dict(sign=1),
-        "moved the first layer's weight but not its bias": dict(keys=("weight",)),
-        "ignored the lr argument and used 0.5": dict(lr=0.5),
-    }
-    mistakes = {
-        k: functools.partial(_gradient_change, **kw) for k, kw in mistakes.items()
-    }
-    shape = "model[2].params['weight'].shape"
-    outputs = [("G2", shape), ("G2_after", shape)]
-    compare = (
-        "Recreate the case and compare with model[2].grads['weight'] after "
-        "model.backward(bnlib.softmax_cross_entropy(model(x), y)[1])"
-    )
-    return judge_cases(
-        "gradient change",
-        "gradient-change",
-        outputs,
-        run,
-        _gradient_change,
-        mistakes,
-        _doc(),
-        compare,
-    )
-
-
-# ------------------------------------------------------------------ weight decay runs
-@never_raises
-def check_weight_decay_runs(plain, decayed):
-    """Check the two series of ``||W1||^2`` (one value after every step) of the
-    weight-decay exercise against what scale invariance implies. With BN right after
-    W1 (no bias), scaling a row of W1 leaves the loss as it is, so the row's gradient
-    is orthogonal to it and plain SGD can only grow ``||W1||^2``
-    (``||w - lr g||^2 = ||w||^2 + lr^2 ||g||^2``), but for eps's tiny leak: a fall of
-    1e-6 (relative) per step is allowed. Weight decay must end lower."""
-    try:
-        runs = [
-            _as_array(s, f"the {k} series").squeeze()
-            for s, k in ((plain, "plain"), (decayed, "weight-decay"))
-        ]
-        for a, k in zip(runs, ("plain", "weight-decay")):
-            if a.ndim != 1 or a.size < 2:
-                raise _Fail(
-                    f"the {k} series has shape {a.shape}; pass ||W1||^2 after "
-                    "every step, a 1-D sequence"
-                )
-            if not np.all(np.isfinite(a) & (a > 0)):
-                raise _Fail(
-                    f"the {k} series has values that are not positive and "
-                    "finite: did the run diverge?"
-                )
-        (p, d), fall = runs, np.diff(runs[0]) / runs[0][:-1]
-        if p.size != d.size:
-            raise _Fail(
-                f"the series have {p.size} and {d.size} values; record both "
-                "runs for the same number of steps"
-            )
-        if np.allclose(p, d, rtol=1e-12):
-            raise _Fail(
-                "the two series are identical: pass weight_decay=5e-3 to "
-                "bnlib.SGD in the second run"
-            )
-        if d[-1] >= p[-1]:
-            raise _Fail(
-                "the weight-decay run ends with the larger ||W1||^2; weight decay "
-                "shrinks W1 at every step: are the two runs swapped?"
-            )
-        if fall.min() < -1e-6:
-            raise _Fail(
-                f"the plain run's ||W1||^2 fell at step {np.argmin(fall) + 2}; scale "
-                "invariance allows no fall under plain SGD: does this run have "
-                "weight_decay=0, and does the probe read model[0].params['weight'] "
-                "(the Linear right before the first BN)?"
-            )
-    except _Fail as fail:
-        return CheckResult("weight decay runs", False, [fail.message])
-    return CheckResult(
-        "weight decay runs",
-        True,
-        [
-            "the plain run's ||W1||^2 never falls, as scale invariance requires, and "
-            "the weight-decay run ends lower."
-        ],
-    )
 
 
 # ------------------------------------------------------------------ numeric answers

@@ -4,14 +4,14 @@ Every builder takes ``norm=``, one of:
 
 * ``None``: no normalization (the layer before keeps its bias);
 * a name: ``"bn"`` BatchNorm1d, ``"ln"`` LayerNorm (as ``GroupNorm(1, C)``, per-channel
-  gamma and beta), ``"gn"`` GroupNorm, ``"in"`` InstanceNorm1d, ``"ghost_bn"``
-  :class:`~bnlib.GhostBatchNorm1d`, ``"noisy_bn"`` :class:`~bnlib.NoisyBatchNorm1d`;
+  gamma and beta), ``"gn"`` GroupNorm, ``"in"`` InstanceNorm1d, or a name
+  a chapter module added with :func:`register_norm` (chapter 4: ``"noisy_bn"``,
+  ``"ghost_bn"``);
 * a callable ``num_features -> Module``, e.g.
   ``lambda c: BatchNorm1d(c, momentum=0.01)``.
 
 :func:`norm_layer` turns any of them into a layer. When a normalization follows a Linear
-or Conv1d, that layer has no bias: beta does its job. A chapter module adds a name of
-its own with :func:`register_norm`.
+or Conv1d, that layer has no bias: beta does its job.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from .modules import (
     Tanh,
     as_generator,
 )
-from .variants import GhostBatchNorm1d, NoisyBatchNorm1d
 
 __all__ = [
     "ACTIVATIONS",
@@ -48,7 +47,7 @@ __all__ = [
 ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "linear": None}
 
 #: Normalization names accepted by every builder's ``norm=``.
-NORMS = ("bn", "ln", "gn", "in", "ghost_bn", "noisy_bn")
+NORMS = ("bn", "ln", "gn", "in")
 
 Norm = str | Callable[[int], Module] | None
 
@@ -71,16 +70,12 @@ def norm_layer(
     num_features: int,
     *,
     num_groups: int = 4,
-    ghost_size: int = 16,
-    noise: dict | None = None,
     rng=None,
     **options,
 ) -> Module | None:
     """The normalization layer ``norm`` names for ``num_features`` channels, or None.
 
-    ``num_groups`` is used by ``"gn"``, ``ghost_size`` by ``"ghost_bn"``, ``noise``
-    (keyword arguments of :class:`~bnlib.NoisyBatchNorm1d`) and ``rng`` by
-    ``"noisy_bn"``; ``rng`` and ``options`` go to a name added by
+    ``num_groups`` is used by ``"gn"``; ``rng`` and ``options`` go to a name added by
     :func:`register_norm`. Inputs of the layers: (N, C) or (N, C, L).
     """
     if options and norm not in _REGISTERED:
@@ -97,10 +92,6 @@ def norm_layer(
         return GroupNorm(num_groups, num_features)
     if norm == "in":
         return InstanceNorm1d(num_features, affine=True)
-    if norm == "ghost_bn":
-        return GhostBatchNorm1d(num_features, ghost_size)
-    if norm == "noisy_bn":
-        return NoisyBatchNorm1d(num_features, rng=rng, **(noise or {}))
     if norm in _REGISTERED:
         return _REGISTERED[norm](num_features, rng=rng, **options)
     names = NORMS + tuple(_REGISTERED)

@@ -41,7 +41,6 @@ def test_all_is_what_the_package_exports():
         "optim",
         "surgery",
         "train",
-        "variants",
     }
     public = {n for n in dir(bnlib) if not n.startswith("_")} - submodules
     assert set(bnlib.__all__) == public

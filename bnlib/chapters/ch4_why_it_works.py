@@ -32,14 +32,25 @@ The networks come from :func:`bnlib.make_mlp`; probes restore the model with
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..exercises import answer_key
+from .. import functional as F
+from ..exercises import (
+    CheckResult,
+    answer_key,
+    call_reader,
+    case,
+    judge_cases,
+    never_raises,
+    reader_name,
+    reader_outputs,
+)
 from ..losses import softmax_cross_entropy
-from ..models import make_mlp
+from ..models import make_mlp, register_norm
 from ..modules import (
     BatchNorm1d,
     Conv1d,
@@ -92,6 +103,10 @@ __all__ = [
     "ResidualBlock",
     "residual_mlp",
     "residual_stream",
+    "NoisyBatchNorm1d",
+    "GhostBatchNorm1d",
+    "check_gradient_change",
+    "check_weight_decay_runs",
 ]
 
 # --------------------------------------------------------------------------------
@@ -1122,6 +1137,271 @@ def residual_stream(model, x):
         branch.append(block._cache.var())
         stream.append(h.var())
     return np.array(stream), np.array(branch)
+
+
+# ------------------------------------------------------------------ noisy and ghost BN
+# make_mlp builds them by name once this module is imported: norm="noisy_bn" (with
+# noise={...}, keyword arguments of NoisyBatchNorm1d) and norm="ghost_bn" (ghost_size=).
+class NoisyBatchNorm1d(BatchNorm1d):
+    """BatchNorm1d followed by a random scale and shift, redrawn at every training
+    forward pass: Santurkar et al.'s "noisy BatchNorm".
+
+    At each training step, for the whole layer, a mean ``mu ~ U(-shift, shift)`` and a
+    scale ``s ~ U(scale[0], scale[1])`` are drawn. Then
+
+    * ``per_sample=False`` (default): each unit j gets its own ``m_j ~ N(mu,
+      unit_std**2)`` and ``s_j ~ N(s, unit_std**2)``, shared by every example of the
+      batch, and the output is ``s_j * BN(x)_j + m_j`` (a random jitter of gamma and
+      beta at each step);
+    * ``per_sample=True``: every activation of every example gets its own i.i.d.
+      ``m_ij ~ N(mu, unit_std**2)`` and ``s_ij ~ N(s, unit_std**2)``, and the output is
+      ``s_ij * BN(x)_ij + m_ij``: noise with non-zero mean and non-unit variance, drawn
+      independently per sample, as Santurkar et al. (2018, Section 2.1) describe it.
+
+    Either way the next layer sees inputs whose mean and variance jump from step to
+    step, although BN itself normalized them. In evaluation mode the noise is off
+    (plain BatchNorm with running statistics). The noise has its own ``rng``.
+
+    Input (N, C) or (N, C, L), output the same shape.
+    """
+
+    def __init__(
+        self,
+        num_features,
+        shift=0.5,
+        scale=(1.0, 1.25),
+        unit_std=0.1,
+        rng=None,
+        eps=1e-5,
+        momentum=0.1,
+        per_sample=False,
+    ):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.shift, self.scale, self.unit_std = shift, tuple(scale), unit_std
+        self.per_sample = bool(per_sample)
+        self.rng = as_generator(rng)
+        self._noise = None
+
+    def forward(self, x):
+        out = super().forward(x)
+        if not self.training:
+            self._noise = None
+            return out
+        c = self.num_features
+        mu = self.rng.uniform(-self.shift, self.shift)
+        s = self.rng.uniform(*self.scale)
+        if self.per_sample:  # one draw per activation: shape of x
+            shape = x.shape
+            m = mu + self.unit_std * self.rng.standard_normal(shape)
+            sc = s + self.unit_std * self.rng.standard_normal(shape)
+        else:  # one draw per unit, broadcast over the batch (and length)
+            shape = (1, c) + (1,) * (x.ndim - 2)
+            m = (mu + self.unit_std * self.rng.standard_normal(c)).reshape(shape)
+            sc = (s + self.unit_std * self.rng.standard_normal(c)).reshape(shape)
+        self._noise = (sc.astype(x.dtype), m.astype(x.dtype))
+        return out * self._noise[0] + self._noise[1]
+
+    def backward(self, dout):
+        if self._noise is not None:
+            dout = dout * self._noise[0]
+        return super().backward(dout)
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, shift={self.shift}, scale={self.scale}, "
+            f"unit_std={self.unit_std}, per_sample={self.per_sample}"
+        )
+
+
+class GhostBatchNorm1d(BatchNorm1d):
+    """BatchNorm1d whose training statistics come from "ghost" batches: the batch (N, C)
+    is split into N / ghost_size consecutive groups and each group is normalized with
+    its own mean and variance (Hoffer et al. 2017). The gradient batch stays N, so only
+    the noise of the statistics changes with ``ghost_size``. Running statistics average
+    the groups' statistics; evaluation is plain BatchNorm. Input and output (N, C).
+    """
+
+    def __init__(self, num_features, ghost_size, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        if ghost_size < 2:
+            raise ValueError(
+                f"GhostBatchNorm1d: ghost_size must be >= 2, got {ghost_size}"
+            )
+        self.ghost_size = ghost_size
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x)
+        n, c = x.shape[0], self.num_features
+        g = self.ghost_size
+        if x.ndim != 2 or n % g:
+            raise ValueError(
+                f"GhostBatchNorm1d: expected an (N, C) input with N a multiple of "
+                f"ghost_size={g}, got shape {x.shape}"
+            )
+        gamma = self.params["weight"].reshape(1, 1, c)
+        beta = self.params["bias"].reshape(1, 1, c)
+        out, cache = F.norm_forward(
+            x.reshape(n // g, g, c), gamma, beta, (1,), self.eps
+        )
+        self._update_running(
+            {"m": g, "mu": cache["mu"].mean(axis=0), "var": cache["var"].mean(axis=0)}
+        )
+        self._cache = cache
+        return out.reshape(n, c)
+
+    def backward(self, dout):
+        cache = self._need_cache()
+        if cache["x"].ndim == 2:  # evaluation-mode forward
+            return super().backward(dout)
+        k, g, c = cache["x"].shape
+        self._check_dout(dout, (k * g, c))
+        dx, dgamma, dbeta = F.norm_backward(dout.reshape(k, g, c), cache)
+        self._store_grads(dgamma, dbeta)
+        return dx.reshape(k * g, c)
+
+    def extra_repr(self):
+        return f"{self.num_features}, ghost_size={self.ghost_size}"
+
+
+register_norm(
+    "noisy_bn",
+    lambda c, rng=None, noise=None: NoisyBatchNorm1d(c, rng=rng, **(noise or {})),
+)
+register_norm(
+    "ghost_bn", lambda c, rng=None, ghost_size=16: GhostBatchNorm1d(c, ghost_size)
+)
+
+
+# ------------------------------------------------------------------ exercise checkers
+# The ICS-by-hand checker (its cases come from bnlib.exercises.case("gradient-change",
+# k)) and the weight-decay checker.
+def _gradient_change(c, step=(0,), keys=("weight", "bias"), sign=-1, lr=None):
+    """(G2, G2 after the step) on a fresh copy of the case's model, with one mistake:
+    the layers that ``step``, the parameters that move, the ``sign`` of the step."""
+    model, lr = case("gradient-change", c["k"])[0], lr or c["lr"]
+
+    def g2():
+        model.backward(softmax_cross_entropy(model(c["x"]), c["y"])[1])
+        return model[2].grads["weight"].copy()
+
+    before = g2()
+    for i in step:
+        for key in keys:
+            model[i].params[key] += sign * lr * model[i].grads[key]
+    return before, g2()
+
+
+@never_raises
+def check_gradient_change(fn):
+    """Check ``fn(model, x, y, lr) -> (G2, G2_after)`` of the ICS-by-hand exercise:
+    model = ``make_mlp([3, 4, 2], "sigmoid", None)`` (Linear, Sigmoid, Linear), x
+    (m, 3),
+    y (m,) labels; G2 (2, 4) the gradient of the mean softmax cross-entropy with
+    respect to the second Linear's weight; G2_after the same after one SGD step
+    ``p -= lr * grad`` on the first Linear's weight and bias, from the same pass."""
+    who = reader_name("function", fn)
+
+    def run(c):
+        result = call_reader(who, fn, c["model"], c["x"].copy(), c["y"].copy(), c["lr"])
+        return reader_outputs(result, ["G2", "G2_after"], 2, who)
+
+    mistakes = {
+        "G2_after equals G2: the first layer did not move, or G2_after was not "
+        "recomputed by a new forward and backward after the step": dict(step=()),
+        "stepped both Linear layers; only the layers before layer 2 move": dict(
+            step=(0, 2)
+        ),
+        "stepped up the gradient; an SGD step subtracts lr * grad": dict(sign=1),
+        "moved the first layer's weight but not its bias": dict(keys=("weight",)),
+        "ignored the lr argument and used 0.5": dict(lr=0.5),
+    }
+    mistakes = {
+        k: functools.partial(_gradient_change, **kw) for k, kw in mistakes.items()
+    }
+    shape = "model[2].params['weight'].shape"
+    outputs = [("G2", shape), ("G2_after", shape)]
+    compare = (
+        "Recreate the case and compare with model[2].grads['weight'] after "
+        "model.backward(bnlib.softmax_cross_entropy(model(x), y)[1])"
+    )
+    return judge_cases(
+        "gradient change",
+        "gradient-change",
+        outputs,
+        run,
+        _gradient_change,
+        mistakes,
+        check_gradient_change.__doc__,
+        compare,
+    )
+
+
+def _weight_decay_fault(plain, decayed):
+    """What is wrong with the two ``||W1||^2`` series, or None."""
+    runs = []
+    for series, k in ((plain, "plain"), (decayed, "weight-decay")):
+        try:
+            a = np.asarray(series, dtype=np.float64).squeeze()
+        except (TypeError, ValueError):
+            return f"the {k} series is not a sequence of numbers"
+        if a.ndim != 1 or a.size < 2:
+            return (
+                f"the {k} series has shape {a.shape}; pass ||W1||^2 after every "
+                "step, a 1-D sequence"
+            )
+        if not np.all(np.isfinite(a) & (a > 0)):
+            return (
+                f"the {k} series has values that are not positive and finite: did "
+                "the run diverge?"
+            )
+        runs.append(a)
+    (p, d), fall = runs, np.diff(runs[0]) / runs[0][:-1]
+    if p.size != d.size:
+        return (
+            f"the series have {p.size} and {d.size} values; record both runs for the "
+            "same number of steps"
+        )
+    if np.allclose(p, d, rtol=1e-12):
+        return (
+            "the two series are identical: pass weight_decay=5e-3 to bnlib.SGD in "
+            "the second run"
+        )
+    if d[-1] >= p[-1]:
+        return (
+            "the weight-decay run ends with the larger ||W1||^2; weight decay shrinks "
+            "W1 at every step: are the two runs swapped?"
+        )
+    if fall.min() < -1e-6:
+        return (
+            f"the plain run's ||W1||^2 fell at step {np.argmin(fall) + 2}; scale "
+            "invariance allows no fall under plain SGD: does this run have "
+            "weight_decay=0, and does the probe read model[0].params['weight'] (the "
+            "Linear right before the first BN)?"
+        )
+    return None
+
+
+@never_raises
+def check_weight_decay_runs(plain, decayed):
+    """Check the two series of ``||W1||^2`` (one value after every step) of the
+    weight-decay exercise against what scale invariance implies. With BN right after
+    W1 (no bias), scaling a row of W1 leaves the loss as it is, so the row's gradient
+    is orthogonal to it and plain SGD can only grow ``||W1||^2``
+    (``||w - lr g||^2 = ||w||^2 + lr^2 ||g||^2``), but for eps's tiny leak: a fall of
+    1e-6 (relative) per step is allowed. Weight decay must end lower."""
+    fault = _weight_decay_fault(plain, decayed)
+    if fault:
+        return CheckResult("weight decay runs", False, [fault])
+    return CheckResult(
+        "weight decay runs",
+        True,
+        [
+            "the plain run's ||W1||^2 never falls, as scale invariance requires, and "
+            "the weight-decay run ends lower."
+        ],
+    )
 
 
 # ------------------------------------------------------------------ answer keys

@@ -856,3 +856,234 @@ def test_run_needs_named_fields():
             batch_size=20,
             land_evry=4,
         )  # a misspelt probe: refused
+
+
+# ------------------------------------------------------------------ exercise checkers
+def gradient_change(model, x, y, lr, *, mistake=None):
+    """ICS by hand: G2 before and after an SGD step on the first Linear."""
+    lin1, lin2 = model[0], model[2]
+
+    def g2():
+        loss, dout = bnlib.softmax_cross_entropy(model(x), y)
+        model.backward(dout)
+        return lin2.grads["weight"].copy()
+
+    before = g2()
+    if mistake == "first_layer":
+        before = lin1.grads["weight"].copy()
+    step = 0.5 if mistake == "fixed_lr" else lr
+    sign = 1 if mistake == "ascent" else -1
+    layers = [lin1, lin2] if mistake == "both" else [lin1]
+    keys = ("weight",) if mistake == "no_bias" else ("weight", "bias")
+    if mistake != "no_step":
+        for layer in layers:
+            for k in keys:
+                layer.params[k] += sign * step * layer.grads[k]
+    return before, g2()
+
+
+def weight_runs(wds=(0.0, 5e-3), layer=0, steps=40):
+    """||W||^2 of ``model[layer]`` after every step of a small BN ReLU network, one
+    series per weight decay in ``wds`` (the exercise's probe, on a tiny problem)."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(64, 8)), rng.integers(0, 4, 64)
+    runs = []
+    for wd in wds:
+        model = bnlib.make_mlp([8, 16, 16, 4], "relu", "bn", rng=0)
+        opt = bnlib.SGD(model, 0.3, weight_decay=wd)
+        series = []
+        for _ in range(steps):
+            model.backward(bnlib.softmax_cross_entropy(model(x), y)[1])
+            opt.step()
+            series.append(float(np.sum(model[layer].params["weight"] ** 2)))
+        runs.append(series)
+    return runs
+
+
+GRADIENT_CHANGE_RIGHT = [
+    gradient_change,
+    lambda model, x, y, lr: list(gradient_change(model, x, y, lr)),
+]
+GRADIENT_CHANGE_WRONG = [
+    (lambda *a: gradient_change(*a, mistake="no_step"), "G2_after equals G2"),
+    (lambda *a: gradient_change(*a, mistake="both"), "stepped both Linear layers"),
+    (lambda *a: gradient_change(*a, mistake="ascent"), "stepped up the gradient"),
+    (lambda *a: gradient_change(*a, mistake="no_bias"), "but not its bias"),
+    (lambda *a: gradient_change(*a, mistake="fixed_lr"), "ignored the lr argument"),
+    (
+        lambda *a: gradient_change(*a, mistake="first_layer"),
+        "G2 has shape (4, 3), expected (2, 4)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "answer,named",
+    [(a, None) for a in GRADIENT_CHANGE_RIGHT] + GRADIENT_CHANGE_WRONG,
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_check_gradient_change_catalogue(answer, named, checker_contract):
+    """ICS by hand as a reader would write it: right ones pass, each mistake named."""
+    checker_contract.judges(ch4.check_gradient_change(answer), named)
+    assert len(GRADIENT_CHANGE_RIGHT) >= 2 and len(GRADIENT_CHANGE_WRONG) >= 5
+
+
+def test_checkers_never_raise(checker_contract):
+    checker_contract.rejects_odd_input(ch4.check_gradient_change)
+    checker_contract.rejects_junk_returned(ch4.check_gradient_change)
+    checker_contract.rejects_odd_input(lambda a: ch4.check_weight_decay_runs(a, a))
+    result = ch4.check_weight_decay_runs(..., ...)  # the starter, as it comes
+    assert not result.passed and "NO ANSWER YET" in result.report
+
+
+def test_weight_decay_runs():
+    plain, decayed = weight_runs()
+    assert ch4.check_weight_decay_runs(plain, decayed).passed
+    assert ch4.check_weight_decay_runs(np.array(plain), tuple(decayed)).passed
+    wrong = {
+        "the plain run's ||W1||^2 fell": weight_runs(wds=(5e-2, 1e-1)),
+        "are the two runs swapped?": [decayed, plain],
+        "the two series are identical": [plain, plain],
+        "record both runs for the same number of steps": [plain, decayed[:-1]],
+        "pass ||W1||^2 after every step, a 1-D sequence": [plain[0], decayed[0]],
+        "did the run diverge?": [plain[:-1] + [np.nan], decayed],
+        "does the probe read model[0].params['weight']": weight_runs(layer=-1),
+        "1-D sequence": [np.stack([np.arange(len(plain)), plain]), decayed],
+    }
+    for named, (p, d) in wrong.items():
+        result = ch4.check_weight_decay_runs(p, d)
+        assert not result.passed and named in result.report, (named, result.report)
+
+
+# ------------------------------------------------------------------ noisy and ghost BN
+@pytest.mark.parametrize("norm", [None, "bn", "noisy_bn"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
+def test_make_mlp_shapes_and_layers(norm, activation):
+    model = make_mlp([5, 7, 6, 3], activation, norm, rng=0)
+    x, _ = _batch(0)
+    assert model(x).shape == (12, 3)
+    linears = [m for m in model.layers if isinstance(m, bnlib.Linear)]
+    assert len(linears) == 3
+    norms = [m for m in model.layers if isinstance(m, bnlib.BatchNorm1d)]
+    assert len(norms) == (0 if norm is None else 2)
+    if norm == "noisy_bn":
+        assert all(isinstance(m, ch4.NoisyBatchNorm1d) for m in norms)
+    # BN before the nonlinearity: the hidden Linear layers have no bias
+    # (beta replaces it)
+    assert all(("bias" in m.params) == (norm is None) for m in linears[:-1])
+    assert "bias" in linears[-1].params
+
+
+def test_noisy_bn_eval_is_plain_bn_and_train_is_noisy():
+    x, _ = _batch(2, n=50, d=4)
+    noisy, plain = ch4.NoisyBatchNorm1d(4, rng=0), bnlib.BatchNorm1d(4)
+    y1, y2 = noisy(x), noisy(x)
+    assert not np.allclose(y1, y2)  # new noise at every training step
+    plain(x), plain(x)  # the same two updates of the statistics
+    np.testing.assert_allclose(noisy.running_mean, plain.running_mean)
+    np.testing.assert_allclose(noisy.running_var, plain.running_var)
+    noisy.eval(), plain.eval()
+    np.testing.assert_allclose(noisy(x), plain(x))
+    np.testing.assert_allclose(
+        noisy.backward(np.ones_like(x)), plain.backward(np.ones_like(x))
+    )
+
+
+def test_noisy_bn_noise_ranges():
+    x, _ = _batch(3, n=400, d=30)
+    noisy = ch4.NoisyBatchNorm1d(30, shift=0.5, scale=(1.0, 1.25), unit_std=0.0, rng=1)
+    for _ in range(20):
+        y = noisy(x)
+        mean, std = y.mean(0), y.std(0)
+        np.testing.assert_allclose(
+            mean, mean[0], atol=1e-12
+        )  # unit_std 0: one shift per layer
+        assert -0.5 <= mean[0] <= 0.5
+        assert 1.0 - 1e-3 <= std[0] <= 1.25 + 1e-3
+
+
+def test_noisy_bn_gradients():
+    x, _ = _batch(4, n=8, d=3)
+    noisy = ch4.NoisyBatchNorm1d(3, rng=2)
+    noisy.params["weight"][:] = [0.5, 1.5, 2.0]
+    noisy.params["bias"][:] = [0.1, -0.2, 0.3]
+    state = noisy.rng.bit_generator.state
+    r = np.random.default_rng(5).normal(size=(8, 3))
+
+    def loss():  # replay the same noise on every call
+        noisy.rng.bit_generator.state = state
+        return float(np.sum(noisy(x) * r))
+
+    loss()
+    dx = noisy.backward(r)
+    analytic = {k: noisy.grads[k].copy() for k in noisy.params}
+    assert bnlib.rel_error(dx, bnlib.numerical_gradient(loss, x)) < 1e-7
+    for k, p in noisy.params.items():
+        assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (6, 3, 4)])
+def test_noisy_bn_per_sample_gradients(shape):
+    x = np.random.default_rng(7).normal(size=shape)
+    noisy = ch4.NoisyBatchNorm1d(3, rng=3, per_sample=True)
+    noisy.params["weight"][:] = [0.5, 1.5, 2.0]
+    noisy.params["bias"][:] = [0.1, -0.2, 0.3]
+    state = noisy.rng.bit_generator.state
+    r = np.random.default_rng(5).normal(size=shape)
+
+    def loss():  # replay the same noise on every call
+        noisy.rng.bit_generator.state = state
+        return float(np.sum(noisy(x) * r))
+
+    loss()
+    dx = noisy.backward(r)
+    analytic = {k: noisy.grads[k].copy() for k in noisy.params}
+    assert bnlib.rel_error(dx, bnlib.numerical_gradient(loss, x)) < 1e-7
+    for k, p in noisy.params.items():
+        assert bnlib.rel_error(analytic[k], bnlib.numerical_gradient(loss, p)) < 1e-7
+
+
+def test_noisy_bn_per_sample_noise_is_iid_per_activation():
+    x, _ = _batch(8, n=4000, d=5)
+    bn_x = bnlib.BatchNorm1d(5)(x)
+    per_unit = ch4.NoisyBatchNorm1d(5, unit_std=0.1, rng=4)
+    per_sample = ch4.NoisyBatchNorm1d(5, unit_std=0.1, rng=4, per_sample=True)
+    yu, ys = per_unit(x), per_sample(x)
+    assert per_sample.extra_repr().endswith("per_sample=True")
+    for j in range(5):
+        # per unit: one (s_j, m_j) for the whole column, so y_j is affine in BN(x)_j
+        slope, icpt = np.polyfit(bn_x[:, j], yu[:, j], 1)
+        np.testing.assert_allclose(yu[:, j], slope * bn_x[:, j] + icpt, atol=1e-10)
+        assert 1.0 - 0.5 < slope < 1.25 + 0.5 and -0.5 - 0.5 < icpt < 0.5 + 0.5
+        # per sample: a fresh (s_ij, m_ij) for every example; the residual is the noise,
+        # std sqrt(0.1^2 + 0.1^2 * E[BN(x)^2]) = 0.1 * sqrt(2) ~ 0.141
+        slope, icpt = np.polyfit(bn_x[:, j], ys[:, j], 1)
+        resid = ys[:, j] - (slope * bn_x[:, j] + icpt)
+        assert 0.12 < resid.std() < 0.16
+        assert -0.5 - 0.05 < icpt < 0.5 + 0.05  # the layer's shift mu ~ U(-0.5, 0.5)
+    with pytest.raises(ValueError):
+        per_sample(x[:1])  # still BatchNorm: a batch of one fails in training
+
+
+def test_ghost_bn_with_full_ghost_equals_bn():
+    x, _ = _batch(6, n=16, d=4)
+    ghost, plain = ch4.GhostBatchNorm1d(4, ghost_size=16), bnlib.BatchNorm1d(4)
+    np.testing.assert_allclose(ghost(x), plain(x))
+    r = np.random.default_rng(0).normal(size=x.shape)
+    np.testing.assert_allclose(ghost.backward(r), plain.backward(r))
+    np.testing.assert_allclose(ghost.grads["weight"], plain.grads["weight"])
+    np.testing.assert_allclose(ghost.running_var, plain.running_var)
+
+
+def test_ghost_bn_normalizes_each_group_and_gradcheck():
+    x, _ = _batch(7, n=12, d=3)
+    ghost = ch4.GhostBatchNorm1d(3, ghost_size=4)
+    ghost.params["weight"][:] = [0.5, 2.0, -1.0]
+    y = ghost(x).reshape(3, 4, 3)
+    np.testing.assert_allclose(
+        y.mean(axis=1), np.zeros((3, 3)) + ghost.params["bias"], atol=1e-12
+    )
+    errors = bnlib.check_module_gradients(ghost, x, rng=0)
+    assert max(errors.values()) < 1e-7
+    with pytest.raises(ValueError, match="multiple"):
+        ghost(x[:10])
