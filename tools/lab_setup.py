@@ -66,6 +66,9 @@ CUSTOM_CSS = """\
 .myst .cite-group > .bn-cite + .bn-cite::before {
   content: "; ";
 }
+.myst .cite-group > span.bn-cite::after {
+  content: none !important; /* jupyterlab-myst's own ", " between a group's keys */
+}
 .myst span[title="Citation Not Found"] {
   color: inherit !important;
 }

@@ -19,7 +19,8 @@ For every chapter of _toc.yml (a notebook in chapters/):
   document link it cannot follow (``{doc}``), and no MyST error mark;
 * every citation reads author-year, "[Ioffe and Szegedy, 2015]", as on the site
   (jupyterlab-myst has no bibliography; the extension that tools/lab_setup.py writes
-  labels the keys of references.bib): none is left as its key;
+  labels the keys of references.bib): none is left as its key, and a group reads
+  "[A, 2015; B et al., 2018]", with the brackets and separators as drawn;
 * every solution starts collapsed: a ``{solution}`` is a closed ``<details>``; for a
   gated solution (``{solution-start}`` ... ``{solution-end}``), the cells between (code,
   and prose in cells of their own) have their input and outputs hidden, so that the
@@ -79,6 +80,9 @@ RAW_MYST = re.compile(
     r"|Unknown (?:Directive|Role)|\{\{"
 )
 AUTHOR_YEAR = re.compile(r"^\S.*, (\d{4}[a-z]?|n\.d\.)$")
+_LABEL = r"[^\s;\[\]][^;\[\]]*, (?:\d{4}[a-z]?|n\.d\.)"
+#: a group of citations as it reads: "[A, 2015; B et al., 2018]"
+CITE_GROUP = re.compile(rf"^\[{_LABEL}(?:; {_LABEL})*\]$")
 SOLUTION_START = re.compile(r"(```|:::)\{solution-start\}")
 SOLUTION_END = re.compile(r"(```|:::)\{solution-end\}")
 USER_SETTINGS = {
@@ -236,6 +240,18 @@ JS_STATE = r"""() => {
       // citations: author-year labels (tools/lab_setup.py), or keys left as they are
       cites: rendered ? Array.from(rendered.querySelectorAll('.bn-cite'))
         .map(e => e.innerText.trim()) : [],
+      // each group as it reads, with the brackets and separators CSS draws around it
+      citeGroups: rendered ? Array.from(rendered.querySelectorAll('.cite-group'))
+        .filter(g => g.querySelector('.bn-cite'))
+        .map(g => {
+          const drawn = (e, p) => {
+            const c = getComputedStyle(e, p).content;
+            return /^".*"$/.test(c) ? JSON.parse(c) : '';
+          };
+          const keys = Array.from(g.children).map(
+            c => drawn(c, '::before') + c.innerText.trim() + drawn(c, '::after'));
+          return drawn(g, '::before') + keys.join('') + drawn(g, '::after');
+        }) : [],
       citeKeys: rendered ? Array.from(
           rendered.querySelectorAll('[title="Citation Not Found"]'))
         .map(e => e.innerText.trim()) : [],
@@ -377,6 +393,9 @@ def check_chapter(page, lab: Lab, nb_path: Path, shots: Path, timeout_ms: float)
     for label in cites:
         if not AUTHOR_YEAR.match(label):
             problems.append(f"citation label not author-year: {label!r}")
+    for group in (g for c in md for g in c["citeGroups"]):
+        if not CITE_GROUP.match(group):
+            problems.append(f"citation group reads {group}, not [A, 2015; B, 2018]")
     if keys:
         problems.append(
             f"{len(keys)} citations shown as their keys (not in references.bib, or "
