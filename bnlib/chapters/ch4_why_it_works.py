@@ -1056,7 +1056,7 @@ def lr_smoothness_widget(grid):
 
 
 # ------------------------------------------------------------------ residual networks
-RESIDUAL_VARIANTS = ("bn", "plain", "skipinit")
+RESIDUAL_VARIANTS = ("bn", "plain", "skipinit", "rescaled")
 
 
 def _he_linear(d_in, d_out, rng):
@@ -1074,10 +1074,11 @@ class ResidualBlock(Module):
     ``norm=True`` puts a :class:`bnlib.BatchNorm1d` before each ReLU of the branch.
     ``skipinit=True`` (De & Smith 2020) multiplies the branch by a learned scalar
     ``params["alpha"]`` (shape (1,)) that starts at 0, so the block starts as the
-    identity.
+    identity. ``rescale=True`` returns ``(x + F(x)) / sqrt(2)``: the stream keeps its
+    variance without the block being close to the identity.
     """
 
-    def __init__(self, d, norm=False, skipinit=False, rng=None):
+    def __init__(self, d, norm=False, skipinit=False, rescale=False, rng=None):
         super().__init__()
         rng = as_generator(rng)
         layers = []
@@ -1087,6 +1088,7 @@ class ResidualBlock(Module):
         self.branch = Sequential(*layers)
         if skipinit:
             self.params["alpha"] = np.zeros(1)
+        self.out_scale = 1 / np.sqrt(2) if rescale else 1.0
         self.zero_grad()
 
     def children(self):
@@ -1095,9 +1097,11 @@ class ResidualBlock(Module):
     def forward(self, x):
         f = self.branch(x)
         self._cache = f
-        return x + self.params["alpha"] * f if "alpha" in self.params else x + f
+        alpha = self.params.get("alpha", 1.0)
+        return self.out_scale * (x + alpha * f)
 
     def backward(self, dout):
+        dout = self.out_scale * dout
         if "alpha" not in self.params:
             return dout + self.branch.backward(dout)
         self.grads["alpha"] = np.array([np.sum(dout * self._need_cache())])
@@ -1109,15 +1113,17 @@ def residual_mlp(depth, variant, width=64, d_in=40, classes=10, rng=None):
     blocks (:class:`ResidualBlock`), then [BN] ReLU Linear(width, classes).
 
     ``variant``: ``"bn"`` (BN in every branch and before the head), ``"plain"`` (no
-    normalization) or ``"skipinit"`` (no normalization, each branch scaled by a
-    learned alpha starting at 0).
+    normalization), ``"skipinit"`` (no normalization, each branch scaled by a
+    learned alpha starting at 0) or ``"rescaled"`` (no normalization, each block's
+    output divided by sqrt(2)).
     """
     if variant not in RESIDUAL_VARIANTS:
         raise ValueError(f"variant must be one of {RESIDUAL_VARIANTS}, got {variant!r}")
     rng = as_generator(rng)
-    norm, skipinit = variant == "bn", variant == "skipinit"
-    blocks = [ResidualBlock(width, norm, skipinit, rng) for _ in range(depth)]
-    head = [BatchNorm1d(width)] if norm else []
+    kinds = dict(norm=variant == "bn", skipinit=variant == "skipinit")
+    kinds["rescale"] = variant == "rescaled"
+    blocks = [ResidualBlock(width, **kinds, rng=rng) for _ in range(depth)]
+    head = [BatchNorm1d(width)] if kinds["norm"] else []
     head += [ReLU(), Linear(width, classes, rng=rng)]
     return Sequential(_he_linear(d_in, width, rng), *blocks, *head)
 

@@ -797,11 +797,17 @@ def test_train_run_curve_probe_evaluates_train_and_test():
 
 # ------------------------------------------------------------------ residual networks
 @pytest.mark.parametrize(
-    "norm, skipinit", [(False, False), (True, False), (False, True)]
+    "norm, skipinit, rescale",
+    [
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+    ],
 )
-def test_residual_block_gradients(norm, skipinit):
+def test_residual_block_gradients(norm, skipinit, rescale):
     rng = np.random.default_rng(0)
-    block = ch4.ResidualBlock(5, norm=norm, skipinit=skipinit, rng=rng)
+    block = ch4.ResidualBlock(5, norm=norm, skipinit=skipinit, rescale=rescale, rng=rng)
     if skipinit:
         block.params["alpha"][:] = 0.7  # at 0 the branch would get no gradient
     x = rng.normal(size=(8, 5))
@@ -831,6 +837,11 @@ def test_skipinit_starts_as_identity_and_bn_stream_grows_linearly():
     np.testing.assert_allclose(stream[-1] - stream[0], branch.sum(), rtol=0.2)
     stream, _ = ch4.residual_stream(ch4.residual_mlp(16, "plain", rng=3), x)
     assert np.all(stream[1:] / stream[:-1] > 1.5)  # no normalization: about doubles
+    stream, branch = ch4.residual_stream(ch4.residual_mlp(32, "rescaled", rng=4), x)
+    # /sqrt(2): the stream's variance wanders but stays within a factor of 20 of the
+    # stem's (2**32 without it), and no block is near the identity
+    assert np.all(np.abs(np.log(stream / stream[0])) < np.log(20))
+    assert np.all(branch / stream[:-1] > 0.3)
     with pytest.raises(ValueError, match="variant must be one of"):
         ch4.residual_mlp(4, "ln")
 
