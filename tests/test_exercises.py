@@ -741,7 +741,7 @@ def test_check_answer_never_raises(checker_contract):
 def _answer_strings(key):
     """How the right value could appear in a message, for values that would not
     appear by chance (more than two digits)."""
-    want = np.ravel(E._value(key["right"])).astype(float)
+    want = np.ravel(E.answers._value(key["right"])).astype(float)
     out = set()
     for v in want:
         for s in (f"{v:g}", f"{v:.3g}", f"{v:.2f}", f"{v:.3f}"):

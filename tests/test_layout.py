@@ -1,5 +1,7 @@
-"""The package layout: the core exports its names explicitly, chapter code stays in
-bnlib/chapters/ (one module per notebook) and never imports another chapter."""
+"""The package layout, three layers: the core (bnlib/*.py) exports its names
+explicitly and stays small; the self-checks (bnlib/exercises/) build on the core
+alone; chapter code stays in bnlib/chapters/ (one module per notebook) and never
+imports another chapter."""
 
 import ast
 import importlib
@@ -11,6 +13,9 @@ import bnlib
 
 PACKAGE = Path(bnlib.__file__).parent
 CHAPTERS = sorted((PACKAGE / "chapters").glob("ch*.py"))
+CORE = sorted(p for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+CHECKS = sorted((PACKAGE / "exercises").glob("*.py"))
+CORE_LINES = 3000  # the library a reader studies: PyTorch's counterparts + shared
 NOTEBOOKS = sorted((PACKAGE.parent / "chapters").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -58,6 +63,42 @@ def test_chapter_module_imports_the_core_only(path):
             assert not (node.level == 1 and any(n.startswith("ch") for n in names)), (
                 f"{path.name} imports another chapter: {names}"
             )
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module ``path`` imports, relative ones with their leading dots."""
+    names = []
+    for node in _imports(path):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names += [f"{module}.{a.name}".replace("..", ".", 1) for a in node.names]
+            names.append(module)
+        else:
+            names += [a.name for a in node.names]
+    return names
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_imports_neither_checks_nor_chapters(path):
+    bad = [
+        m
+        for m in _imported_modules(path)
+        if m.lstrip(".").split(".")[0] in ("exercises", "chapters")
+        or m.startswith(("bnlib.exercises", "bnlib.chapters"))
+    ]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", CHECKS, ids=lambda p: p.name)
+def test_the_checks_import_the_core_only(path):
+    bad = [m for m in _imported_modules(path) if "chapters" in m]
+    assert not bad, f"exercises/{path.name} imports {bad}"
+
+
+def test_the_core_stays_within_its_line_budget():
+    lines = {p.name: len(p.read_text().splitlines()) for p in CORE}
+    lines["__init__.py"] = len((PACKAGE / "__init__.py").read_text().splitlines())
+    assert sum(lines.values()) <= CORE_LINES, sorted(lines.items(), key=lambda t: -t[1])
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
